@@ -1,0 +1,1 @@
+"""Command line: `python -m export COMMAND ...` (see `python -m export --help`)."""

@@ -1,0 +1,261 @@
+"""The model bundle: one object that the CLI, the app, the attacks and the evaluation share.
+
+A bundle folder holds
+  config.json        labels, feature config, standardiser summary, clip range, hyperparameters,
+                     protocol and split, data provenance, test metrics
+  model.safetensors  CNN-LSTM weights (float32, float16 or int8 with per-row scales) and the
+                     standardiser's mean and scale (float32)
+  model.onnx         built from the weights on first use if absent, with the parity check
+  README.md          the model card
+It hands out a torch module (gradients, white-box attacks) and an ONNX Runtime session
+(serving, black-box attacks: CUDA when present, else CPU), and predicts clips: probabilities
+per 3 s chunk and for the clip (the mean over its chunks)."""
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .audio import load_audio, validate_waveform
+from .config import FeatureConfig
+from .errors import ModelBundleError
+from .features import clip_features
+from .model import CNNLSTM
+from .standardize import Standardizer
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MODELS_DIR = Path(os.environ.get("SER_MODELS_DIR", REPO_ROOT / "models"))
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+ONNX = "model.onnx"
+WEIGHT_DTYPES = ("float32", "float16", "int8")
+
+
+@dataclass
+class ClipPrediction:
+    label: str
+    probabilities: dict[str, float]
+    chunk_probabilities: np.ndarray  # (n_chunks, n_classes)
+    labels: list[str]
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "probabilities": self.probabilities,
+                "chunks": [dict(zip(self.labels, map(float, p))) for p in self.chunk_probabilities]}
+
+
+def _pack_weights(state: dict, dtype: str) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in state.items():
+        v = v.detach().cpu()
+        if not v.is_floating_point():
+            continue  # BatchNorm's num_batches_tracked
+        if dtype == "float16":
+            out[k] = v.half()
+        elif dtype == "int8" and v.ndim >= 2:
+            rows = v.reshape(v.shape[0], -1).float()
+            scale = rows.abs().amax(1).clamp_min(1e-12) / 127.0
+            out[k] = torch.round(rows / scale[:, None]).to(torch.int8).reshape(v.shape)
+            out[k + ".scale"] = scale
+        else:
+            out[k] = v.float()
+    return out
+
+
+def _unpack_weights(tensors: dict) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in tensors.items():
+        if k.endswith(".scale") or k.startswith("standardizer."):
+            continue
+        if v.dtype == torch.int8:
+            scale = tensors[k + ".scale"]
+            v = (v.reshape(v.shape[0], -1).float() * scale[:, None]).reshape(v.shape)
+        out[k] = v.float()
+    return out
+
+
+def quantize_roundtrip(model: CNNLSTM, dtype: str) -> CNNLSTM:
+    """The model as it will be after saving with `dtype` (so reported metrics are the shipped ones)."""
+    q = _unpack_weights(_pack_weights(model.state_dict(), dtype))
+    model.load_state_dict(q, strict=False)
+    return model
+
+
+class ModelBundle:
+    def __init__(self, folder: Path, config: dict):
+        self.folder = Path(folder)
+        self.config = config
+        self.labels: list[str] = list(config["labels"])
+        self.feature_config = FeatureConfig.from_dict(config["feature_config"])
+        self.clip_range: tuple[float, float] = tuple(config["clip_range"])
+        self._torch = None
+        self._session = None
+        self._standardizer = None
+        self._lock = threading.RLock()
+
+    # --- locating and loading -------------------------------------------------------------
+    @classmethod
+    def load(cls, name_or_path) -> "ModelBundle":
+        """A bundle folder, a shipped model's name (models/<name>), or a Hugging Face Hub model
+        repo id ('user/repo', or 'hf://user/repo') fetched with huggingface_hub (cached; works
+        offline from the cache with HF_HUB_OFFLINE=1)."""
+        s = str(name_or_path)
+        path = Path(s)
+        if (path / CONFIG).is_file():
+            return cls.from_folder(path)
+        if (MODELS_DIR / s / CONFIG).is_file():
+            return cls.from_folder(MODELS_DIR / s)
+        if s.startswith("hf://") or (s.count("/") == 1 and not path.exists()):
+            return cls.from_hub(s.removeprefix("hf://"))
+        shipped = sorted(p.name for p in MODELS_DIR.glob("*") if (p / CONFIG).is_file())
+        raise ModelBundleError(f"{s}: not a model bundle folder, a shipped model "
+                               f"({', '.join(shipped) or 'none shipped'}) or a Hub repo id")
+
+    @classmethod
+    def from_folder(cls, folder) -> "ModelBundle":
+        folder = Path(folder)
+        for f in (CONFIG, WEIGHTS):
+            if not (folder / f).is_file():
+                raise ModelBundleError(f"{folder}: bundle has no {f}")
+        return cls(folder, json.loads((folder / CONFIG).read_text()))
+
+    @classmethod
+    def from_hub(cls, repo_id: str, revision: str | None = None) -> "ModelBundle":
+        from huggingface_hub import snapshot_download
+        try:
+            folder = snapshot_download(repo_id, revision=revision,
+                                       allow_patterns=[CONFIG, WEIGHTS, ONNX, "README.md"])
+        except Exception as exc:
+            raise ModelBundleError(f"{repo_id}: cannot fetch the bundle from the Hugging Face Hub "
+                                   f"({type(exc).__name__}: {exc})") from None
+        return cls.from_folder(folder)
+
+    @property
+    def name(self) -> str:
+        return self.config.get("name", self.folder.name)
+
+    # --- the pieces ----------------------------------------------------------------------
+    def _tensors(self) -> dict:
+        from safetensors.torch import load_file
+        return load_file(str(self.folder / WEIGHTS))
+
+    @property
+    def standardizer(self) -> Standardizer:
+        if self._standardizer is None:
+            t = self._tensors()
+            self._standardizer = Standardizer(t["standardizer.mean"].numpy(),
+                                              t["standardizer.scale"].numpy())
+        return self._standardizer
+
+    def torch_model(self) -> CNNLSTM:
+        """float32 CNN-LSTM in eval mode (weights dequantised), for gradients."""
+        with self._lock:
+            if self._torch is None:
+                hp = self.config["hyperparameters"]
+                m = CNNLSTM(len(self.labels), hp["dropout"], hp["lstm_input_dropout"],
+                            self.feature_config.input_shape)
+                missing, unexpected = m.load_state_dict(_unpack_weights(self._tensors()), strict=False)
+                missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+                if missing or unexpected:
+                    raise ModelBundleError(f"{self.folder}: weights do not fit the model "
+                                           f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+                self._torch = m.eval()
+            return self._torch
+
+    def onnx_path(self) -> Path:
+        """model.onnx in the bundle, or built from the weights (with the parity check) into the
+        bundle folder, or into the cache folder if the bundle folder is read-only."""
+        p = self.folder / ONNX
+        if p.is_file():
+            return p
+        from .dataset import cache_dir
+        from .onnx_export import check_parity, export_onnx
+        targets = [p, cache_dir() / "onnx" / f"{self.name}-{self.config.get('weights_sha', 'x')}.onnx"]
+        for target in targets:
+            if target.is_file():
+                return target
+        model = self.torch_model()
+        for target in targets:
+            try:
+                export_onnx(model, target, self.feature_config.input_shape)
+            except OSError:
+                continue
+            check_parity(model, _make_session(target), self.parity_features())
+            return target
+        raise ModelBundleError(f"{self.folder}: cannot write the ONNX model anywhere")
+
+    def parity_features(self) -> np.ndarray:
+        """Real standardised features for parity checks: the committed example clips when
+        present, else seeded standard-normal features."""
+        ex = sorted((REPO_ROOT / "examples").glob("*.wav"))[:4]
+        feats = [self.features(load_audio(p)) for p in ex]
+        if feats:
+            return np.concatenate(feats)
+        return np.random.default_rng(0).standard_normal((4,) + self.feature_config.input_shape).astype(np.float32)
+
+    def onnx_session(self):
+        if self._session is None:
+            with self._lock:
+                if self._session is None:
+                    self._session = _make_session(self.onnx_path())
+        return self._session
+
+    # --- prediction ----------------------------------------------------------------------
+    def features(self, y: np.ndarray) -> np.ndarray:
+        """Decoded clip -> standardised (n_chunks, 261, 128) features."""
+        return self.standardizer.transform(clip_features(y, self.feature_config))
+
+    def predict_features(self, x: np.ndarray) -> np.ndarray:
+        """Standardised features -> probabilities through ONNX Runtime."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        return self.onnx_session().run(["probabilities"], {"features": x})[0]
+
+    def predict_clip(self, audio, sample_rate: int | None = None, max_seconds: float | None = None) -> ClipPrediction:
+        """audio: a path, or a waveform with its sample_rate."""
+        if isinstance(audio, (str, Path)):
+            y = load_audio(audio, self.feature_config.sample_rate, max_seconds=max_seconds)
+        else:
+            y = validate_waveform(audio, sample_rate, sample_rate=self.feature_config.sample_rate,
+                                  max_seconds=max_seconds)
+        return self.prediction_from_probabilities(self.predict_features(self.features(y)))
+
+    def prediction_from_probabilities(self, chunk_probs: np.ndarray) -> ClipPrediction:
+        clip = chunk_probs.mean(0)
+        return ClipPrediction(self.labels[int(clip.argmax())],
+                              {l: float(p) for l, p in zip(self.labels, clip)}, chunk_probs, self.labels)
+
+    # --- writing -------------------------------------------------------------------------
+    @staticmethod
+    def save(folder, model: CNNLSTM, standardizer: Standardizer, config: dict,
+             weights_dtype: str = "float32") -> "ModelBundle":
+        from safetensors.torch import save_file
+        if weights_dtype not in WEIGHT_DTYPES:
+            raise ValueError(f"weights dtype {weights_dtype!r} (accepted: {', '.join(WEIGHT_DTYPES)})")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = _pack_weights(model.state_dict(), weights_dtype)
+        tensors["standardizer.mean"] = torch.from_numpy(standardizer.mean.astype(np.float32))
+        tensors["standardizer.scale"] = torch.from_numpy(standardizer.scale.astype(np.float32))
+        save_file(tensors, str(folder / WEIGHTS))
+        import hashlib
+        config = dict(config, weights_dtype=weights_dtype,
+                      weights_sha=hashlib.sha256((folder / WEIGHTS).read_bytes()).hexdigest()[:16])
+        (folder / CONFIG).write_text(json.dumps(config, indent=1))
+        stale = folder / ONNX
+        if stale.exists():
+            stale.unlink()
+        return ModelBundle.from_folder(folder)
+
+
+def _make_session(path: Path):
+    import onnxruntime as ort
+    ort.set_default_logger_severity(3)
+    opts = ort.SessionOptions()
+    providers = ["CPUExecutionProvider"]
+    if torch.cuda.is_available() and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    return ort.InferenceSession(str(path), opts, providers=providers)

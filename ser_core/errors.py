@@ -1,0 +1,55 @@
+"""Typed errors. Each one names what was wrong and what is accepted, so the CLI, the app and
+API clients can show it as is."""
+
+
+class SERError(Exception):
+    """Base class of every error this project raises on purpose."""
+
+
+class AudioError(SERError, ValueError):
+    """Audio that cannot be used: names the source and the problem."""
+
+    def __init__(self, source, problem: str, accepted: str = ""):
+        self.source = str(source)
+        self.problem = problem
+        self.accepted = accepted
+        message = f"{self.source}: {problem}"
+        if accepted:
+            message += f" (accepted: {accepted})"
+        super().__init__(message)
+
+
+class UnreadableAudioError(AudioError):
+    """The file does not exist or cannot be decoded as audio."""
+
+
+class EmptyAudioError(AudioError):
+    """The file decodes to zero samples."""
+
+
+class SilentAudioError(AudioError):
+    """Every sample is (near) zero: there is no speech to classify."""
+
+
+class NonFiniteAudioError(AudioError):
+    """NaN or infinite samples."""
+
+
+class TooShortAudioError(AudioError):
+    """Shorter than the minimum duration."""
+
+
+class TooLongAudioError(AudioError):
+    """Longer than the maximum duration a caller accepts."""
+
+
+class CorpusError(SERError, ValueError):
+    """A corpus folder that cannot be read (missing, empty, unknown corpus name)."""
+
+
+class ParameterError(SERError, ValueError):
+    """A parameter outside its accepted range or of the wrong kind."""
+
+
+class ModelBundleError(SERError, ValueError):
+    """A model bundle that is missing files, is inconsistent, or fails its ONNX parity check."""

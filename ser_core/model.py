@@ -1,0 +1,85 @@
+"""Standardised features -> class logits: the study's CNN-LSTM (PAPER.md "Model").
+
+The 261 x 128 input is cut along time into 9 blocks of 29 frames; one CNN (shared weights, as
+Keras TimeDistributed) maps each block to 1664 values; dropout; a bidirectional LSTM (256 per
+direction, dropout on its inputs); the last states of both directions; a dense layer. The
+softmax is left to the caller (`probabilities`) so attacks get logits.
+
+Parameter count: Keras counts 3,960,389 including BatchNorm's moving statistics and one LSTM
+bias per gate. torch's LSTM carries two biases (b_ih + b_hh); b_hh is fixed at zero and frozen,
+so `keras_parameter_count` (trainable parameters + BatchNorm statistics) equals the study's."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class CNNLSTM(nn.Module):
+    def __init__(self, n_classes: int = 5, dropout: float = 0.3, lstm_input_dropout: float = 0.2,
+                 input_shape: tuple[int, int] = (261, 128), n_blocks: int = 9, lstm_units: int = 256):
+        super().__init__()
+        frames, bands = input_shape
+        if frames % n_blocks:
+            raise ValueError(f"{frames} frames do not split into {n_blocks} equal blocks")
+        self.input_shape = tuple(input_shape)
+        self.n_blocks = n_blocks
+        self.block_frames = frames // n_blocks
+        self.cnn = nn.Sequential(
+            nn.Conv2d(1, 16, 5), nn.ReLU(), nn.BatchNorm2d(16, eps=1e-3, momentum=0.01),
+            nn.MaxPool2d(4, stride=2),
+            nn.Conv2d(16, 32, 3), nn.ReLU(), nn.MaxPool2d(2, stride=2),
+            nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2, stride=1),
+            nn.Flatten(),
+        )
+        with torch.no_grad():
+            block_features = self.cnn(torch.zeros(1, 1, self.block_frames, bands)).shape[1]
+        self.dropout = nn.Dropout(dropout)
+        self.lstm_input_dropout = lstm_input_dropout
+        self.lstm = nn.LSTM(block_features, lstm_units, batch_first=True, bidirectional=True)
+        self.dense = nn.Linear(2 * lstm_units, n_classes)
+        self._keras_init()
+
+    def _keras_init(self):
+        """Keras defaults: Glorot-uniform kernels, orthogonal recurrent kernels, zero biases,
+        forget-gate bias 1."""
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        h = self.lstm.hidden_size
+        for name, p in self.lstm.named_parameters():
+            if name.startswith("weight_ih"):
+                for g in range(4):
+                    nn.init.xavier_uniform_(p.data[g * h:(g + 1) * h])
+            elif name.startswith("weight_hh"):
+                for g in range(4):
+                    nn.init.orthogonal_(p.data[g * h:(g + 1) * h])
+            elif name.startswith("bias_ih"):
+                nn.init.zeros_(p)
+                p.data[h:2 * h] = 1.0
+            elif name.startswith("bias_hh"):
+                nn.init.zeros_(p)
+                p.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (batch, 261, 128) standardised log-Mel -> (batch, n_classes) logits."""
+        b = x.shape[0]
+        blocks = x.reshape(b * self.n_blocks, 1, self.block_frames, x.shape[-1])
+        z = self.cnn(blocks).reshape(b, self.n_blocks, -1)
+        z = self.dropout(z)
+        if self.training and self.lstm_input_dropout > 0:
+            # one input mask per sequence, reused at every step, as Keras's LSTM(dropout=...)
+            keep = 1 - self.lstm_input_dropout
+            z = z * torch.bernoulli(torch.full((b, 1, z.shape[-1]), keep, device=z.device)) / keep
+        _, (h_n, _) = self.lstm(z)
+        return self.dense(torch.cat([h_n[0], h_n[1]], dim=1))
+
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.forward(x), dim=1)
+
+
+def keras_parameter_count(model: nn.Module) -> int:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    bn_stats = sum(m.running_mean.numel() + m.running_var.numel()
+                   for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    return trainable + bn_stats

@@ -1,0 +1,54 @@
+"""Torch CNN-LSTM -> ONNX file, with a parity check that fails loudly.
+
+The exported graph takes standardised features (batch, 261, 128) and returns both `logits`
+and `probabilities`; the batch axis is dynamic. `check_parity` runs torch and ONNX Runtime on
+the same real features and requires probabilities within `atol` and identical decisions."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import ModelBundleError
+
+PARITY_ATOL = 1e-4
+
+
+class _WithProbabilities(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, features):
+        logits = self.model(features)
+        return logits, torch.softmax(logits, dim=1)
+
+
+def export_onnx(model: torch.nn.Module, path: Path, input_shape=(261, 128), opset: int = 17) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval().float().cpu()
+    dummy = torch.zeros(2, *input_shape)
+    tmp = path.with_suffix(".tmp.onnx")
+    torch.onnx.export(_WithProbabilities(model), (dummy,), str(tmp), input_names=["features"],
+                      output_names=["logits", "probabilities"], opset_version=opset,
+                      dynamic_axes={"features": {0: "batch"}, "logits": {0: "batch"},
+                                    "probabilities": {0: "batch"}}, dynamo=False)
+    tmp.replace(path)
+    return path
+
+
+def check_parity(model: torch.nn.Module, session, features: np.ndarray, atol: float = PARITY_ATOL) -> dict:
+    """Raise ModelBundleError unless ONNX Runtime matches torch on `features` (standardised)."""
+    x = np.ascontiguousarray(features, dtype=np.float32)
+    with torch.no_grad():
+        p_torch = torch.softmax(model.eval()(torch.from_numpy(x)), 1).numpy()
+    p_onnx = session.run(["probabilities"], {"features": x})[0]
+    max_diff = float(np.max(np.abs(p_torch - p_onnx)))
+    same = bool(np.all(p_torch.argmax(1) == p_onnx.argmax(1)))
+    report = {"examples": int(len(x)), "max_abs_probability_difference": max_diff,
+              "same_decisions": same, "atol": atol}
+    if max_diff > atol or not same:
+        raise ModelBundleError(f"ONNX parity check failed: {report}")
+    return report
