@@ -58,6 +58,8 @@ def validate_waveform(data, sr: int, source="<array>",
     if a.dtype.kind in "iu":
         info = np.iinfo(a.dtype)
         a = (a.astype(np.float64) - (info.max + info.min + 1) / 2) / (info.max + 1)
+    if a.size == 0:
+        raise EmptyAudioError(source, "no samples", f"at least {min_seconds} s of speech")
     if a.ndim == 2:
         if a.shape[0] > a.shape[1]:  # (samples, channels) as Gradio and soundfile give it
             a = a.T
