@@ -27,6 +27,10 @@ def register(sub):
     o.add_argument("--model", required=True, help="bundle folder or shipped model name")
     o.set_defaults(func=run_onnx)
 
+    c = sub.add_parser("card", help="re-render a bundle's model card (README.md) from its config")
+    c.add_argument("--model", required=True, nargs="+")
+    c.set_defaults(func=run_card)
+
 
 def run_train(args):
     from ser_core.train import train_bundle
@@ -45,3 +49,12 @@ def run_onnx(args):
     path = export_onnx(b.torch_model(), b.folder / ONNX, b.feature_config.input_shape)
     emit({"onnx": str(path), "parity": check_parity(b.torch_model(), bm._make_session(path),
                                                     b.parity_features())})
+
+
+def run_card(args):
+    from ser_core.bundle import ModelBundle
+    from ser_core.model_card import render
+    for m in args.model:
+        b = ModelBundle.load(m)
+        (b.folder / "README.md").write_text(render(b.config))
+        emit({"card": str(b.folder / "README.md")})
