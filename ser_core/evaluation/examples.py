@@ -1,0 +1,89 @@
+"""Which examples each bundle is attacked on.
+
+Speaker protocol bundles: the unaugmented chunks of the held-out test speakers named in the
+bundle's config (bundle.config["split"]["speakers"]["test"]). Paper protocol bundles: the
+study's test split recomputed exactly (stratified 80/20 over the augmented chunk table, seed
+1938, `ser_core.splits.paper_split`), checked against the test size recorded in the bundle.
+Features are standardised with the bundle's own standardiser."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ModelBundleError, ParameterError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+GENDERS = ("male", "female")
+
+
+def data_root() -> Path:
+    """Folder holding emodb/, emovo/, ravdess/ (SER_DATA_DIR, default ../shared/data)."""
+    return Path(os.environ.get("SER_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
+
+
+@dataclass
+class TestSet:
+    """Standardised test features with their true labels, genders and table rows."""
+
+    __test__ = False  # not a pytest class
+
+    x: np.ndarray        # (n, 261, 128) float32, standardised
+    labels: np.ndarray   # (n,) int
+    genders: np.ndarray  # (n,) "male" | "female"
+    rows: np.ndarray     # rows of the chunk table (for provenance)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def take(self, idx: np.ndarray) -> "TestSet":
+        return TestSet(self.x[idx], self.labels[idx], self.genders[idx], self.rows[idx])
+
+
+def test_rows(bundle, root: Path | None = None):
+    """(chunk table, test rows) of a bundle under its own protocol."""
+    from ..corpora import read_corpus
+    from ..dataset import build_table
+    from ..splits import paper_split
+    corpus_name = bundle.config["corpus"]
+    root = Path(root or data_root())
+    corpus = read_corpus(corpus_name, root / corpus_name, tuple(bundle.labels))
+    protocol = bundle.config.get("protocol", bundle.config["split"]["protocol"])
+    if protocol == "paper":
+        table = build_table(corpus, bundle.feature_config, augmentation=True, progress=False)
+        rows = np.sort(paper_split(table, bundle.config["split"].get("seed", 1938)).test)
+    elif protocol == "speaker":
+        table = build_table(corpus, bundle.feature_config, augmentation=False, progress=False)
+        speakers = bundle.config["split"]["speakers"]["test"]
+        rows = np.flatnonzero(np.isin(table.speakers, speakers))
+    else:
+        raise ModelBundleError(f"{bundle.folder}: unknown protocol {protocol!r} (accepted: paper, speaker)")
+    expected = bundle.config["split"].get("rows", {}).get("test")
+    if expected is not None and expected != len(rows):
+        raise ModelBundleError(f"{bundle.folder}: recomputed {len(rows)} test rows, the bundle "
+                               f"records {expected} (corpus files or split changed?)")
+    return table, rows
+
+
+def test_set(bundle, root: Path | None = None) -> TestSet:
+    table, rows = test_rows(bundle, root)
+    x = bundle.standardizer.transform(table.features[rows])
+    return TestSet(x, table.labels[rows], table.genders[rows], rows)
+
+
+def balanced_subset(ts: TestSet, per_group: int | None, seed: int = 0) -> np.ndarray:
+    """Indices of up to `per_group` examples of every (class, gender) pair, drawn with `seed`,
+    sorted; None keeps every example."""
+    if per_group is None:
+        return np.arange(len(ts))
+    if per_group < 1:
+        raise ParameterError(f"per_group={per_group} (accepted: an integer >= 1, or None for all)")
+    rng = np.random.default_rng(seed)
+    pick = []
+    for c in np.unique(ts.labels):
+        for g in GENDERS:
+            idx = np.flatnonzero((ts.labels == c) & (ts.genders == g))
+            pick.append(rng.permutation(idx)[:per_group])
+    return np.sort(np.concatenate(pick)).astype(int)

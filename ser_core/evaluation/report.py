@@ -1,0 +1,368 @@
+"""Grid rows -> Markdown report (reports/README.md) and plots.
+
+The paper-protocol rows are set beside the study's table "Accuracy under attack"
+(../shared/PAPER.md, Facchinetti et al. 2024), cell by cell, with every cell that differs by
+more than 5 points marked and a reason given where the data shows one. The speaker-protocol
+rows (models the study did not have) are read for differences between genders, languages
+(corpora) and protocols, each with the examples behind it and 95 % intervals (Wilson for an
+accuracy, Newcombe for a difference)."""
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+from .grid import project_full
+from .stats import newcombe_difference, wilson
+
+CORPORA = {"emodb": "EmoDB", "emovo": "EMOVO", "ravdess": "RAVDESS"}
+SUBSETS = ("all", "male", "female")
+MARGIN = 0.05
+STUDY_GPU_HOURS = 16
+
+# The study's clean accuracy and its table "Accuracy under attack" (paper split; all / male /
+# female). Each row: label, attack name in our registry, which setting (parameter-name fragment
+# -> value; None = every setting pooled, as the study's "any eps"), {corpus: (all, male, female)}.
+STUDY_CLEAN = {"emodb": (.909, .895, .918), "emovo": (.872, .893, .852), "ravdess": (.911, .911, .911)}
+STUDY_TABLE = [
+    ("FGSM 0.25", "fgsm", {"eps": 0.25}, {"emodb": (.171, .114, .205), "emovo": (.073, .061, .084), "ravdess": (.146, .127, .164)}),
+    ("FGSM 1.25", "fgsm", {"eps": 1.25}, {"emodb": (.109, .089, .121), "emovo": (.081, .076, .086), "ravdess": (.198, .188, .209)}),
+    ("BIM (any eps)", "bim", None, {"emodb": (.067, .070, .065), "emovo": (.076, .064, .088), "ravdess": (.059, .057, .060)}),
+    ("DeepFool 5 it", "deepfool", {"iter": 5}, {"emodb": (.061, .070, .056), "emovo": (.086, .068, .104), "ravdess": (.052, .056, .049)}),
+    ("JSMA theta 1", "jsma", {"theta": 1.0}, {"emodb": (.013, .019, .010), "emovo": (.022, .020, .024), "ravdess": (.017, .016, .019)}),
+    ("CW-L2", "cw_l2", None, {"emodb": (.188, .127, .224), "emovo": (.092, .076, .108), "ravdess": (.124, .122, .126)}),
+    ("CW-Linf", "cw_linf", None, {"emodb": (.069, .076, .065), "emovo": (.085, .068, .102), "ravdess": (.060, .058, .063)}),
+    ("Pixel th 10", "pixel", {"th": 10}, {"emodb": (.547, .454, .603), "emovo": (.364, .389, .339), "ravdess": (.322, .225, .419)}),
+    ("Boundary", "boundary", None, {"emodb": (.045, .057, .038), "emovo": (.076, .070, .082), "ravdess": (.204, .202, .205)}),
+]
+
+
+def matches(setting: dict, want: dict | None) -> bool:
+    """Does a grid setting match the study's row? Keys are matched by fragment ("iter" matches
+    "max_iter"), so the table survives an attack naming its parameter differently."""
+    if want is None:
+        return True
+    for frag, value in want.items():
+        hit = [k for k, v in setting.items() if frag in k.lower() and isinstance(v, (int, float))
+               and math.isclose(float(v), float(value), rel_tol=1e-6)]
+        if not hit:
+            return False
+    return True
+
+
+def pooled(rows: list[dict]) -> dict | None:
+    """Rows of one subset pooled over settings: summed counts, recomputed accuracy."""
+    if not rows:
+        return None
+    n = sum(r["n"] for r in rows)
+    k = sum(r["correct"] for r in rows)
+    kc = sum(r["clean_correct"] for r in rows)
+    return {"n": n, "correct": k, "accuracy": k / n if n else None,
+            "clean_accuracy": kc / n if n else None, "accuracy_ci": list(wilson(k, n)),
+            "settings": len(rows)}
+
+
+def _f(v, digits=3) -> str:
+    if v is None:
+        return "-"
+    s = f"{v:.{digits}f}"
+    return s[1:] if s.startswith("0.") else s
+
+
+def _setting(r: dict) -> str:
+    return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in r["setting"].items()) or "defaults"
+
+
+def _index(rows):
+    idx = defaultdict(list)
+    for r in rows:
+        idx[(r["model"], r["attack"], r["subset"])].append(r)
+    return idx
+
+
+def paper_comparison(rows: list[dict]) -> tuple[list[str], list[str]]:
+    """Markdown lines of the table (ours | study per corpus) and the list of flagged cells."""
+    paper = [r for r in rows if r["protocol"] == "paper" and not r.get("defence")]
+    models = {r["corpus"]: r["model"] for r in paper}
+    idx = _index(paper)
+    head = "| attack, setting | " + " | ".join(f"{CORPORA[c]} ours | {CORPORA[c]} study" for c in CORPORA) + " |"
+    lines = [head, "|" + "---|" * (1 + 2 * len(CORPORA))]
+    notes = []
+    clean = ["| clean (no attack)"]
+    for c in CORPORA:
+        m = models.get(c)
+        got = [next((r for r in paper if r["model"] == m and r["subset"] == s), None) for s in SUBSETS]
+        clean.append(" / ".join(_f(g["clean_accuracy"]) if g else "-" for g in got) if m else "not run")
+        clean.append(" / ".join(_f(v) for v in STUDY_CLEAN[c]))
+    lines.append(" | ".join(clean) + " |")
+    for label, attack, want, study in STUDY_TABLE:
+        cells = [f"| {label}"]
+        for c in CORPORA:
+            m = models.get(c)
+            got = [pooled([r for r in idx.get((m, attack, s), []) if matches(r["setting"], want)]) for s in SUBSETS]
+            if not m or not all(got):
+                cells += ["not run", " / ".join(_f(v) for v in study[c])]
+                continue
+            parts = []
+            for s, g, ref, ref_clean in zip(SUBSETS, got, study[c], STUDY_CLEAN[c]):
+                off = abs(g["accuracy"] - ref) > MARGIN
+                parts.append(_f(g["accuracy"]) + (" ⚠" if off else ""))
+                if off:
+                    notes.append(f"- {label}, {CORPORA[c]} {s}: ours {_f(g['accuracy'])} vs study {_f(ref)} "
+                                 f"(n={g['n']}): {_reason(g, ref, ref_clean)}")
+            cells += [" / ".join(parts), " / ".join(_f(v) for v in study[c])]
+        lines.append(" | ".join(cells) + " |")
+    return lines, notes
+
+
+def _reason(g: dict, ref: float, ref_clean: float) -> str:
+    lo, hi = g["accuracy_ci"]
+    if lo <= ref <= hi:
+        return (f"within sampling error: the study's value lies inside our 95 % interval "
+                f"[{_f(lo)}, {_f(hi)}] on {g['n']} examples")
+    if g["clean_accuracy"] is not None and abs(g["clean_accuracy"] - ref_clean) > MARGIN:
+        return (f"our model starts elsewhere: clean accuracy {_f(g['clean_accuracy'])} on these examples "
+                f"vs the study's {_f(ref_clean)}")
+    return (f"outside our 95 % interval [{_f(lo)}, {_f(hi)}] with the same clean accuracy: an "
+            f"implementation difference (attack code, the reference the attack moves away from, "
+            f"PyTorch vs TensorFlow/ART numerics, training length)")
+
+
+def grid_table(rows: list[dict], model: str) -> list[str]:
+    rs = [r for r in rows if r["model"] == model]
+    by = defaultdict(dict)
+    for r in rs:
+        by[(r["attack"], r["setting_key"])][r["subset"]] = r
+    lines = ["| attack | setting | accuracy all [95 % CI] (n) | male (n) | female (n) | clean all | mean abs | L2 | Linf "
+             "| confidence before -> after | queries | s / example | torch-ONNX agreement |",
+             "|" + "---|" * 13]
+    for (attack, _), sub in by.items():
+        a = sub.get("all")
+        if not a:
+            continue
+        g = {s: sub.get(s) for s in ("male", "female")}
+        lines.append(" | ".join([
+            f"| {attack}", _setting(a),
+            f"{_f(a['accuracy'])} [{_f(a['accuracy_ci'][0])}, {_f(a['accuracy_ci'][1])}] ({a['n']})",
+            *[f"{_f(g[s]['accuracy'])} ({g[s]['n']})" if g[s] else "-" for s in ("male", "female")],
+            _f(a["clean_accuracy"]), f"{a['mean_abs']:.4g}", f"{a['l2']:.4g}", f"{a['linf']:.4g}",
+            f"{_f(a['confidence_before'])} -> {_f(a['confidence_after'])}",
+            f"{a['queries']:.0f}" if a["kind"] == "black-box" else "-",
+            f"{a['seconds_per_example']:.3g}",
+            _f(a.get("torch_onnx_agreement")) if "torch_onnx_agreement" in a else "-"]) + " |")
+    return lines
+
+
+def differences(rows: list[dict], protocol: str = "speaker") -> list[str]:
+    """Where genders, languages and protocols differ (Newcombe interval excluding 0)."""
+    rs = [r for r in rows if not r.get("defence")]
+    cells = defaultdict(dict)
+    for r in rs:
+        cells[(r["protocol"], r["corpus"], r["attack"], r["setting_key"])][r["subset"]] = r
+    out = []
+    # genders
+    tested, found = 0, []
+    for (p, c, attack, key), sub in cells.items():
+        if p != protocol or "male" not in sub or "female" not in sub:
+            continue
+        m, f = sub["male"], sub["female"]
+        d, lo, hi = newcombe_difference(m["correct"], m["n"], f["correct"], f["n"])
+        tested += 1
+        if lo > 0 or hi < 0:
+            found.append(f"- {CORPORA[c]}, {attack} {_setting(m)}: male {_f(m['accuracy'])} ({m['correct']}/{m['n']}) "
+                         f"vs female {_f(f['accuracy'])} ({f['correct']}/{f['n']}), difference {d:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+    widths = [newcombe_difference(s["male"]["correct"], s["male"]["n"], s["female"]["correct"], s["female"]["n"])
+              for (p, *_), s in cells.items() if p == protocol and "male" in s and "female" in s]
+    typical = sorted(h - l for _, l, h in widths)[len(widths) // 2] / 2 if widths else float("nan")
+    out.append(f"**Genders** ({protocol} protocol): {len(found)} of {tested} attack settings show a male/female "
+               f"difference whose 95 % Newcombe interval excludes 0"
+               + (f"; with these sample sizes the typical interval is +/- {typical:.2f}, so smaller gaps cannot be seen." if widths else "."))
+    out += found
+    # languages: every pair of corpora at the same attack setting, all speakers
+    tested, found = 0, []
+    keys = {(a, k) for (p, c, a, k) in cells if p == protocol}
+    for attack, key in sorted(keys):
+        present = [c for c in CORPORA if "all" in cells.get((protocol, c, attack, key), {})]
+        for i, c1 in enumerate(present):
+            for c2 in present[i + 1:]:
+                a, b = cells[(protocol, c1, attack, key)]["all"], cells[(protocol, c2, attack, key)]["all"]
+                d, lo, hi = newcombe_difference(a["correct"], a["n"], b["correct"], b["n"])
+                tested += 1
+                if lo > 0 or hi < 0:
+                    found.append(f"- {attack} {_setting(a)}: {CORPORA[c1]} {_f(a['accuracy'])} ({a['correct']}/{a['n']}) "
+                                 f"vs {CORPORA[c2]} {_f(b['accuracy'])} ({b['correct']}/{b['n']}), "
+                                 f"difference {d:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+    out.append("")
+    out.append(f"**Languages** ({protocol} protocol): {len(found)} of {tested} corpus pairs at equal attack settings differ "
+               f"(95 % Newcombe interval excluding 0).")
+    out += found
+    # protocols: paper vs speaker model of the same corpus
+    tested, found = 0, []
+    for (p, c, attack, key), sub in cells.items():
+        other = cells.get(("paper", c, attack, key), {})
+        if p != "speaker" or "all" not in sub or "all" not in other:
+            continue
+        a, b = sub["all"], other["all"]
+        d, lo, hi = newcombe_difference(a["correct"], a["n"], b["correct"], b["n"])
+        tested += 1
+        if lo > 0 or hi < 0:
+            found.append(f"- {CORPORA[c]}, {attack} {_setting(a)}: speaker {_f(a['accuracy'])} ({a['correct']}/{a['n']}) "
+                         f"vs paper {_f(b['accuracy'])} ({b['correct']}/{b['n']}), difference {d:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+    out.append("")
+    out.append(f"**Protocols**: {len(found)} of {tested} (corpus, attack setting) pairs differ between the speaker and "
+               f"the paper model.")
+    out += found
+    return out
+
+
+def transfer_lines(rows: list[dict]) -> list[str]:
+    rs = [r for r in rows if r["subset"] == "all" and "torch_onnx_agreement" in r]
+    if not rs:
+        return ["No white-box rows yet."]
+    lines = ["| model | attack | setting | n | accuracy (ONNX) | accuracy (torch) | decisions agree |", "|---|---|---|---|---|---|---|"]
+    for r in rs:
+        lines.append(f"| {r['model']} | {r['attack']} | {_setting(r)} | {r['n']} | {_f(r['accuracy'])} | "
+                     f"{_f(r['torch_accuracy'])} | {_f(r['torch_onnx_agreement'])} |")
+    agree = sum(r["torch_onnx_agreement"] * r["n"] for r in rs) / sum(r["n"] for r in rs)
+    return [f"Over {sum(r['n'] for r in rs)} attacked examples, ONNX Runtime and the torch model take the same "
+            f"decision on {agree:.1%} of the adversarial inputs.", ""] + lines
+
+
+def defence_lines(rows: list[dict]) -> list[str]:
+    dr = [r for r in rows if r.get("defence") and r["subset"] == "all"]
+    if not dr:
+        return ["No defended bundle was evaluated in this run (see `python -m export defend`)."]
+    base = {(r["model"], r["attack"], r["setting_key"]): r for r in rows if r["subset"] == "all"}
+    lines = ["| defended model | defence | attack | setting | accuracy undefended | accuracy defended | clean defended |",
+             "|---|---|---|---|---|---|---|"]
+    for r in dr:
+        b = base.get((r["base_model"], r["attack"], r["setting_key"]))
+        lines.append(f"| {r['model']} | {r['defence']} | {r['attack']} | {_setting(r)} | {_f(b['accuracy']) if b else '-'} "
+                     f"| {_f(r['accuracy'])} | {_f(r['clean_accuracy'])} |")
+    return lines
+
+
+def plot(rows: list[dict], out_dir: Path) -> list[Path]:
+    """accuracy_<protocol>.png: accuracy against attack setting, per corpus and gender (95 %
+    Wilson bars); confidence_<protocol>.png: mean top-class confidence before and after."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for protocol in sorted({r["protocol"] for r in rows}):
+        rs = [r for r in rows if r["protocol"] == protocol and not r.get("defence")]
+        corpora = [c for c in CORPORA if any(r["corpus"] == c for r in rs)]
+        attacks = list(dict.fromkeys(r["attack"] for r in rs))
+        if not corpora or not attacks:
+            continue
+        fig, axes = plt.subplots(len(corpora), len(attacks), figsize=(2.6 * len(attacks), 2.4 * len(corpora)),
+                                 squeeze=False, sharey=True)
+        for i, c in enumerate(corpora):
+            for j, a in enumerate(attacks):
+                ax = axes[i][j]
+                for s, colour in zip(SUBSETS, ("k", "tab:blue", "tab:red")):
+                    pts = [r for r in rs if r["corpus"] == c and r["attack"] == a and r["subset"] == s]
+                    if not pts:
+                        continue
+                    xs = range(len(pts))
+                    ys = [r["accuracy"] for r in pts]
+                    err = [[y - r["accuracy_ci"][0] for y, r in zip(ys, pts)], [r["accuracy_ci"][1] - y for y, r in zip(ys, pts)]]
+                    ax.errorbar(xs, ys, yerr=err, marker="o", ms=3, capsize=2, color=colour, label=s, lw=1)
+                    ax.set_xticks(list(xs), [_strength(r) for r in pts], fontsize=6)
+                ax.set_ylim(-0.02, 1.02)
+                if i == 0:
+                    ax.set_title(a, fontsize=9)
+                if j == 0:
+                    ax.set_ylabel(f"{CORPORA[c]}\naccuracy", fontsize=8)
+        axes[0][0].legend(fontsize=6)
+        fig.suptitle(f"Accuracy under attack, {protocol} protocol (95 % Wilson intervals)", fontsize=10)
+        fig.tight_layout()
+        p = out_dir / f"accuracy_{protocol}.png"
+        fig.savefig(p, dpi=90)
+        plt.close(fig)
+        paths.append(p)
+        fig, axes = plt.subplots(len(corpora), 1, figsize=(max(6, 0.35 * len(rs) / 3 / len(corpora) + 3), 2.4 * len(corpora)),
+                                 squeeze=False)
+        for i, c in enumerate(corpora):
+            ax = axes[i][0]
+            pts = [r for r in rs if r["corpus"] == c and r["subset"] == "all"]
+            xs = range(len(pts))
+            ax.bar([x - 0.2 for x in xs], [r["confidence_before"] for r in pts], 0.4, label="before", color="tab:gray")
+            ax.bar([x + 0.2 for x in xs], [r["confidence_after"] for r in pts], 0.4, label="after", color="tab:orange")
+            ax.set_xticks(list(xs), [f"{r['attack']} {_strength(r)}" for r in pts], rotation=60, ha="right", fontsize=6)
+            ax.set_ylim(0, 1)
+            ax.set_ylabel(f"{CORPORA[c]}\nconfidence", fontsize=8)
+        axes[0][0].legend(fontsize=7)
+        fig.suptitle(f"Mean top-class confidence before and after attack, {protocol} protocol", fontsize=10)
+        fig.tight_layout()
+        p = out_dir / f"confidence_{protocol}.png"
+        fig.savefig(p, dpi=90)
+        plt.close(fig)
+        paths.append(p)
+    return paths
+
+
+def _strength(r: dict) -> str:
+    """The setting's value(s) in short, for axis ticks."""
+    return "/".join(f"{v:g}" if isinstance(v, (int, float)) else str(v) for v in r["setting"].values()) or "-"
+
+
+def write_report(rows: list[dict], out_dir, profile: str = "quick", wall_seconds: float | None = None) -> str:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots = plot(rows, out_dir / "plots")
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    attacks = list(dict.fromkeys(r["attack"] for r in rows))
+    attack_seconds = sum(r["seconds"] for r in rows if r["subset"] == "all")
+    proj = project_full(rows)
+    L = ["# Adversarial attacks against speech emotion recognition: the systematic evaluation", "",
+         "Generated by `python -m export evaluate` (ser_core/evaluation) from the tidy results file beside this "
+         "report (one JSON line per model x attack x setting x subset). The study: Facchinetti, Simonetta, "
+         "Ntalampiras 2024 (../shared/PAPER.md). All figures are measured in this run; accuracy under attack is "
+         "over all attacked examples against the true labels (an example already misclassified counts as an error).",
+         "", f"- Profile: **{profile}**; models: {', '.join(models)}; attacks: {', '.join(attacks)}.",
+         "- Examples per model (all / male / female attacked, and the whole test set): "
+         + "; ".join(_examples(rows, m) for m in models) + ".",
+         f"- Attack time measured: {attack_seconds / 60:.1f} min of attack computation"
+         + (f", {wall_seconds / 60:.1f} min wall clock for the whole run" if wall_seconds else "")
+         + f" on {', '.join(sorted({r['device'] for r in rows}))}.",
+         f"- Full profile (every test example) projected from the seconds per example measured here: "
+         f"{proj['total_seconds'] / 3600:.1f} hours for these {len(proj['per_model_seconds'])} models "
+         f"(study: about {STUDY_GPU_HOURS} GPU-hours for its grid with ART).", ""]
+    L += ["## Paper protocol: our numbers beside the study's", "",
+          "Accuracy under attack, all / male / female. ⚠ marks a cell more than 5 points from the study's; "
+          "'BIM (any eps)' pools our five eps settings, as the study reports one figure for all.", ""]
+    table, notes = paper_comparison(rows)
+    L += table + [""]
+    if notes:
+        L += ["Cells that differ by more than 5 points, and why where the data shows it:", ""] + notes + [""]
+    L += ["## Speaker protocol: what the study could not show", "",
+          "Models tested on speakers they never heard. Differences are called only where the 95 % Newcombe "
+          "interval of the difference excludes 0; the count of examples is beside every figure.", ""]
+    L += differences(rows) + [""]
+    L += ["## Transfer: white-box examples crafted on torch, scored on ONNX Runtime", ""] + transfer_lines(rows) + [""]
+    L += ["## Defence: adversarial training", ""] + defence_lines(rows) + [""]
+    L += ["## The whole grid", ""]
+    for m in models:
+        r0 = next(r for r in rows if r["model"] == m)
+        L += [f"### {m} ({CORPORA.get(r0['corpus'], r0['corpus'])}, {r0['protocol']} protocol"
+              + (f", defence {r0['defence']}" if r0.get("defence") else "") + ")", ""] + grid_table(rows, m) + [""]
+    L += ["## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in plots] + [""]
+    text = "\n".join(L)
+    (out_dir / "README.md").write_text(text)
+    return text
+
+
+def _examples(rows, model) -> str:
+    r = next((r for r in rows if r["model"] == model and r["subset"] == "all"), None)
+    if r is None:
+        return f"{model}: none"
+    n = {s: next((x["n"] for x in rows if x["model"] == model and x["subset"] == s), 0) for s in SUBSETS}
+    t = r.get("test_examples", {})
+    return f"{model} {n['all']} / {n['male']} / {n['female']} of {t.get('all', '?')}"
+
+
+def summary_json(rows: list[dict]) -> str:
+    return json.dumps(project_full(rows))

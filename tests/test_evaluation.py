@@ -1,0 +1,171 @@
+"""The evaluation grid, its statistics, its report and the adversarial-training defence.
+
+The grid is exercised with two small attacks defined here (a one-step gradient-sign attack
+and a black-box random-sign attack, both real attacks on the real bundle) so that these tests
+do not depend on the cost of the study's attacks; the registry's own attacks are run by
+`python -m export evaluate`."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ser_core.attacks.base import Attack, Param
+from ser_core.errors import ParameterError
+from ser_core.evaluation import grid, report, stats
+from ser_core.evaluation.examples import TestSet, balanced_subset
+
+
+class SignStep(Attack):
+    """One gradient-sign step away from the reference label (FGSM, Goodfellow et al. 2015)."""
+
+    name = "signstep"
+    kind = "white-box"
+    params = {"eps": Param(0.5, float, 0.0, 10.0)}
+    paper_settings = [{"eps": 0.1}, {"eps": 2.0}]
+
+    def _run(self, x, y, query, progress):
+        model = self.model()
+        xt = torch.from_numpy(x).requires_grad_(True)
+        F.cross_entropy(model(xt), torch.from_numpy(y).long()).backward()
+        query.count += 1
+        return self.clip(xt + self.settings["eps"] * xt.grad.sign()).detach().numpy(), {}
+
+
+class RandomSign(Attack):
+    """Black-box: the best of `tries` random sign perturbations of size eps (lowest confidence
+    in the reference label), scored through the query counter."""
+
+    name = "randomsign"
+    kind = "black-box"
+    params = {"eps": Param(1.0, float, 0.0, 10.0), "tries": Param(2, int, 1, 10)}
+    paper_settings = [{"eps": 1.0, "tries": 2}]
+
+    def _run(self, x, y, query, progress):
+        rng = np.random.default_rng(0)
+        best, best_p = x.copy(), np.ones(len(x))
+        for _ in range(self.settings["tries"]):
+            cand = self.clip(x + self.settings["eps"] * rng.choice([-1.0, 1.0], x.shape)).astype(np.float32)
+            p = query(cand, np.arange(len(x)))[np.arange(len(x)), y]
+            better = p < best_p
+            best[better], best_p[better] = cand[better], p[better]
+        return best, {}
+
+
+ATTACKS = {"signstep": SignStep, "randomsign": RandomSign}
+
+
+@pytest.fixture(scope="module")
+def four(test_examples):
+    """4 real test-speaker examples, 2 male and 2 female."""
+    x, labels, genders = test_examples
+    idx = np.concatenate([np.flatnonzero(genders == g)[:2] for g in ("male", "female")])
+    return TestSet(x[idx], labels[idx], genders[idx], idx)
+
+
+@pytest.fixture(scope="module")
+def grid_run(bundle, four, tmp_path_factory):
+    out = tmp_path_factory.mktemp("grid") / "results.jsonl"
+    rows = grid.run_grid([bundle], ATTACKS, out, grid.Profile("test", None, batch=3), device="cpu",
+                         test_sets={bundle.name: four})
+    return out, rows
+
+
+def test_wilson_matches_known_values():
+    # reference values: the roots p of Wilson's score equation (p - k/n)^2 = z^2 p (1 - p) / n,
+    # z = 1.96, solved independently as a quadratic
+    assert stats.wilson(0, 10) == pytest.approx((0.0, 0.27753), abs=1e-5)
+    assert stats.wilson(5, 10) == pytest.approx((0.23659, 0.76341), abs=1e-5)
+    assert stats.wilson(81, 263) == pytest.approx((0.25529, 0.36621), abs=1e-5)
+    assert stats.wilson(10, 10)[1] == 1.0
+    with pytest.raises(ParameterError):
+        stats.wilson(3, 2)
+
+
+def test_newcombe_difference_excludes_zero_only_for_a_real_gap():
+    d, lo, hi = stats.newcombe_difference(56, 70, 48, 80)  # Newcombe 1998, table II example
+    assert d == pytest.approx(0.2) and (lo, hi) == pytest.approx((0.0524, 0.3339), abs=1e-3)
+    _, lo, hi = stats.newcombe_difference(5, 10, 5, 10)
+    assert lo < 0 < hi
+
+
+def test_balanced_subset_takes_per_class_and_gender(four):
+    ts = TestSet(np.zeros((12, 1, 1)), np.array([0, 0, 0, 1, 1, 1] * 2),
+                 np.array(["male"] * 6 + ["female"] * 6), np.arange(12))
+    pick = balanced_subset(ts, 1, seed=0)
+    assert len(pick) == 4
+    assert sorted(zip(ts.labels[pick], ts.genders[pick])) == sorted(
+        [(0, "male"), (1, "male"), (0, "female"), (1, "female")])
+    assert (balanced_subset(ts, None) == np.arange(12)).all()
+
+
+def test_grid_writes_one_row_per_cell_and_subset(grid_run, bundle):
+    out, rows = grid_run
+    written = grid.read_rows(out)
+    assert len(written) == len(rows) == 1 * (2 + 1) * 3  # bundles x settings of both attacks x subsets
+    assert {(r["attack"], r["subset"]) for r in written} == {
+        (a, s) for a in ATTACKS for s in ("all", "male", "female")}
+    for r in written:
+        assert r["model"] == bundle.name and r["protocol"] == bundle.config["protocol"]
+        assert r["n"] == (4 if r["subset"] == "all" else 2)
+        assert 0 <= r["accuracy"] <= 1 and 0 <= r["clean_accuracy"] <= 1
+        assert r["accuracy_ci"][0] <= r["accuracy"] <= r["accuracy_ci"][1]
+        assert 0 <= r["confidence_after"] <= 1 and 0 < r["confidence_before"] <= 1
+        assert r["linf"] <= bundle.clip_range[1] - bundle.clip_range[0]
+        assert r["mean_abs"] <= r["linf"] + 1e-6 and r["seconds"] > 0
+
+
+def test_grid_accuracy_is_consistent_with_flips(grid_run):
+    for r in grid.read_rows(grid_run[0]):
+        n = r["n"]
+        kept = r["clean_accuracy"] - r["success_rate"]  # lowest possible: every flip hit a correct one
+        assert r["accuracy"] >= kept - 1e-9
+        assert r["accuracy"] <= r["clean_accuracy"] + r["success_rate"] + 1e-9
+        assert r["correct"] == round(r["accuracy"] * n)
+
+
+def test_grid_measures_what_the_attack_did(grid_run):
+    rows = {(r["attack"], r["setting"].get("eps"), r["subset"]): r for r in grid.read_rows(grid_run[0])}
+    small, large = rows[("signstep", 0.1, "all")], rows[("signstep", 2.0, "all")]
+    assert large["linf"] == pytest.approx(2.0, abs=1e-4)  # the budget is spent (up to clipping)
+    assert small["mean_abs"] < large["mean_abs"]
+    assert small["queries"] == 1 and rows[("randomsign", 1.0, "all")]["queries"] == 2
+    # white-box rows carry the torch -> ONNX transfer figures; black-box rows do not
+    assert 0 <= large["torch_onnx_agreement"] <= 1 and "torch_accuracy" in large
+    assert "torch_onnx_agreement" not in rows[("randomsign", 1.0, "all")]
+
+
+def test_grid_resumes_without_redoing_rows(grid_run, bundle, four):
+    out, rows = grid_run
+    before = out.read_text()
+    lines = before.splitlines()
+    out.write_text("\n".join(lines[:-3]) + "\n")  # the last cell "was interrupted"
+
+    class Exploding(SignStep):
+        calls = 0
+
+        def __call__(self, *a, **k):
+            Exploding.calls += 1
+            return super().__call__(*a, **k)
+
+    again = grid.run_grid([bundle], {"signstep": Exploding, "randomsign": RandomSign}, out,
+                          grid.Profile("test", None, batch=3), device="cpu", test_sets={bundle.name: four})
+    assert Exploding.calls == 0  # every signstep row was there already
+    assert len(again) == len(rows) and len(out.read_text().splitlines()) == len(lines)
+
+
+def test_report_renders_the_paper_comparison(grid_run, tmp_path):
+    rows = grid.read_rows(grid_run[0])
+    # the same rows, presented as a paper-protocol run of "fgsm" at the study's eps 0.25
+    paper = [dict(r, protocol="paper", model="emodb-paper", attack="fgsm", setting={"eps": 0.25},
+                  setting_key='{"eps": 0.25}') for r in rows
+             if r["attack"] == "signstep" and r["setting"]["eps"] == 2.0]
+    text = report.write_report(rows + paper, tmp_path, profile="test")
+    assert (tmp_path / "README.md").read_text() == text
+    assert "Accuracy under attack" in text and "FGSM 0.25" in text
+    line = next(l for l in text.splitlines() if l.startswith("| FGSM 0.25"))
+    assert ".171 / .114 / .205" in line  # the study's EmoDB cell beside ours
+    assert any(p.suffix == ".png" for p in tmp_path.rglob("*"))
