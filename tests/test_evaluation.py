@@ -169,3 +169,34 @@ def test_report_renders_the_paper_comparison(grid_run, tmp_path):
     line = next(l for l in text.splitlines() if l.startswith("| FGSM 0.25"))
     assert ".171 / .114 / .205" in line  # the study's EmoDB cell beside ours
     assert any(p.suffix == ".png" for p in tmp_path.rglob("*"))
+
+
+def test_defence_examples_stay_in_the_ball_and_raise_the_loss(bundle, four):
+    from ser_core.evaluation.defence import fgsm_examples, pgd_examples
+    model = bundle.torch_model()
+    x, y = torch.from_numpy(four.x), torch.from_numpy(four.labels).long()
+    lo, hi = bundle.clip_range
+    with torch.no_grad():
+        clean = F.cross_entropy(model(x), y).item()
+    for xa in (fgsm_examples(model, x, y, 0.5, lo, hi),
+               pgd_examples(model, x, y, 0.5, lo, hi, 3, torch.Generator().manual_seed(0))):
+        assert (xa - x).abs().max().item() <= 0.5 + 1e-5 and xa.min() >= lo and xa.max() <= hi
+        with torch.no_grad():
+            assert F.cross_entropy(model(xa), y).item() > clean
+
+
+def test_defence_writes_a_bundle_that_records_its_recipe(bundle, tmp_path, data_dir):
+    from ser_core.bundle import ModelBundle
+    from ser_core.evaluation.defence import DefenceConfig, adversarial_train
+    with pytest.raises(ParameterError):
+        DefenceConfig(adversarial_fraction=1.5).check()
+    out = adversarial_train(bundle, tmp_path / "defended", DefenceConfig("fgsm", batch_size=8, max_steps=1),
+                            data_dir=data_dir)
+    again = ModelBundle.load(out.folder)
+    d = again.config["defence"]
+    assert d["method"] == "fgsm-at" and d["base"] == bundle.name and d["eps"] == 1.25
+    assert d["adversarial_fraction"] == 0.6 and again.config["training"]["steps"] == 1
+    assert again.config["onnx_parity"]["same_decisions"]
+    before = bundle.torch_model().state_dict()
+    after = again.torch_model().state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before if before[k].is_floating_point())

@@ -1,0 +1,174 @@
+"""Adversarial training, starting from a trained bundle, written as a new bundle folder.
+
+"fgsm": the study's defence (PAPER.md "Defence the authors tried", ART's AdversarialTrainer):
+in every batch of 128 training examples a random 60 % is replaced by FGSM examples (Goodfellow,
+Shlens, Szegedy 2015, "Explaining and harnessing adversarial examples", arXiv 1412.6572) with
+eps 1.25, crafted on the model being trained; 30 epochs, Adam lr 1e-4.
+"pgd": the stronger one (Madry et al. 2018, "Towards deep learning models resistant to
+adversarial attacks", arXiv 1706.06083): the adversarial share is crafted with projected
+gradient descent in the same Linf ball (random start, `pgd_steps` steps of 2.5 eps / steps), so
+the model also sees the iterative attacks (BIM, PGD) that broke the FGSM-trained models.
+
+Adversarial examples are crafted here on the training model directly (not through the attack
+registry), because registry attacks score through the bundle's fixed ONNX session."""
+from __future__ import annotations
+
+import copy
+import json
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import ParameterError
+
+METHODS = ("fgsm", "pgd")
+
+
+@dataclass(frozen=True)
+class DefenceConfig:
+    method: str = "fgsm"
+    eps: float = 1.25
+    adversarial_fraction: float = 0.6
+    epochs: int = 30
+    learning_rate: float = 1e-4
+    batch_size: int = 128
+    pgd_steps: int = 7
+    max_steps: int | None = None  # cap on optimiser steps (smoke runs)
+    seed: int = 1938
+
+    def check(self) -> "DefenceConfig":
+        if self.method not in METHODS:
+            raise ParameterError(f"defence method {self.method!r} (accepted: {', '.join(METHODS)})")
+        for name, ok, accepted in (("eps", self.eps > 0, "> 0"),
+                                   ("adversarial_fraction", 0 <= self.adversarial_fraction <= 1, "0..1"),
+                                   ("epochs", self.epochs >= 1, ">= 1"), ("learning_rate", self.learning_rate > 0, "> 0"),
+                                   ("batch_size", self.batch_size >= 1, ">= 1"), ("pgd_steps", self.pgd_steps >= 1, ">= 1"),
+                                   ("max_steps", self.max_steps is None or self.max_steps >= 1, ">= 1 or unset")):
+            if not ok:
+                raise ParameterError(f"defence {name}={getattr(self, name)!r} (accepted: {accepted})")
+        return self
+
+
+def _loss_grad(model, x, y):
+    x = x.detach().requires_grad_(True)
+    loss = F.cross_entropy(model(x), y)
+    return torch.autograd.grad(loss, x)[0]
+
+
+def fgsm_examples(model, x, y, eps, lo, hi):
+    """One signed-gradient step of size eps on the true labels (FGSM)."""
+    return (x + eps * _loss_grad(model, x, y).sign()).clamp(lo, hi).detach()
+
+
+def pgd_examples(model, x, y, eps, lo, hi, steps, generator=None):
+    """Projected gradient ascent in the Linf ball of radius eps, random start (Madry et al.)."""
+    step = 2.5 * eps / steps
+    noise = torch.rand(x.shape, generator=generator, device="cpu").to(x.device) * 2 - 1
+    x_adv = (x + eps * noise).clamp(lo, hi)
+    for _ in range(steps):
+        x_adv = x_adv + step * _loss_grad(model, x_adv, y).sign()
+        x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(lo, hi).detach()
+    return x_adv
+
+
+def adversarial_train(bundle, out, cfg: DefenceConfig = DefenceConfig(), data_dir=None,
+                      device: str | None = None, log=sys.stderr):
+    """Fine-tune `bundle`'s model with adversarial training on its own training rows (same
+    protocol, same split) and write the result to bundle folder `out`, evaluated on the
+    bundle's test examples. Returns the new ModelBundle."""
+    from ..bundle import ModelBundle, quantize_roundtrip
+    from ..model_card import render
+    from ..onnx_export import check_parity, export_onnx
+    from ..splits import make_split
+    from ..train import classification_metrics, load_rows
+    from .examples import test_rows
+    from .grid import torch_probabilities
+    from .. import bundle as bundle_mod
+    from ..corpora import read_corpus
+    from ..dataset import build_table
+    from .examples import data_root
+
+    cfg.check()
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    c = bundle.config
+    corpus = read_corpus(c["corpus"], Path(data_dir or data_root()) / c["corpus"], tuple(bundle.labels))
+    table = build_table(corpus, bundle.feature_config, augmentation=c.get("augmentation", True), progress=False)
+    split = make_split(table, c.get("protocol", c["split"]["protocol"]), c["split"].get("seed", cfg.seed))
+    x_tr = load_rows(table, split.train, bundle.standardizer)
+    y_tr = torch.from_numpy(table.labels[split.train]).long()
+    lo, hi = (float(v) for v in bundle.clip_range)
+    model = copy.deepcopy(bundle.torch_model()).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, eps=1e-7)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    history, steps, t_start = [], 0, time.time()
+    for epoch in range(cfg.epochs):
+        t0 = time.time()
+        perm = rng.permutation(len(x_tr))
+        total, correct, n = 0.0, 0, 0
+        for i in range(0, len(perm), cfg.batch_size):
+            idx = perm[i:i + cfg.batch_size]
+            xb, yb = x_tr[idx].to(device), y_tr[idx].to(device)
+            k = int(round(cfg.adversarial_fraction * len(idx)))
+            if k:
+                adv = torch.from_numpy(rng.choice(len(idx), k, replace=False)).to(device)
+                model.eval()  # crafted as the deployed model sees it (ART: training_mode=False)
+                if cfg.method == "fgsm":
+                    xa = fgsm_examples(model, xb[adv], yb[adv], cfg.eps, lo, hi)
+                else:
+                    xa = pgd_examples(model, xb[adv], yb[adv], cfg.eps, lo, hi, cfg.pgd_steps, gen)
+                xb = xb.clone()
+                xb[adv] = xa
+            model.train()
+            opt.zero_grad(set_to_none=True)
+            logits = model(xb)
+            loss = F.cross_entropy(logits, yb)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx); n += len(idx)
+            correct += (logits.argmax(1) == yb).sum().item()
+            steps += 1
+            if cfg.max_steps and steps >= cfg.max_steps:
+                break
+        row = {"epoch": epoch + 1, "loss": round(total / n, 5), "accuracy": round(correct / n, 4),
+               "steps": steps, "seconds": round(time.time() - t0, 1)}
+        history.append(row)
+        print(json.dumps(row), file=log, flush=True)
+        if cfg.max_steps and steps >= cfg.max_steps:
+            break
+    model = quantize_roundtrip(model.eval().cpu(), c.get("weights_dtype", "float32"))
+    out = Path(out)
+    config = dict(c, name=out.name,
+                  defence={**asdict(cfg), "method": f"{cfg.method}-at", "base": bundle.name,
+                           "reference": "Goodfellow et al. 2015 (FGSM AT, as the study)" if cfg.method == "fgsm"
+                           else "Madry et al. 2018 (PGD AT)"},
+                  training={"epochs": len(history), "best_epoch": len(history), "steps": steps,
+                            "seconds": round(time.time() - t_start, 1), "precision": "fp32",
+                            "hardware": f"{platform.machine()}, {torch.get_num_threads()} threads"
+                                        + (", CUDA" if device.startswith("cuda") else ""),
+                            "history": history, "from": str(bundle.folder)},
+                  retrain_command=f"python -m export defend --model {bundle.name} --method {cfg.method} --out {out}")
+    config.pop("onnx_parity", None)
+    new = ModelBundle.save(out, model, bundle.standardizer, config, c.get("weights_dtype", "float32"))
+    table_t, rows = test_rows(new, data_dir)
+    probs = torch_probabilities(new, new.standardizer.transform(table_t.features[rows]))
+    config = json.loads((out / "config.json").read_text())
+    config["metrics"] = {"test": classification_metrics(probs, table_t.labels[rows], table_t.genders[rows], new.labels)}
+    onnx = export_onnx(new.torch_model(), out / bundle_mod.ONNX, new.feature_config.input_shape)
+    config["onnx_parity"] = check_parity(new.torch_model(), bundle_mod._make_session(onnx),
+                                         new.standardizer.transform(table_t.features[rows[:64]]))
+    (out / "config.json").write_text(json.dumps(config, indent=1))
+    d = config["defence"]
+    (out / "README.md").write_text(render(config) + (
+        f"\n## Defence\n\nAdversarial training ({d['reference']}) from `{d['base']}`: {d['method']}, "
+        f"eps {d['eps']}, {d['adversarial_fraction']:.0%} of each batch adversarial, {len(history)} epochs "
+        f"({steps} steps), lr {d['learning_rate']}, batch {d['batch_size']}"
+        + (f", capped at {cfg.max_steps} steps (smoke run, not a trained defence)" if cfg.max_steps else "") + ".\n"))
+    return ModelBundle.from_folder(out)
