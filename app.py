@@ -82,12 +82,9 @@ def attack(audio, model, attack_name, params, domain, progress=gr.Progress()):
     r = out.result
     before = r.get("probabilities_before") or {}
     after = r.get("probabilities_after") or {}
-    audio_label = "attacked audio" if domain == service.DOMAIN_WAVEFORM else \
-        "listening copy (Griffin-Lim inversion of the attacked features, unverified)"
     return (r, before, after, summary_markdown(r),
             str(out.images["before"]), str(out.images["after"]), str(out.images["difference"]),
-            gr.update(value=audio), gr.update(value=str(out.attacked_audio), label=audio_label),
-            [str(out.attacked_audio), str(out.features)])
+            audio, str(out.attacked_audio), [str(out.attacked_audio), str(out.features)])
 
 
 def summary_markdown(r: dict) -> str:
@@ -102,13 +99,17 @@ def summary_markdown(r: dict) -> str:
             ("model queries", r.get("queries")),
             ("attack time (s)", _fmt(r.get("seconds"))),
             ("request time (s)", _fmt(r.get("total_seconds")))]
+    if r.get("domain") == service.DOMAIN_FEATURES:
+        rows.append(("attacked audio", "listening copy: the attacked features inverted by "
+                     "Griffin-Lim; not what the model saw"))
     lc = r.get("listening_copy")
     if lc:
         rows += [("listening copy re-scored", f"{lc['label']} (flip {'survives' if lc['flipped'] else 'lost'})"),
                  ("clean features inverted, re-scored", lc["clean_inversion_label"])]
-    for key in ("snr_db", "verified_label", "verified_flipped"):
+    for key in ("snr_db", "linf_16bit", "verified_flipped", "chunking_unchanged"):
         if key in r:
             rows.append((key.replace("_", " "), _fmt(r[key])))
+    rows = [(k, v) for k, v in rows if v is not None and "None" not in str(v)]
     return head + "\n\n| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
 
 
@@ -184,10 +185,13 @@ def build_app() -> gr.Blocks:
                                         label="Your clip (WAV, FLAC, OGG or MP3; up to 30 s for attacks)",
                                         elem_id="audio-in")
                     model = gr.Dropdown(model_choices, value=models[0] if models else None,
-                                        label="Model (language)", elem_id="model")
+                                        label="Model (language)", elem_id="model",
+                                        allow_custom_value=True)  # the service names bad ones
                     domain = gr.Radio([(DOMAIN_LABELS[d], d) for d in domains], value=domain0,
                                       label="Attack domain", elem_id="domain")
-                    attack_name = gr.Dropdown(attacks0, value=attack0, label="Attack", elem_id="attack")
+                    # custom values: API callers name waveform attacks without switching the domain first
+                    attack_name = gr.Dropdown(attacks0, value=attack0, label="Attack", elem_id="attack",
+                                              allow_custom_value=True)
                     preset = gr.Dropdown([], label="Strength (the study's settings)", elem_id="preset")
                     params = gr.Textbox(label="Parameters (JSON; edit to go beyond the presets)",
                                         elem_id="params")
@@ -199,12 +203,15 @@ def build_app() -> gr.Blocks:
                         gr.Examples([[str(p)] for p in EXAMPLES], inputs=[audio_in],
                                     label="Example clips (RAVDESS, CC BY-NC-SA 4.0)")
                 with gr.Column():
-                    summary = gr.Markdown(elem_id="summary")
+                    summary = gr.Markdown(label="Summary", elem_id="summary")
                     with gr.Row():
                         label_before = gr.Label(label="Before", num_top_classes=5)
                         label_after = gr.Label(label="After attack", num_top_classes=5)
                     original_audio = gr.Audio(label="original", type="filepath", interactive=False)
-                    attacked_audio = gr.Audio(label="attacked audio", type="filepath", interactive=False)
+                    attacked_audio = gr.Audio(label="attacked audio: for feature attacks a listening copy "
+                                              "(Griffin-Lim inversion, unverified); for waveform "
+                                              "attacks the verified adversarial WAV",
+                                              type="filepath", interactive=False)
                     downloads = gr.File(label="Downloads: attacked audio (WAV), attacked features (.npy)",
                                         file_count="multiple", interactive=False)
             with gr.Row():

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import bundle as bundle_module
 from .audio import load_audio
-from .errors import EmptyAudioError, ParameterError, TooLongAudioError
+from .errors import AudioError, EmptyAudioError, ParameterError, TooLongAudioError
 
 MAX_PREDICT_SECONDS = 120.0   # prediction is cheap: a couple of minutes of speech
 MAX_ATTACK_SECONDS = 30.0     # white-box attacks cost per chunk: ten 3 s chunks at most
@@ -185,7 +185,10 @@ def read_clip(path, max_seconds: float, sample_rate: int) -> np.ndarray:
         seconds = 0.0
     if seconds > max_seconds:
         raise TooLongAudioError(path.name, f"{seconds:.1f} s long", f"at most {max_seconds:g} s")
-    return load_audio(path, sample_rate, max_seconds=max_seconds)
+    try:
+        return load_audio(path, sample_rate, max_seconds=max_seconds)
+    except AudioError as exc:  # name the file as its sender knows it, not the server's copy
+        raise type(exc)(path.name, exc.problem, exc.accepted) from None
 
 
 # --- prediction -----------------------------------------------------------------------------

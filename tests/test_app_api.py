@@ -1,0 +1,170 @@
+"""The Space's API as a client sees it: `python app.py` started on loopback, called through
+gradio_client. /predict returns a distribution over the model's labels; /attack flips a clip
+and returns the figures, images, audio and features it promises; bad input gets the typed
+error's text and the app keeps serving."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "examples" / "ravdess-happiness-actor06f.wav"
+MODEL = os.environ.get("SER_TEST_MODEL", "emodb")
+START_TIMEOUT = 180
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_app(model: str = MODEL):
+    """`python app.py` serving `model` on a free loopback port; yields its URL."""
+    port = free_port()
+    env = dict(os.environ, GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port),
+               SER_APP_MODELS=model, GRADIO_ANALYTICS_ENABLED="False")
+    log = open(REPO / "tests" / f".app-{port}.log", "w")
+    proc = subprocess.Popen([sys.executable, str(REPO / "app.py")], cwd=REPO, env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"app.py exited with {proc.returncode}: "
+                                   f"{(REPO / 'tests' / f'.app-{port}.log').read_text()[-2000:]}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"app.py did not serve on port {port} within {START_TIMEOUT} s")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        (REPO / "tests" / f".app-{port}.log").unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def client():
+    from gradio_client import Client
+    with running_app() as url:
+        yield Client(url, verbose=False)
+
+
+def _predict(client, path):
+    from gradio_client import handle_file
+    return client.predict(handle_file(str(path)), MODEL, api_name="/predict")
+
+
+def _attack(client, path, attack, params):
+    from gradio_client import handle_file
+    return client.predict(handle_file(str(path)), MODEL, attack, json.dumps(params), "features",
+                          api_name="/attack")
+
+
+def test_named_endpoints(client):
+    assert {"/predict", "/attack"} <= set(client.view_api(return_format="dict")["named_endpoints"])
+
+
+def test_predict_returns_a_distribution_over_the_labels(client, bundle):
+    result, label = _predict(client, EXAMPLE)
+    assert result["label"] in bundle.labels
+    assert set(result["probabilities"]) == set(bundle.labels)
+    assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert result["label"] == max(result["probabilities"], key=result["probabilities"].get)
+    assert label["label"] == result["label"]
+    assert len(result["chunks"]) >= 1
+
+
+def test_attack_flips_a_clip(client, bundle):
+    # BIM at the study's largest budget (eps 1.25, step 0.1, 100 iterations): the study's
+    # accuracy under it is 0.06-0.08, and this clip flips under it.
+    out = _attack(client, EXAMPLE, "bim", {"eps": 1.25, "eps_step": 0.1, "max_iter": 100})
+    r, before, after, summary, img_before, img_after, img_diff, original, attacked, files = out
+    assert r["flipped"] is True
+    assert r["label_after"] != r["label_before"]
+    assert {r["label_before"], r["label_after"]} <= set(bundle.labels)
+    assert sum(r["probabilities_after"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert 0 < r["linf"] <= 1.25 + 1e-5
+    assert r["chunks_flipped"] >= 1 and r["queries"] >= 1
+    assert after["label"] == r["label_after"] and "Flipped" in summary
+    lc = r["listening_copy"]
+    assert lc["label"] in bundle.labels and "Griffin-Lim" in lc["note"]
+    for img in (img_before, img_after, img_diff):
+        assert Path(img).stat().st_size > 1000
+    y, sr = sf.read(attacked)
+    assert sr == bundle.feature_config.sample_rate and np.abs(y).max() > 0.01
+    features = np.load(next(f for f in files if f.endswith(".npy")))
+    assert features.shape == (r["chunks"],) + tuple(bundle.feature_config.input_shape)
+
+
+def _write(path: Path, y: np.ndarray, sr: int = 16000) -> Path:
+    sf.write(str(path), y, sr, subtype="PCM_16")
+    return path
+
+
+def _noise(seconds: float, seed: int = 0) -> np.ndarray:
+    return 0.1 * np.random.default_rng(seed).standard_normal(int(seconds * 16000))
+
+
+BAD_INPUTS = {
+    # name: (make file in tmp_path, endpoint, expected error type in the message)
+    "text renamed .wav": (lambda d: _text(d / "notes.wav"), "predict", "UnreadableAudioError"),
+    "silent wav": (lambda d: _write(d / "silent.wav", np.zeros(16000)), "predict", "SilentAudioError"),
+    "0.1 s wav": (lambda d: _write(d / "short.wav", _noise(0.1)), "predict", "TooShortAudioError"),
+    "31 s wav to attack": (lambda d: _write(d / "long.wav", _noise(31)), "attack", "TooLongAudioError"),
+}
+
+
+def _text(path: Path) -> Path:
+    path.write_text("this is not audio\n" * 50)
+    return path
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_audio_gets_a_clear_error_and_the_app_keeps_serving(client, bundle, tmp_path, case):
+    from gradio_client.exceptions import AppError
+    make, endpoint, error = BAD_INPUTS[case]
+    path = make(tmp_path)
+    with pytest.raises(AppError) as info:
+        if endpoint == "predict":
+            _predict(client, path)
+        else:
+            _attack(client, path, "fgsm", {"eps": 0.25})
+    message = str(info.value)
+    assert error in message and path.name in message and "accepted" in message
+    assert str(tmp_path) not in message  # the server's copy of the upload is not leaked
+    assert _predict(client, EXAMPLE)[0]["label"] in bundle.labels
+
+
+@pytest.mark.parametrize("params, expected", [
+    ({"eps": 99.0}, "eps=99.0 is outside [0.0, 20.0]"),
+    ({"eps": -1}, "eps=-1.0 is outside"),
+    ({"epsilon": 0.5}, "unknown parameters ['epsilon']"),
+    ("{not json", "not valid JSON"),
+])
+def test_bad_parameters_get_a_clear_error(client, bundle, params, expected):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+    text = params if isinstance(params, str) else json.dumps(params)
+    with pytest.raises(AppError, match="ParameterError") as info:
+        client.predict(handle_file(str(EXAMPLE)), MODEL, "fgsm", text, "features", api_name="/attack")
+    assert expected in str(info.value)
+    assert _predict(client, EXAMPLE)[0]["label"] in bundle.labels
