@@ -1,0 +1,156 @@
+"""What waveform attacks share: 16-bit sample arithmetic, the budget in SNR or 16-bit units,
+the differentiable clip model (white-box) and the counted serving path (black-box).
+
+Waveform attacks work on a whole decoded clip held as 16-bit sample values (floats on the
+integer grid -32768..32767, full scale = 32768), because the adversarial audio is delivered as a
+16-bit WAV and only the decision on that file counts. A clip's decision is the serving path's:
+the mean of its chunks' probabilities (bundle.predict_clip). Attacks are untargeted: they move
+the clip's decision away from its clean decision, scored by the margin
+  log p_clip[clean] - max_{j != clean} log p_clip[j]   (< 0 means flipped)."""
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..attacks.base import Param
+from ..errors import ParameterError
+from ..frontend import LogMelFrontEnd
+from .chunkmap import chunk_index_map
+
+PCM_SCALE = 32768.0
+PCM_MIN, PCM_MAX = -32768.0, 32767.0
+DEFAULT_SNR_DB = 40.0
+
+
+def to_pcm(y: np.ndarray) -> np.ndarray:
+    """Full-scale float audio -> 16-bit sample values (float64 on the integer grid), as a 16-bit
+    WAV stores them (rounded, saturated)."""
+    return np.clip(np.round(np.asarray(y, np.float64) * PCM_SCALE), PCM_MIN, PCM_MAX)
+
+
+def from_pcm(pcm: np.ndarray) -> np.ndarray:
+    """16-bit sample values -> float32 audio exactly as soundfile decodes a 16-bit file."""
+    return (np.asarray(pcm, np.float64) / PCM_SCALE).astype(np.float32)
+
+
+def snr_db(clean: np.ndarray, adversarial: np.ndarray) -> float:
+    """Signal-to-noise ratio of the perturbation over the whole clip, in dB (inf when unchanged)."""
+    clean = np.asarray(clean, np.float64)
+    noise = float(np.sum((np.asarray(adversarial, np.float64) - clean) ** 2))
+    return math.inf if noise == 0 else 10.0 * math.log10(float(np.sum(clean ** 2)) / noise)
+
+
+def margin(log_probs: torch.Tensor, label: int) -> torch.Tensor:
+    """(batch, classes) clip log-probabilities -> (batch,) margin of the clean label (< 0: flipped)."""
+    others = log_probs.clone()
+    others[:, label] = -math.inf
+    return log_probs[:, label] - others.amax(1)
+
+
+class WaveformAttack:
+    """Base class. Subclasses set `name`, `kind`, `goal`, `params` and implement `run`.
+
+    Parameters whose declared default is None are optional (None = not given)."""
+
+    name: ClassVar[str] = ""
+    kind: ClassVar[str] = "white-box"
+    goal: ClassVar[str] = "fixed-budget"
+    params: ClassVar[dict[str, Param]] = {}
+
+    def __init__(self, bundle, **kwargs):
+        unknown = set(kwargs) - set(self.params)
+        if unknown:
+            raise ParameterError(f"{self.name}: unknown parameters {sorted(unknown)} "
+                                 f"(accepted: {', '.join(self.params) or 'none'})")
+        self.bundle = bundle
+        self.settings = {}
+        for k, p in self.params.items():
+            v = kwargs.get(k, p.default)
+            self.settings[k] = None if v is None and p.default is None else p.check(self.name, k, v)
+        self._validate()
+
+    def _validate(self):
+        """Cross-parameter checks; raise ParameterError."""
+
+    def run(self, pcm: np.ndarray, label: int, index_map: np.ndarray, progress) -> tuple[np.ndarray, int, dict]:
+        """pcm: clean clip as 16-bit sample values; label: its clean decision; index_map: its
+        chunks (chunkmap). Return (adversarial 16-bit sample values, possibly off the integer
+        grid; queries spent; extra figures)."""
+        raise NotImplementedError
+
+
+class LinfBudget:
+    """Mixin for attacks bounded in Linf: the budget is `eps_16bit` (16-bit units) or `snr_db`.
+
+    From snr_db the budget is the largest whole number of 16-bit steps that guarantees the SNR:
+    a perturbation bounded by eps on the k samples the chunks use has energy at most k eps^2, so
+    eps = floor(sqrt(clip energy / k) * 10^(-snr_db / 20))."""
+
+    budget_params = {
+        "snr_db": Param(None, float, 0.0, 100.0, help="budget as the lowest SNR allowed, dB "
+                        f"(default {DEFAULT_SNR_DB:g} when eps_16bit is not given)"),
+        "eps_16bit": Param(None, int, 1, 32767, help="budget as the largest change of a sample, "
+                           "in 16-bit units (full scale 32768)"),
+    }
+
+    def _validate(self):
+        if self.settings["snr_db"] is not None and self.settings["eps_16bit"] is not None:
+            raise ParameterError(f"{self.name}: give the budget as snr_db or eps_16bit, not both")
+
+    def epsilon(self, pcm: np.ndarray, index_map: np.ndarray) -> int:
+        if self.settings["eps_16bit"] is not None:
+            return int(self.settings["eps_16bit"])
+        snr = self.settings["snr_db"] if self.settings["snr_db"] is not None else DEFAULT_SNR_DB
+        k = len(np.unique(index_map))
+        eps = math.floor(math.sqrt(float(np.sum(pcm ** 2)) / k) * 10 ** (-snr / 20))
+        if eps < 1:
+            raise ParameterError(f"{self.name}: snr_db={snr:g} leaves less than one 16-bit step "
+                                 f"for this clip (accepted: a lower snr_db, or eps_16bit >= 1)")
+        return eps
+
+
+class ClipModel(nn.Module):
+    """White-box view of the serving path with the chunking held fixed: (batch, samples) clips in
+    16-bit units -> (batch, classes) clip log-probabilities (log of the mean chunk probability)."""
+
+    def __init__(self, bundle, index_map: np.ndarray):
+        super().__init__()
+        self.frontend = LogMelFrontEnd.for_bundle(bundle)
+        self.model = bundle.torch_model()
+        self.register_buffer("index", torch.from_numpy(np.ascontiguousarray(index_map)))
+
+    def forward(self, pcm: torch.Tensor) -> torch.Tensor:
+        b = pcm.shape[0]
+        chunks = (pcm / PCM_SCALE)[:, self.index]  # (batch, n_chunks, samples): a gather
+        feats = self.frontend(chunks.reshape(-1, chunks.shape[-1]).float())
+        probs = torch.softmax(self.model(feats), dim=1).reshape(b, self.index.shape[0], -1)
+        return torch.log(probs.mean(1).clamp_min(1e-30))
+
+
+class ServingPath:
+    """Black-box access: clips (16-bit sample values) -> clip probabilities through the serving
+    path (bundle.features: trim, chunks, librosa log-Mel, standardiser; then ONNX Runtime), one
+    ONNX call per batch of clips. `count` is the number of clips scored."""
+
+    def __init__(self, bundle):
+        self.bundle = bundle
+        self.count = 0
+
+    def __call__(self, pcm_batch: np.ndarray) -> np.ndarray:
+        feats = [self.bundle.features(from_pcm(p)) for p in np.atleast_2d(pcm_batch)]
+        self.count += len(feats)
+        probs = self.bundle.predict_features(np.concatenate(feats))
+        bounds = np.cumsum([0] + [len(f) for f in feats])
+        return np.stack([probs[a:b].mean(0) for a, b in zip(bounds[:-1], bounds[1:])])
+
+
+def serving_margin(probs: np.ndarray, label: int) -> np.ndarray:
+    """Margin of `label` on clip probabilities from the serving path (< 0: flipped)."""
+    logp = np.log(np.clip(probs, 1e-30, None))
+    others = logp.copy()
+    others[:, label] = -np.inf
+    return logp[:, label] - others.max(1)

@@ -1,0 +1,35 @@
+"""Decoded clip -> index map of its 3 s chunks, so chunking is a gather that gradients go through.
+
+The serving path (chunks.py) trims the clip, cuts the trimmed clip into consecutive 3 s pieces,
+trims each piece again and loops (tiles) short pieces to 3 s. Every chunk sample is therefore a
+copy of one original sample: chunk[c, t] = clip[index[c, t]]. `chunk_index_map` runs the same
+steps on sample positions instead of samples. Waveform attacks compute it once from the clean
+clip and hold it fixed: they assume the trim bounds of the adversarial clip equal the clean ones.
+The verification step (serving path on the written WAV) recomputes everything from the audio,
+so a flip that depended on that assumption and does not survive it is not counted."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..chunks import trim_bounds
+from ..config import FeatureConfig, PAPER_FEATURES
+
+
+def chunk_index_map(y: np.ndarray, cfg: FeatureConfig = PAPER_FEATURES) -> np.ndarray:
+    """(n_chunks, window_samples) int64 positions into y such that y[map] equals
+    chunks.chunks(trim(y)) (with features.clip_features' fallback to the whole clip when the
+    trim keeps nothing)."""
+    w = cfg.window_samples
+    start, end = trim_bounds(y, cfg)
+    if end <= start:
+        start, end = 0, len(y)
+    positions = np.arange(start, end, dtype=np.int64)
+    if len(positions) < w:
+        pieces = [positions]
+    else:
+        pieces = []
+        for s in range(0, len(positions), w):
+            cut = positions[s:s + w]
+            a, b = trim_bounds(y[cut], cfg)
+            pieces.append(cut[a:b] if b > a else cut)
+    return np.stack([np.resize(p, w) for p in pieces])

@@ -1,0 +1,94 @@
+"""Waveform attacks: chunking as an index map, budgets kept, verified flips on written WAVs,
+black-box attacks that never touch torch and count their queries exactly, bad parameters."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ser_core.audio import load_audio
+from ser_core.bundle import ModelBundle
+from ser_core.chunks import chunks, trim
+from ser_core.errors import ParameterError
+from ser_core.waveform import attack_waveform_clip, chunk_index_map, snr_db
+from ser_core.waveform.base import to_pcm
+
+
+@pytest.fixture(scope="module")
+def test_clips(bundle, data_dir):
+    """Clips of the bundle's held-out test speakers, shortest first (cheap to attack)."""
+    speakers = tuple(bundle.config["split"]["speakers"]["test"])
+    files = [f for f in sorted((data_dir / "emodb").rglob("*.flac")) if f.name.startswith(speakers)]
+    return sorted(files, key=lambda f: f.stat().st_size)
+
+
+def test_index_map_reproduces_the_serving_chunks(data_dir):
+    files = sorted((data_dir / "emodb").rglob("*.flac"))
+    long_ones = sorted(files, key=lambda f: -f.stat().st_size)[:2]  # split into pieces, re-trimmed
+    for f in files[::60] + long_ones:
+        y = load_audio(f)
+        m = chunk_index_map(y)
+        assert np.array_equal(y[m], chunks(trim(y)))
+    assert chunk_index_map(load_audio(long_ones[0])).shape[0] >= 2
+
+
+def test_pgd_keeps_its_budget_and_its_flip_is_verified(bundle, test_clips, tmp_path):
+    flips = 0
+    for f in test_clips[:3]:
+        r = attack_waveform_clip(bundle, f, "pgd", {"snr_db": 15, "steps": 4, "step_fraction": 0.5},
+                                 out_dir=tmp_path)
+        assert r.snr_db >= 15.0
+        assert r.extra["eps_16bit"] >= r.linf_16bit > 0
+        clean = to_pcm(load_audio(f))
+        assert np.abs(to_pcm(r.adversarial_audio) - clean).max() == r.linf_16bit
+        assert snr_db(clean / 32768, r.adversarial_audio) == pytest.approx(r.snr_db)
+        assert r.label_after == bundle.predict_clip(r.wav_path).label
+        assert r.verified_flipped == (r.label_after != r.label_before)
+        flips += r.verified_flipped
+        if flips:
+            break
+    assert flips >= 1
+    d = r.to_dict()
+    assert {"model", "attack", "params", "label_before", "probabilities_before", "label_after",
+            "probabilities_after", "verified_flipped", "flipped_before_quantisation", "snr_db",
+            "linf_16bit", "l2", "queries", "seconds", "wav_path"} <= set(d)
+
+
+def test_pgd_budget_in_16bit_units(bundle, test_clips, tmp_path):
+    r = attack_waveform_clip(bundle, test_clips[0], "pgd", {"eps_16bit": 3, "steps": 1}, out_dir=tmp_path)
+    assert r.linf_16bit <= 3
+    assert r.queries >= 1 and r.sample_rate == 16000
+    assert r.adversarial_audio.dtype == np.float32
+
+
+def test_black_box_attack_never_loads_torch_and_counts_queries(test_clips, tmp_path, monkeypatch):
+    import os
+    fresh = ModelBundle.load(os.environ.get("SER_TEST_MODEL", "emodb"))
+    scored = []
+    features = fresh.features
+    monkeypatch.setattr(fresh, "features", lambda y: scored.append(1) or features(y))
+    r = attack_waveform_clip(fresh, test_clips[0], "square",
+                             {"eps_16bit": 200, "max_queries": 9, "population": 4}, out_dir=tmp_path)
+    assert fresh._torch is None
+    # every clip the serving path scored: the clean one, the attack's queries, the written WAV
+    assert len(scored) == r.queries + 2
+    assert 1 <= r.queries <= 9
+    assert r.linf_16bit <= 200
+
+
+def test_waveform_input_needs_its_sample_rate(bundle):
+    with pytest.raises(ParameterError, match="sample_rate"):
+        attack_waveform_clip(bundle, np.zeros(16000, np.float32), "pgd")
+
+
+@pytest.mark.parametrize("attack, params, message", [
+    ("fgsm", {}, "accepted: pgd, cw, square"),
+    ("pgd", {"snr_db": 120}, "snr_db"),
+    ("pgd", {"eps_16bit": 0}, "eps_16bit"),
+    ("pgd", {"snr_db": 30, "eps_16bit": 8}, "not both"),
+    ("pgd", {"epsilon": 0.1}, "unknown parameters"),
+    ("square", {"max_queries": 0}, "max_queries"),
+    ("cw", {"binary_steps": "many"}, "binary_steps"),
+])
+def test_bad_parameters_raise(bundle, attack, params, message):
+    with pytest.raises(ParameterError, match=message):
+        attack_waveform_clip(bundle, "does-not-matter.wav", attack, params)
