@@ -1,0 +1,58 @@
+"""FGSM: one signed-gradient step of size eps.
+
+Goodfellow, Shlens, Szegedy, "Explaining and Harnessing Adversarial Examples", ICLR 2015
+(arXiv 1412.6572). The study ran ART's `FastGradientMethod` (norm inf, eps 0.25 ... 1.25); this
+follows ART 1.x `art/attacks/evasion/fast_gradient.py`:
+
+    x_adv = clip(x + eps * sign(grad_x CE(f(x), y)))
+
+with the cross-entropy of the logits against the label to move away from, a zero gradient
+giving a zero step (np.sign(0) = 0), and the result clipped to the bundle's clip range. The
+whole batch takes one forward and one backward pass: one query per example.
+
+Distance bounded: Linf <= eps. Fixed-budget.
+Arguments: eps (step size in standardised units, default 0.25).
+Shapes: x (batch, 261, 128) standardised features -> x_adv of the same shape.
+Example: `get_attack("fgsm", bundle, eps=0.5)(x, labels).summary()`."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .base import Attack, Param, register
+
+BATCH = 64  # examples per forward/backward pass: bounds activation memory on long inputs
+
+
+@register
+class LinfFastGradientAttack(Attack):
+    """Fast Gradient Sign Method (Goodfellow et al. 2015): x + eps * sign(gradient of the loss)."""
+
+    name = "fgsm"
+    kind = "white-box"
+    goal = "fixed-budget"
+    params = {
+        "eps": Param(0.25, float, 0.0, 20.0, help="Linf budget = step size, in standardised units"),
+    }
+    paper_settings = [{"eps": e} for e in (0.25, 0.5, 0.75, 1.0, 1.25)]
+
+    def _run(self, x, y, query, progress):
+        model = self.model()
+        device = next(model.parameters()).device
+        eps = self.settings["eps"]
+        out = np.empty_like(x)
+        for start in range(0, len(x), BATCH):
+            sl = slice(start, start + BATCH)
+            xb = torch.from_numpy(x[sl]).to(device).requires_grad_(True)
+            yb = torch.from_numpy(np.asarray(y[sl], np.int64)).to(device)
+            loss = F.cross_entropy(model(xb), yb, reduction="sum")
+            query.count[sl] += 1
+            (grad,) = torch.autograd.grad(loss, xb)
+            with torch.no_grad():
+                out[sl] = self.clip(xb + eps * grad.sign()).cpu().numpy()
+            progress(min(1.0, (start + BATCH) / len(x)), "FGSM")
+        return out, {}
+
+
+FGSM = LinfFastGradientAttack
