@@ -10,7 +10,7 @@ is unverified. That is why `listening_copy` returns the copy's own prediction by
 the clean features inverted the same way, which measures what the inversion alone changes.
 
 dB back to power needs the reference each chunk's features were computed with: `log_mel` uses
-`amplitude_to_db(ref=np.min)`, the chunk's own smallest Mel power, so the reference is recomputed
+`amplitude_to_db(ref=np.min)` on the power Mel spectrogram, the chunk's own smallest Mel power, so the reference is recomputed
 from the clip's chunks exactly as the serving path cuts them (trim, 3 s windows, looping)."""
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ from .chunks import chunks as to_chunks, trim, window_pieces
 from .config import FeatureConfig, PAPER_FEATURES
 from .features import mel_power
 
-# librosa.amplitude_to_db's floor: powers below it were clamped before the log
-AMIN = 1e-10
+# librosa.amplitude_to_db's floor (its amin): values below it were clamped before the log
+AMIN = 1e-5
 GRIFFIN_LIM_ITERATIONS = 32
 LABEL = ("listening copy: Griffin-Lim inversion of the attacked log-Mel features; "
          "not the input the model was attacked on")
@@ -56,9 +56,12 @@ def db_references(chunks: np.ndarray, cfg: FeatureConfig = PAPER_FEATURES) -> np
 
 
 def features_to_power(x_std: np.ndarray, standardizer, references: np.ndarray) -> np.ndarray:
-    """Standardised (n, frames, bands) -> power Mel spectrograms (n, bands, frames)."""
+    """Standardised (n, frames, bands) -> power Mel spectrograms (n, bands, frames).
+
+    The features come from `amplitude_to_db` applied to the *power* Mel spectrogram (as the
+    study's notebooks did), i.e. 20 log10(M / ref), so M = ref * 10 ** (dB / 20)."""
     db = standardizer.inverse(x_std).astype(np.float64)
-    return (10.0 ** (db / 10.0) * references[:, None, None]).transpose(0, 2, 1)
+    return (10.0 ** (db / 20.0) * references[:, None, None]).transpose(0, 2, 1)
 
 
 @functools.lru_cache(maxsize=4)

@@ -168,3 +168,22 @@ def test_bad_parameters_get_a_clear_error(client, bundle, params, expected):
         client.predict(handle_file(str(EXAMPLE)), MODEL, "fgsm", text, "features", api_name="/attack")
     assert expected in str(info.value)
     assert _predict(client, EXAMPLE)[0]["label"] in bundle.labels
+
+
+def test_listening_copy_inverts_the_features_the_serving_path_computed(bundle):
+    """dB back to power with each chunk's own reference is exact, and Griffin-Lim of the clean
+    features gives back the clip's loudness envelope (what makes the listening copy honest)."""
+    from ser_core.audio import load_audio
+    from ser_core.features import mel_power
+    from ser_core.inversion import chunk_layout, db_references, features_to_power, invert_features
+    y = load_audio(EXAMPLE)
+    layout = chunk_layout(y, bundle.feature_config)
+    mel = mel_power(layout.chunks, bundle.feature_config)
+    power = features_to_power(bundle.features(y), bundle.standardizer, db_references(layout.chunks))
+    audible = mel > mel.max() * 1e-4  # above the 80 dB floor of the features
+    assert np.abs(np.log10(power[audible] / mel[audible])).max() < 1e-3
+    (copy,) = invert_features([bundle.features(y)], y, bundle)
+    trimmed = layout.chunks[0][:layout.piece_lengths[0]]
+    n = min(len(copy), len(trimmed)) // 1600 * 1600
+    envelope = [np.sqrt((a[:n].reshape(-1, 1600) ** 2).mean(1)) for a in (copy, trimmed)]
+    assert np.corrcoef(*envelope)[0, 1] > 0.95

@@ -1,0 +1,48 @@
+"""End to end in a real headless browser (Debian's chromium driven by Playwright): open the
+Space, upload a clip, run an attack, see the result. The screenshot is kept as a test artefact
+in tests/artifacts/ (gitignored)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.test_app_api import EXAMPLE, running_app
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+
+playwright_api = pytest.importorskip(
+    "playwright.sync_api", reason="Python playwright is not installed (pip install playwright)")
+if not CHROMIUM.is_file():
+    pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)", allow_module_level=True)
+
+
+def test_upload_attack_and_see_the_flip():
+    ARTIFACTS.mkdir(exist_ok=True)
+    with running_app() as url, playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                    args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1800})
+            page.goto(url, wait_until="domcontentloaded")
+            page.get_by_role("button", name="Run attack").wait_for(timeout=60_000)
+            page.locator("#audio-in input[type=file]").set_input_files(str(EXAMPLE))
+            # the uploaded clip shows in the player before the attack starts
+            page.locator("#audio-in audio, #audio-in .waveform-container, #audio-in [data-testid='waveform-x']") \
+                .first.wait_for(state="attached", timeout=30_000)
+            params = page.locator("#params textarea")
+            params.wait_for(timeout=10_000)
+            # the presets fill the parameters from the study's settings
+            assert json.loads(params.input_value())["eps"] == 0.25
+            params.fill(json.dumps({"eps": 1.25}))
+            page.get_by_role("button", name="Run attack").click()
+            summary = page.locator("#summary")
+            summary.get_by_role("heading", name="Flipped:").wait_for(timeout=120_000)
+            text = summary.inner_text()
+            page.screenshot(path=str(ARTIFACTS / "app_attack.png"), full_page=True)
+            assert "→" in text and "listening copy" in text
+            assert page.locator("img[src*='log_mel_difference']").count() == 1
+        finally:
+            browser.close()
