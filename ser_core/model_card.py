@@ -47,7 +47,9 @@ def render(config: dict) -> str:
            "Held-out test speakers and separate validation speakers, balanced by gender; "
            "augmentation on training data only; standardiser fitted on training data only."),
         f"- Speakers: train {split['speakers'].get('train', 'all')}, validation "
-        f"{split['speakers'].get('val', 'random 20 % of training chunks')}, test "
+        f"{split['speakers'].get('val', 'random 20 % of training chunks')}"
+        + (f" (sentences {split['speakers']['val_sentences']} held out)" if 'val_sentences' in split['speakers'] else "")
+        + ", test "
         f"{split['speakers'].get('test', 'random 20 % of chunks')}.",
         f"- Rows (3 s chunks): {split['rows']}.",
         f"- Features: 16 kHz, trimmed, 3 s windows, log-Mel 128 x 261 (dB re. minimum), "

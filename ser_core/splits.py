@@ -7,7 +7,10 @@ corpus. Augmented copies of one utterance, and every speaker, land on both sides
 
 "speaker" (our default): held-out test speakers and separate validation speakers, each set
 balanced by gender, chosen with the seed; augmented copies in training only; standardiser fitted
-on the training rows only."""
+on the training rows only. Where validation speakers would leave fewer than two training speakers
+per gender (EMOVO: three per gender), validation instead holds out 20 % of the sentences of the
+training speakers (no sentence in both), so the test set stays speaker-independent and training
+keeps four speakers rather than two."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -61,25 +64,37 @@ def speaker_independent_split(table: ChunkTable, seed: int = PAPER_SEED,
     n_speakers = sum(len(v) for v in by_gender.values())
     k = speakers_per_gender or max(1, round(0.1 * n_speakers))
     rng = np.random.default_rng(seed)
+    val_by_sentence = any(len(v) < 2 * k + 2 for v in by_gender.values())
     test, val = [], []
     for gender in sorted(by_gender):
         spk = sorted(by_gender[gender])
-        if len(spk) < 2 * k + 1:
+        if len(spk) < k + 2:
             raise ParameterError(f"{table.corpus.name} has {len(spk)} {gender} speakers: too few "
-                                 f"for {k} test and {k} validation speakers per gender")
+                                 f"for {k} test speakers per gender and two to train on")
         spk = [spk[i] for i in rng.permutation(len(spk))]
         test += spk[:k]
-        val += spk[k:2 * k]
+        if not val_by_sentence:
+            val += spk[k:2 * k]
     speakers = table.speakers
     original = table.aug == 0
     is_test = np.isin(speakers, test)
-    is_val = np.isin(speakers, val)
+    if val_by_sentence:
+        sentences = sorted({u.sentence for u in utts})
+        held = [sentences[i] for i in rng.permutation(len(sentences))[:max(1, round(0.2 * len(sentences)))]]
+        sentence = np.array([u.sentence for u in utts])[table.utt]
+        is_val = ~is_test & np.isin(sentence, held)
+        val_desc = {"val_sentences": sorted(held)}
+    else:
+        is_val = np.isin(speakers, val)
+        val_desc = {}
     train_rows = np.flatnonzero(~is_test & ~is_val)
     val_rows = np.flatnonzero(is_val & original)
     test_rows = np.flatnonzero(is_test & original)
     train_spk = sorted(set(speakers[train_rows]))
+    val_spk = sorted(set(speakers[val_rows])) if val_by_sentence else sorted(val)
     return Split("speaker", train_rows, val_rows, test_rows, train_rows,
-                 speakers={"train": train_spk, "val": sorted(val), "test": sorted(test)}, seed=seed)
+                 speakers={"train": train_spk, "val": val_spk, "test": sorted(test), **val_desc},
+                 seed=seed)
 
 
 def make_split(table: ChunkTable, protocol: str, seed: int = PAPER_SEED) -> Split:
