@@ -1,0 +1,221 @@
+"""Our eight attacks against the study's toolbox, IBM ART (Nicolae et al. 2018), on the same
+model and the same examples, in one run.
+
+    nice -n 15 .venv/bin/python benchmarks/art_compare.py [--model emodb] [--n 16]
+        [--attacks fgsm,bim,...] [--cap jsma=4 ...] [--out results.json]
+
+ART is a development dependency only (`pip install adversarial-robustness-toolbox`). The
+examples are the bundle's held-out test-speaker chunks, unaugmented, as tests/conftest.py's
+`test_examples` builds them (gender-interleaved so any prefix is balanced); attack k uses the
+first min(n, cap_k) of them for both toolboxes. Settings are the study's (PAPER.md), one per
+attack; both toolboxes attack untargeted against the clean decision (ART's JSMA, given no
+labels, picks a random other class as its target, as in the study). ART runs with its own
+default batch sizes, as the study did, unless --art-batch-size is given.
+
+Model access for ART: `PyTorchClassifier` around `bundle.torch_model()` (logits,
+CrossEntropyLoss, clip_values = bundle.clip_range, input_shape (261, 128)). ART's PixelAttack
+reads rows, columns and channels from input_shape, so it gets the same model behind a wrapper
+that takes (N, 261, 128, 1) images, channels last.
+
+Success: the ONNX decision on the adversarial input differs from the one on the clean input
+(the same scorer for both toolboxes). Perturbation: mean absolute difference over all cells,
+averaged over all attacked examples, as the study reports it. Seconds: wall time of the whole
+attack call. Timings share the machine with whatever else runs; compare ratios in one run."""
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from ser_core.attacks import REGISTRY, get_attack  # noqa: E402
+from ser_core.bundle import ModelBundle  # noqa: E402
+
+# the study's setting for each attack: (our parameters, ART class, ART keyword arguments)
+STUDY = {
+    "fgsm": ({"eps": 0.25}, "FastGradientMethod", {"eps": 0.25}),
+    "bim": ({"eps": 0.25, "eps_step": 0.1, "max_iter": 100}, "BasicIterativeMethod",
+            {"eps": 0.25, "eps_step": 0.1, "max_iter": 100}),
+    "deepfool": ({"max_iter": 5, "overshoot": 1e-5, "nb_grads": 5}, "DeepFool",
+                 {"max_iter": 5, "epsilon": 1e-5, "nb_grads": 5}),
+    "jsma": ({"theta": 1.0, "gamma": 1.0}, "SaliencyMapMethod", {"theta": 1.0, "gamma": 1.0}),
+    "cw_l2": ({"initial_const": 0.01, "learning_rate": 0.01, "max_iter": 10, "binary_search_steps": 20,
+               "confidence": 0.0}, "CarliniL2Method",
+              {"initial_const": 0.01, "learning_rate": 0.01, "max_iter": 10, "binary_search_steps": 20,
+               "confidence": 0.0}),
+    "cw_linf": ({"initial_const": 1e-4, "learning_rate": 0.01, "max_iter": 10, "largest_const": 20.0,
+                 "decrease_factor": 0.8, "const_factor": 4.0, "confidence": 0.0}, "CarliniLInfMethod",
+                {"initial_const": 1e-4, "learning_rate": 0.01, "max_iter": 10, "largest_const": 20.0,
+                 "decrease_factor": 0.8, "const_factor": 4.0, "confidence": 0.0}),
+    "pixel": ({"th": 10, "max_iter": 20}, "PixelAttack", {"th": 10, "es": 1, "max_iter": 20}),
+    "boundary": ({"delta": 0.01, "epsilon": 0.01, "step_adapt": 0.5, "max_iter": 100, "num_trial": 3,
+                  "sample_size": 10, "init_size": 100, "init_steps": 0}, "BoundaryAttack",
+                 {"targeted": False, "delta": 0.01, "epsilon": 0.01, "step_adapt": 0.5, "max_iter": 100,
+                  "num_trial": 3, "sample_size": 10, "init_size": 100}),
+}
+# ART is very slow on CPU for these: examples attacked per run (sized for ~10-15 min here)
+DEFAULT_CAPS = {"jsma": 4, "cw_l2": 4, "cw_linf": 4, "pixel": 2, "boundary": 4}
+MINIMISATION = {"deepfool", "jsma", "cw_l2", "cw_linf", "boundary"}
+TEN_X = {"deepfool", "jsma", "cw_l2", "cw_linf"}
+
+
+def test_examples(bundle, data_dir: Path, n: int) -> np.ndarray:
+    """Standardised unaugmented chunks of the bundle's test speakers, as tests/conftest.py
+    picks them (seed 0, at most 16 per gender), interleaved male/female."""
+    from ser_core.corpora import read_corpus
+    from ser_core.dataset import build_table
+    corpus = read_corpus(bundle.config["corpus"], data_dir / bundle.config["corpus"])
+    table = build_table(corpus, bundle.feature_config, augmentation=False, progress=False)
+    test_speakers = bundle.config["split"]["speakers"].get("test") or sorted(set(table.speakers))
+    rows = np.flatnonzero(np.isin(table.speakers, test_speakers))
+    rng = np.random.default_rng(0)
+    g = table.genders[rows]
+    by_gender = [np.sort(rng.permutation(rows[g == s])[:max(16, n)]) for s in ("male", "female")]
+    order = [r for pair in zip(*by_gender) for r in pair][:n]
+    return bundle.standardizer.transform(table.features[np.array(order)])
+
+
+class _ForART(torch.nn.Module):
+    """The model as ART calls it. Inputs are cast to float32: under NumPy 2, ART 1.20's
+    BoundaryAttack hands float64 arrays to the model. channels_last: (N, 261, 128, 1) images,
+    which ART's PixelAttack needs to read rows, columns and channels from input_shape."""
+
+    def __init__(self, model, channels_last: bool = False):
+        super().__init__()
+        self.model = model
+        self.channels_last = channels_last
+
+    def forward(self, x):
+        x = x.float()
+        return self.model(x[..., 0] if self.channels_last else x)
+
+
+def art_attack(bundle, name: str, batch_size: int | None):
+    import art.attacks.evasion as evasion
+    from art.estimators.classification import PyTorchClassifier
+    _, cls_name, kwargs = STUDY[name]
+    model = _ForART(bundle.torch_model(), channels_last=name == "pixel")
+    shape = tuple(bundle.feature_config.input_shape) + ((1,) if name == "pixel" else ())
+    clf = PyTorchClassifier(model=model, loss=torch.nn.CrossEntropyLoss(), input_shape=shape,
+                            nb_classes=len(bundle.labels), clip_values=tuple(map(float, bundle.clip_range)),
+                            channels_first=name != "pixel", device_type="cpu")
+    kwargs = dict(kwargs)
+    if batch_size:
+        kwargs["batch_size"] = batch_size
+    cls = getattr(evasion, cls_name)
+    if "verbose" in inspect.signature(cls.__init__).parameters:
+        kwargs["verbose"] = False  # no progress bars
+    return cls(clf, **kwargs)
+
+
+def compare(bundle, name: str, x: np.ndarray, art_batch: int | None, variants=(None,)) -> list[dict]:
+    """ART once, then ours once per variant (parameter overrides on the study's setting)."""
+    clean = bundle.predict_features(x).argmax(1)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    attack = art_attack(bundle, name, art_batch)
+    t0 = time.perf_counter()
+    x_art = attack.generate(x[..., None] if name == "pixel" else x.copy())
+    t_art = time.perf_counter() - t0
+    x_art = np.asarray(x_art, np.float32).reshape(x.shape)
+    art_flip = bundle.predict_features(x_art).argmax(1) != clean
+    art_pert = np.abs(x_art - x).reshape(len(x), -1).mean(1)
+    rows = []
+    for override in variants:
+        params = {k: v for k, v in {**STUDY[name][0], **(override or {})}.items() if k in REGISTRY[name].params}
+        t0 = time.perf_counter()
+        res = get_attack(name, bundle, **params)(x)
+        t_ours = time.perf_counter() - t0
+        label = name + (" (ours: " + ", ".join(f"{k} {v}" for k, v in override.items()) + ")" if override else "")
+        rows.append({"attack": label, "n": int(len(x)), "ours_params": params,
+                     "success_art": float(art_flip.mean()), "success_ours": float(res.flipped.mean()),
+                     "perturbation_art": float(art_pert.mean()), "perturbation_ours": float(res.mean_abs.mean()),
+                     "seconds_art": t_art, "seconds_ours": t_ours, "ratio": t_ours / t_art,
+                     "queries_ours": int(res.queries.sum())})
+    return rows
+
+
+def verdict(r: dict) -> str:
+    name = r["attack"].split(" ")[0]
+    misses = []
+    if r["seconds_ours"] > r["seconds_art"]:
+        misses.append("slower")
+    if name in TEN_X and r["ratio"] > 0.1:
+        misses.append("<10x")
+    if r["success_ours"] < r["success_art"] - 0.05:
+        misses.append("success")
+    if name in MINIMISATION and r["perturbation_ours"] > r["perturbation_art"] * 1.0001 + 1e-9:
+        misses.append("perturbation")
+    return "ok" if not misses else "MISS " + ",".join(misses)
+
+
+def table(rows: list[dict]) -> str:
+    out = ["| attack | n | success ART / ours | mean perturbation ART / ours | seconds ART / ours | ours/ART time | targets |",
+           "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['attack']} | {r['n']} | {r['success_art']:.3f} / {r['success_ours']:.3f} | "
+                   f"{r['perturbation_art']:.4g} / {r['perturbation_ours']:.4g} | "
+                   f"{r['seconds_art']:.2f} / {r['seconds_ours']:.2f} | {r['ratio']:.3f} | {verdict(r)} |")
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="emodb")
+    p.add_argument("--n", type=int, default=16, help="examples per attack (before caps)")
+    p.add_argument("--attacks", default=",".join(STUDY), help="comma-separated subset")
+    p.add_argument("--cap", action="append", default=[], metavar="ATTACK=N",
+                   help=f"examples for a slow attack (defaults {DEFAULT_CAPS})")
+    p.add_argument("--art-batch-size", type=int, default=None, help="override ART's default batch sizes")
+    p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    p.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
+    args = p.parse_args(argv)
+    names = [a.strip() for a in args.attacks.split(",") if a.strip()]
+    unknown = [a for a in names if a not in STUDY]
+    missing = [a for a in names if a in STUDY and a not in REGISTRY]
+    if unknown:
+        p.error(f"unknown attacks {unknown} (accepted: {', '.join(STUDY)})")
+    if missing:
+        print(f"not registered here, skipped: {missing}", file=sys.stderr)
+        names = [a for a in names if a in REGISTRY]
+    caps = dict(DEFAULT_CAPS)
+    for c in args.cap:
+        k, _, v = c.partition("=")
+        caps[k] = int(v)
+    bundle = ModelBundle.load(args.model)
+    x_all = test_examples(bundle, args.data, args.n)
+    counts = {a: min(args.n, caps.get(a, args.n)) for a in names}
+    print(f"model {bundle.name}, examples per attack: {counts}", file=sys.stderr)
+    rows = []
+    for name in names:
+        print(f"[{time.strftime('%H:%M:%S')}] {name} on {counts[name]} examples ...", file=sys.stderr, flush=True)
+        # Boundary: also our default, which adds the binary-searched start (init_steps 10)
+        variants = (None, {"init_steps": 10}) if name == "boundary" else (None,)
+        new = compare(bundle, name, x_all[:counts[name]], args.art_batch_size, variants)
+        rows += new
+        print("\n".join(table(new).splitlines()[2:]), file=sys.stderr, flush=True)
+    print(f"\nModel `{bundle.name}`; examples per attack: "
+          + ", ".join(f"{a} {c}" for a, c in counts.items())
+          + f"; ART {_art_version()} with {'batch size ' + str(args.art_batch_size) if args.art_batch_size else 'its default batch sizes'}.\n")
+    print(table(rows))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"model": bundle.name, "counts": counts, "rows": rows}, indent=1))
+    return 0
+
+
+def _art_version() -> str:
+    import art
+    return art.__version__
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,77 @@
+"""`python -m export attacks` / `attack` and `attack_clip`: listing, a real clip attacked end to
+end, files written, bad input refused with exit code 2."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from export.cli import main
+from ser_core.attacks import REGISTRY
+from ser_core.audio import load_audio
+from ser_core.clip_attack import attack_clip
+
+SMALL = ["--set", "max_iter=3", "--set", "init_steps=4"]  # a quick Boundary run
+
+
+@pytest.fixture(scope="module")
+def clip(data_dir):
+    """A real EmoDB utterance of 5.1 s, so it has two chunks."""
+    return data_dir / "emodb" / "wav" / "03b02Tb.flac"
+
+
+def test_attacks_lists_every_registered_attack_with_its_parameters(capsys):
+    assert main(["attacks"]) == 0
+    listed = {a["name"]: a for a in json.loads(capsys.readouterr().out)}
+    assert set(listed) == set(REGISTRY)
+    for name, cls in REGISTRY.items():
+        assert set(listed[name]["params"]) == set(cls.params)
+        assert listed[name]["kind"] in ("white-box", "black-box")
+        for p, spec in listed[name]["params"].items():
+            assert spec["default"] == cls.params[p].default
+    assert listed["pixel"]["paper_settings"] == [{"th": t, "max_iter": 20} for t in (1, 5, 10)]
+
+
+def test_attack_prints_the_result_and_writes_features(bundle, clip, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["attack", "--model", str(bundle.folder), "--attack", "boundary", *SMALL,
+                 "--out", str(out), str(clip)]) == 0
+    d = json.loads(capsys.readouterr().out)
+    for key in ("model", "attack", "params", "label_before", "label_after", "probabilities_before",
+                "probabilities_after", "flipped", "chunks", "chunks_flipped", "mean_perturbation",
+                "l2", "linf", "changed_cells", "queries", "seconds"):
+        assert key in d
+    assert d["attack"] == "boundary" and d["params"]["max_iter"] == 3
+    assert d["label_before"] == bundle.predict_clip(clip).label
+    assert set(d["probabilities_after"]) == set(bundle.labels)
+    clean, adv = np.load(out / "clean.npy"), np.load(out / "adversarial.npy")
+    assert clean.shape == adv.shape == (d["chunks"], 261, 128)
+    probs = bundle.predict_features(adv).mean(0)
+    assert bundle.labels[int(probs.argmax())] == d["label_after"]
+    assert d["chunks_flipped"] == d["chunks"]  # Boundary returns adversarial chunks only
+    assert d["mean_perturbation"] == pytest.approx(np.abs(adv - clean).mean(), rel=1e-4)
+    assert json.loads((out / "result.json").read_text())["label_after"] == d["label_after"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--attack", "nope"], "unknown attack 'nope'"),
+    (["--attack", "pixel", "--set", "th=0"], "th=0 is outside [1, 1000]"),
+    (["--attack", "pixel", "--set", "th"], "NAME=VALUE"),
+])
+def test_bad_attack_arguments_exit_2_with_a_message(bundle, clip, capsys, args, message):
+    assert main(["attack", "--model", str(bundle.folder), *args, str(clip)]) == 2
+    err = json.loads(capsys.readouterr().err)
+    assert err["error"] == "ParameterError" and message in err["message"]
+
+
+def test_attack_clip_on_a_waveform_array(bundle, clip):
+    y = load_audio(clip)
+    stereo_int16 = (np.stack([y, y], 1) * 20000).astype(np.int16)  # (samples, channels) as Gradio gives
+    res = attack_clip(bundle, stereo_int16, "boundary", {"max_iter": 2, "init_steps": 4}, sample_rate=16000)
+    assert res.features.shape[0] == res.adversarial_features.shape[0] == len(bundle.features(y))
+    assert res.before.label == bundle.predict_clip(clip).label
+    assert res.flipped == (res.before.label != res.after.label)
+    d = res.to_dict()
+    assert d["chunks"] == len(res.features) and d["queries"] == int(res.result.queries.sum()) > 0
+    json.dumps(d)  # JSON-ready
