@@ -66,7 +66,16 @@ def model_info(name: str) -> dict:
     return {"name": name, "corpus": corpus, "language": language, "protocol": protocol,
             "labels": cfg.get("labels", []),
             "title": f"{Path(name).name}: {language} ({corpus}), {protocol} protocol",
-            "card": card.read_text() if card.is_file() else ""}
+            "card": _strip_front_matter(card.read_text()) if card.is_file() else ""}
+
+
+def _strip_front_matter(text: str) -> str:
+    """A model card without its Hub YAML header (shown as page text otherwise)."""
+    if text.startswith("---\n"):
+        end = text.find("\n---", 4)
+        if end != -1:
+            return text[end + 4:].lstrip("\n")
+    return text
 
 
 def get_bundle(name: str):
@@ -320,11 +329,15 @@ def jsonable(obj):
 
 # --- report ---------------------------------------------------------------------------------
 def report() -> tuple[str, list[Path]]:
-    """The committed evaluation report (reports/README.md) and its plots, or a note."""
+    """The committed evaluation report (reports/README.md) and its plots (any PNG under reports/),
+    or a note. Inline images become pointers to the gallery the app shows below the text."""
+    import re
     folder = bundle_module.REPO_ROOT / "reports"
     readme = folder / "README.md"
-    plots = sorted(folder.glob("*.png")) if folder.is_dir() else []
+    plots = sorted(folder.rglob("*.png")) if folder.is_dir() else []
     if not readme.is_file():
         return ("No evaluation report has been committed yet (reports/README.md). Run the "
                 "evaluation to create it; its tables and plots will appear here."), plots
-    return readme.read_text(), plots
+    text = re.sub(r"!\[([^\]]*)\]\(([^)]+)\)", lambda m: f"*(figure {Path(m.group(2)).name}: "
+                  f"{m.group(1) or 'plot'}, in the gallery below)*", readme.read_text())
+    return text, plots
