@@ -1,0 +1,203 @@
+"""Carlini-Wagner L2: minimise ||x' - x||^2 + c * max(z_y - max_{o != y} z_o + confidence, 0).
+
+Carlini, Wagner, "Towards Evaluating the Robustness of Neural Networks", IEEE S&P 2017
+(arXiv 1608.04644). The study ran ART's `CarliniL2Method` (initial_const 0.01, learning_rate
+0.01, max_iter 10, binary_search_steps 20, confidence 0); this follows ART 1.12
+`art/attacks/evasion/carlini.py` (unchanged in ART 1.20):
+
+  - change of variables x' = (tanh(w) + 1) / 2 * (clip_max - clip_min) + clip_min, so x' stays
+    in the clip range; w starts at arctanh((2 u - 1) * 0.999999) for x scaled to u in [0, 1];
+  - each iteration takes the gradient of c (z_y - z_o) + ||x' - x||^2 (ART's gradient keeps
+    the class term even once the hinge is zero) and runs ART's line search along it: halve the
+    learning rate (at most max_halving times) until the objective decreases, then, if the
+    first try already did, double it (at most max_doubling times) while it keeps decreasing,
+    and take the best step found; the learning rate carries over to the next iteration;
+  - an iterate is adversarial when the hinge is zero; the adversarial iterate with the
+    smallest L2 over every run is returned; an example never made adversarial is returned
+    unchanged;
+  - a binary search on c per example runs max_iter iterations from x for each c. ART 1.12's
+    update: success -> c = (lower + c) / 2 and stop doubling; failure -> c = 2c while still
+    doubling, else c = c + (c - lower) / 2; then, for failures, lower = the new c (ART binds
+    `c_old` to the same array as `c_current`, so the lower bound is the updated value).
+
+Speed without changing the result: each run is deterministic given c (it restarts from x with
+the initial learning rate), and with the update above c stops changing once an example has
+failed and then succeeded, so every later binary-search step would repeat the same run. An
+example leaves the batch when its c stops changing (ART runs them all). The objective's
+forward pass at an iterate also gives the next gradient, so an iteration costs one backward
+pass plus the line-search forward passes, batched over all examples still searching; queries
+count one per example per forward pass.
+
+One departure (ART bug, not reproduced): when no line-search step improves an example, ART
+keeps the loss of the last rejected trial for it and may take that trial's success for the
+unchanged iterate's; here success and L2 are always those of the iterate itself.
+
+Distance minimised: L2. Minimisation.
+Arguments: confidence (0), learning_rate (0.01), binary_search_steps (20), max_iter (10),
+initial_const (0.01), max_halving (5), max_doubling (5).
+Shapes: x (batch, 261, 128) standardised features -> x_adv of the same shape.
+Example: `get_attack("cw_l2", bundle, binary_search_steps=5)(x, labels).summary()`."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .base import Attack, Param, register
+
+BATCH = 64  # examples per forward/backward pass: bounds activation memory on long inputs
+SMOOTHER = 0.999999  # ART's factor keeping arctanh finite at the clip bounds
+C_UPPER = 10e10  # ART's bound on c, beyond which an example stops searching
+
+
+@register
+class L2CarliniWagnerAttack(Attack):
+    """Carlini-Wagner L2 attack (Carlini & Wagner 2017), ART's line-search variant."""
+
+    name = "cw_l2"
+    kind = "white-box"
+    goal = "minimisation"
+    params = {
+        "confidence": Param(0.0, float, 0.0, 1000.0, help="logit margin the adversarial class must win by"),
+        "learning_rate": Param(0.01, float, 1e-9, 100.0, help="initial step of the line search (tanh space)"),
+        "binary_search_steps": Param(20, int, 1, 1000, help="runs with different c per example"),
+        "max_iter": Param(10, int, 0, 100_000, help="gradient iterations per run"),
+        "initial_const": Param(0.01, float, 1e-12, 1e10, help="first c (weight of the class term)"),
+        "max_halving": Param(5, int, 1, 100, help="line search: most halvings of the learning rate"),
+        "max_doubling": Param(5, int, 1, 100, help="line search: most doublings of the learning rate"),
+    }
+    paper_settings = [{"initial_const": 0.01, "learning_rate": 0.01, "max_iter": 10,
+                       "binary_search_steps": 20, "confidence": 0.0}]
+
+    def _run(self, x, y, query, progress):
+        out = np.empty_like(x)
+        runs = np.zeros(len(x), np.int64)  # binary-search steps actually run per example
+        for start in range(0, len(x), BATCH):
+            sl = slice(start, start + BATCH)
+            out[sl], runs[sl] = self._attack(x[sl], y[sl], query.count[sl],
+                                             lambda f, m="": progress((start + f * len(out[sl])) / len(x), m))
+        return out, {"runs": runs}
+
+    # --- ART's objective in tanh space ------------------------------------------------------
+    def _to_tanh(self, x):
+        u = (self.clip(x) - self.clip_min) / (self.clip_max - self.clip_min)
+        return torch.atanh((2 * u - 1) * SMOOTHER)
+
+    def _from_tanh(self, w):
+        return (torch.tanh(w) + 1) / 2 * (self.clip_max - self.clip_min) + self.clip_min
+
+    def _objective(self, logits, x_adv, x, y, c):
+        """(loss, squared L2, adversarial?) per example; the class term is ART's hinge."""
+        z_y = logits.gather(1, y[:, None]).squeeze(1)
+        z_o = logits.scatter(1, y[:, None], -torch.inf).amax(1)
+        hinge = (z_y - z_o + self.settings["confidence"]).clamp(min=0)
+        l2 = (x_adv - x).flatten(1).pow(2).sum(1)
+        return c * hinge + l2, l2, hinge <= 0
+
+    # --- the attack -------------------------------------------------------------------------
+    def _attack(self, x: np.ndarray, y: np.ndarray, count: np.ndarray, progress):
+        model = self.model()
+        device = next(model.parameters()).device
+        s = self.settings
+        x0 = torch.from_numpy(x).to(device)
+        y = torch.from_numpy(np.asarray(y, np.int64)).to(device)
+        n = len(x0)
+        w0 = self._to_tanh(x0)
+        c = torch.full((n,), s["initial_const"], dtype=torch.float64, device=device)
+        lower = torch.zeros_like(c)
+        doubling = torch.ones(n, dtype=torch.bool, device=device)
+        searching = torch.ones(n, dtype=torch.bool, device=device)
+        best_l2 = torch.full((n,), torch.inf, device=device)
+        best_x = x0.clone()
+        runs = np.zeros(n, np.int64)
+        chain = (self.clip_max - self.clip_min) / (2 * SMOOTHER)  # dx'/dw = chain * (1 - tanh(w)^2)
+
+        def score(rows, w_rows, xs, ys, cs):
+            x_try = self._from_tanh(w_rows)
+            with torch.no_grad():
+                logits = model(x_try)
+            count[rows.cpu().numpy()] += 1
+            return self._objective(logits, x_try, xs, ys, cs)[0]
+
+        for step in range(s["binary_search_steps"]):
+            idx = (searching & (c < C_UPPER)).nonzero().squeeze(1)
+            if len(idx) == 0:
+                break
+            runs[idx.cpu().numpy()] += 1
+            xs, ys, cs = x0[idx], y[idx], c[idx].float()
+            w = w0[idx].clone()
+            x_adv = xs.clone()  # ART scores the first iterate at x itself, not through tanh
+            lr = torch.full((len(idx),), s["learning_rate"], device=device)
+            success_any = torch.zeros(len(idx), dtype=torch.bool, device=device)
+            for it in range(s["max_iter"] + 1):
+                xg = x_adv.requires_grad_(True)
+                logits = model(xg)
+                count[idx.cpu().numpy()] += 1
+                loss, l2, success = self._objective(logits.detach(), x_adv.detach(), xs, ys, cs)
+                success_any |= success
+                better = success & (l2 < best_l2[idx])
+                if better.any():
+                    best_l2[idx[better]] = l2[better]
+                    best_x[idx[better]] = x_adv.detach()[better]
+                if it == s["max_iter"]:
+                    break
+                z_y = logits.gather(1, ys[:, None]).squeeze(1)
+                z_o = logits.scatter(1, ys[:, None], -torch.inf).amax(1)
+                (g,) = torch.autograd.grad((cs * (z_y - z_o)).sum(), xg)
+                x_adv = x_adv.detach()
+                with torch.no_grad():
+                    direction = -(g + 2 * (x_adv - xs)) * chain * (1 - torch.tanh(w) ** 2)
+                    w, x_adv, lr = self._line_search(score, idx, w, x_adv, direction, lr, loss, xs, ys, cs)
+            # ART 1.12's binary-search update, lower-bound aliasing included (see docstring)
+            ok = success_any
+            cc, lo, dbl = c[idx].clone(), lower[idx].clone(), doubling[idx].clone()
+            dbl[ok] = False
+            cc[ok] = (lo[ok] + cc[ok]) / 2
+            cc[~ok & dbl] *= 2
+            grow = ~ok & ~dbl
+            cc[grow] += (cc[grow] - lo[grow]) / 2
+            lo[~ok] = cc[~ok]
+            searching[idx[cc == c[idx]]] = False  # same c: the next run would repeat this one
+            c[idx], lower[idx], doubling[idx] = cc, lo, dbl
+            progress((step + 1) / s["binary_search_steps"],
+                     f"C&W L2 binary-search step {step + 1}, {int(searching.sum())} searching")
+        return best_x.cpu().numpy(), runs
+
+    def _line_search(self, score, idx, w, x_adv, direction, lr, loss, xs, ys, cs):
+        """ART's halving-then-doubling search along `direction` in tanh space; returns the
+        updated (w, x_adv, learning rate) of every row."""
+        s = self.settings
+        best_loss, trial_loss = loss.clone(), loss.clone()
+        best_lr = torch.zeros_like(lr)
+        halvings = torch.zeros_like(lr)
+
+        def trial(rows):
+            trial_loss[rows] = score(idx[rows], w[rows] + lr[rows, None, None] * direction[rows],
+                                     xs[rows], ys[rows], cs[rows])
+            improved = rows[trial_loss[rows] < best_loss[rows]]
+            best_lr[improved] = lr[improved]
+            best_loss[improved] = trial_loss[improved]
+
+        for _ in range(s["max_halving"]):
+            rows = (trial_loss >= loss).nonzero().squeeze(1)
+            if len(rows) == 0:
+                break
+            trial(rows)
+            lr[rows] /= 2
+            halvings[rows] += 1
+        lr *= 2
+        for _ in range(s["max_doubling"]):
+            rows = ((halvings == 1) & (trial_loss <= best_loss)).nonzero().squeeze(1)
+            if len(rows) == 0:
+                break
+            lr[rows] *= 2
+            trial(rows)
+        lr[halvings == 1] /= 2
+        moved = (best_lr > 0).nonzero().squeeze(1)
+        w = w.clone()
+        x_adv = x_adv.clone()
+        w[moved] = w[moved] + best_lr[moved, None, None] * direction[moved]
+        x_adv[moved] = self._from_tanh(w[moved])
+        return w, x_adv, lr
+
+
+CarliniWagnerL2 = L2CarliniWagnerAttack
