@@ -57,7 +57,7 @@ STUDY = {
                  "decrease_factor": 0.8, "const_factor": 4.0, "confidence": 0.0}),
     "pixel": ({"th": 10, "max_iter": 20}, "PixelAttack", {"th": 10, "es": 1, "max_iter": 20}),
     "boundary": ({"delta": 0.01, "epsilon": 0.01, "step_adapt": 0.5, "max_iter": 100, "num_trial": 3,
-                  "sample_size": 10, "init_size": 100, "init_steps": 0}, "BoundaryAttack",
+                  "sample_size": 10, "init_size": 100, "init_steps": 0, "persist": False}, "BoundaryAttack",
                  {"targeted": False, "delta": 0.01, "epsilon": 0.01, "step_adapt": 0.5, "max_iter": 100,
                   "num_trial": 3, "sample_size": 10, "init_size": 100}),
 }
@@ -197,8 +197,8 @@ def main(argv=None) -> int:
     rows = []
     for name in names:
         print(f"[{time.strftime('%H:%M:%S')}] {name} on {counts[name]} examples ...", file=sys.stderr, flush=True)
-        # Boundary: also our default, which adds the binary-searched start (init_steps 10)
-        variants = (None, {"init_steps": 10}) if name == "boundary" else (None,)
+        # Boundary: also our default (binary-searched start, walk that does not give up)
+        variants = (None, {"init_steps": 10, "persist": True}) if name == "boundary" else (None,)
         new = compare(bundle, name, x_all[:counts[name]], args.art_batch_size, variants)
         rows += new
         print("\n".join(table(new).splitlines()[2:]), file=sys.stderr, flush=True)

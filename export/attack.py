@@ -32,20 +32,32 @@ def run_list(args):
     emit(describe_attacks())
 
 
-def _parse_sets(items) -> dict:
+BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+def _parse_sets(items, attack: str) -> dict:
+    """--set NAME=VALUE strings -> parameters; each Param converts and range-checks its value,
+    except booleans, which are spelled out here (bool("false") would be True)."""
+    from ser_core.attacks import REGISTRY
     from ser_core.errors import ParameterError
+    declared = REGISTRY[attack].params if attack in REGISTRY else {}
     params = {}
     for item in items:
         name, sep, value = item.partition("=")
-        if not sep or not name.strip():
+        name, value = name.strip(), value.strip()
+        if not sep or not name:
             raise ParameterError(f"--set {item!r} (accepted: NAME=VALUE, e.g. --set eps=0.5)")
-        params[name.strip()] = value.strip()  # each Param converts and range-checks its value
+        if name in declared and declared[name].type is bool:
+            if value.lower() not in BOOLEANS:
+                raise ParameterError(f"{attack}: {name}={value!r} (accepted: true, false)")
+            value = BOOLEANS[value.lower()]
+        params[name] = value
     return params
 
 
 def run_attack(args):
     from ser_core.bundle import ModelBundle
-    params = _parse_sets(args.set)
+    params = _parse_sets(args.set, args.attack)
     bundle = ModelBundle.load(args.model)
     if args.domain == "waveform":
         try:

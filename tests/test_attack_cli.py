@@ -58,6 +58,7 @@ def test_attack_prints_the_result_and_writes_features(bundle, clip, tmp_path, ca
     (["--attack", "nope"], "unknown attack 'nope'"),
     (["--attack", "pixel", "--set", "th=0"], "th=0 is outside [1, 1000]"),
     (["--attack", "pixel", "--set", "th"], "NAME=VALUE"),
+    (["--attack", "boundary", "--set", "persist=maybe"], "accepted: true, false"),
 ])
 def test_bad_attack_arguments_exit_2_with_a_message(bundle, clip, capsys, args, message):
     assert main(["attack", "--model", str(bundle.folder), *args, str(clip)]) == 2

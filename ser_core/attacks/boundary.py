@@ -18,9 +18,11 @@ Black-Box Machine Learning Models", ICLR 2018 (arXiv 1712.04248). The study ran 
     becomes the new adv;
   - an example whose trials are exhausted stops there, as in ART.
 
-One addition, off in the study's setting (init_steps 0): a binary search on the line from the
-noise start to x before the walk, as Foolbox's blended-uniform-noise start does (Rauber et al.
-2017), so the walk begins at the boundary instead of at the far side of the clip range.
+Two additions, both off in the study's setting (init_steps 0, persist False): a binary search
+on the line from the noise start to x before the walk, as Foolbox's blended-uniform-noise start
+does (Rauber et al. 2017), so the walk begins at the boundary instead of at the far side of the
+clip range; and an example whose rounds all fail keeps walking with its shrunk steps (as in
+Brendel et al. and Foolbox) instead of stopping there for good.
 
 Black-box: only ONNX Runtime decisions through `QueryCounter`, one call per step scoring the
 candidates of all live examples, each counted against its example. Examples whose clean
@@ -28,7 +30,7 @@ decision already differs from the label are returned unchanged.
 
 Distance minimised: L2. Minimisation.
 Arguments: delta 0.01, epsilon 0.01, step_adapt 0.5, max_iter 100, num_trial 3,
-sample_size 10, init_size 100, init_steps 10, seed 0.
+sample_size 10, init_size 100, init_steps 10, persist True, seed 0.
 Shapes: x (batch, 261, 128) standardised features -> x_adv of the same shape.
 Example: `get_attack("boundary", bundle, max_iter=20)(x).summary()`."""
 from __future__ import annotations
@@ -55,10 +57,13 @@ class BoundaryAttack(Attack):
         "init_size": Param(100, int, 1, 100_000, help="uniform-noise draws to find a start"),
         "init_steps": Param(10, int, 0, 50, help="binary-search steps from the noise start towards x "
                                                  "(0: ART's plain noise start, as in the study)"),
+        "persist": Param(True, bool, help="keep walking (steps shrunk) when num_trial rounds fail, as "
+                                          "Foolbox does; False: stop the example there, as ART and the study"),
         "seed": Param(0, int, 0, 2**31 - 1, help="random seed"),
     }
     paper_settings = [{"delta": 0.01, "epsilon": 0.01, "step_adapt": 0.5, "max_iter": 100,
-                       "num_trial": 3, "sample_size": 10, "init_size": 100, "init_steps": 0}]
+                       "num_trial": 3, "sample_size": 10, "init_size": 100, "init_steps": 0,
+                       "persist": False}]
 
     def _adversarial(self, query, cand, owners, y) -> np.ndarray:
         return query(self.clip(cand), owners).argmax(1) != y[owners]
@@ -132,7 +137,8 @@ class BoundaryAttack(Attack):
                 kept.append(cand[okf])
                 kept_owner.append(owners[okf])
                 pending = pending[ratio == 0]
-            stopped[pending] = True  # ART: "adversarial example found but not optimal", returns adv
+            if not s["persist"]:
+                stopped[pending] = True  # ART: "adversarial example found but not optimal", returns adv
             if not kept:
                 break
             cands = np.concatenate(kept)
@@ -155,7 +161,8 @@ class BoundaryAttack(Attack):
                 # ART returns the nearest orthogonal candidate and stops the example
                 rows = np.flatnonzero(np.isin(owner, pending))
                 self._take_nearest(x, adv, cands[rows], owner[rows])
-                stopped[pending] = True
+                if not s["persist"]:
+                    stopped[pending] = True
             live = live[~stopped[live]]
             progress((it + 1) / s["max_iter"], f"boundary: iteration {it + 1}/{s['max_iter']}")
         return adv, {"started": found.tolist(), "already_adversarial": done.tolist(),
