@@ -187,3 +187,32 @@ def test_listening_copy_inverts_the_features_the_serving_path_computed(bundle):
     n = min(len(copy), len(trimmed)) // 1600 * 1600
     envelope = [np.sqrt((a[:n].reshape(-1, 1600) ** 2).mean(1)) for a in (copy, trimmed)]
     assert np.corrcoef(*envelope)[0, 1] > 0.95
+
+
+def test_export_space_renders_a_space_folder(tmp_path):
+    """`python -m export space` writes the Hub front matter, the app, its code, every shipped
+    bundle and the licensed examples; it refuses to overwrite a folder that is not an export."""
+    import yaml
+    from export.space import render_space, shipped_bundles
+    from ser_core.errors import ParameterError
+    out = tmp_path / "space"
+    summary = render_space(out)
+    text = (out / "README.md").read_text()
+    front = yaml.safe_load(text.split("---\n")[1])
+    assert front["sdk"] == "gradio" and front["app_file"] == "app.py"
+    assert front["license"] == "cc-by-nc-sa-4.0" and str(front["python_version"]) == "3.11"
+    assert (out / "app.py").is_file() and (out / "ser_core" / "service.py").is_file()
+    assert "torch" in (out / "requirements.txt").read_text()
+    names = [b.name for b in shipped_bundles(REPO / "models")]
+    assert summary["models"] == names
+    for name in names:
+        assert {"config.json", "model.safetensors", "README.md"} <= {p.name for p in (out / "models" / name).iterdir()}
+    assert len(list((out / "examples").glob("*.wav"))) == len(list((REPO / "examples").glob("*.wav")))
+    assert "CC BY-NC-SA 4.0" in (out / "examples" / "README.md").read_text()
+    assert not list(out.rglob("__pycache__"))
+    stranger = tmp_path / "stranger"
+    stranger.mkdir()
+    (stranger / "keep.txt").write_text("mine")
+    with pytest.raises(ParameterError, match="refusing"):
+        render_space(stranger, force=True)
+    assert (stranger / "keep.txt").is_file()
