@@ -33,10 +33,7 @@ class Param:
     help: str = ""
 
     def check(self, attack: str, name: str, value):
-        try:
-            value = self.type(value) if not isinstance(value, bool) or self.type is bool else value
-        except (TypeError, ValueError):
-            raise ParameterError(f"{attack}: {name}={value!r} is not a {self.type.__name__}") from None
+        value = self._coerce(attack, name, value)
         if self.choices is not None and value not in self.choices:
             raise ParameterError(f"{attack}: {name}={value!r} (accepted: {', '.join(map(str, self.choices))})")
         if isinstance(value, float) and not np.isfinite(value):
@@ -44,6 +41,32 @@ class Param:
         if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
             raise ParameterError(f"{attack}: {name}={value!r} is outside [{self.low}, {self.high}]")
         return value
+
+    def _coerce(self, attack: str, name: str, value):
+        """Strings from a CLI or an API become the declared type; nothing is silently truncated."""
+        bad = ParameterError(f"{attack}: {name}={value!r} is not a {self.type.__name__}")
+        if self.type is bool:
+            if isinstance(value, (bool, np.bool_)):
+                return bool(value)
+            if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
+                return _BOOL_WORDS[value.strip().lower()]
+            if isinstance(value, (int, np.integer)) and value in (0, 1):
+                return bool(value)
+            raise ParameterError(f"{attack}: {name}={value!r} is not a boolean (accepted: true, false)")
+        if isinstance(value, (bool, np.bool_)):
+            raise bad
+        try:
+            if self.type is int:
+                f = float(value)
+                if not np.isfinite(f) or f != int(f):
+                    raise bad
+                return int(f)
+            return self.type(value)
+        except (TypeError, ValueError):
+            raise bad from None
+
+
+_BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 
 
 @dataclass

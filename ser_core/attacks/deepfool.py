@@ -58,7 +58,9 @@ class L2DeepFoolAttack(Attack):
                                    help="multiply each step by the clip range width, as ART 1.x does "
                                         "(the study's perturbation sizes)"),
     }
-    paper_settings = [{"max_iter": m, "overshoot": 1e-5, "nb_grads": 5} for m in (1, 5, 20)]
+    # ART 1.12 scales each step by the clip-range width: that is what the study ran
+    paper_settings = [{"max_iter": m, "overshoot": 1e-5, "nb_grads": 5, "range_scaled_step": True}
+                      for m in (1, 5, 20)]
 
     def _run(self, x, y, query, progress):
         out = np.empty_like(x)
@@ -136,3 +138,4 @@ class L2DeepFoolAttack(Attack):
             eta = min(eta * 10, MAX_OVERSHOOT) if eta > 0 else 1e-6
             out[todo] = self.clip(x0[todo] + (1 + eta) * (x_adv[todo] - x0[todo]))
         return out
+DeepFool = L2DeepFoolAttack
