@@ -17,11 +17,20 @@ def register(sub):
     p.add_argument("--models", help="comma-separated bundle names or folders (default: every shipped bundle)")
     p.add_argument("--attacks", help="comma-separated attack names (default: every registered attack)")
     p.add_argument("--out", default="reports", help="folder for results-<profile>.jsonl, README.md, plots/")
-    p.add_argument("--per-group", type=int, help="examples per (class, gender) pair (overrides the profile)")
+    p.add_argument("--examples", help="examples per model: N for every attack, or attack=N,... for some "
+                                       "(overrides the profile's counts; 'all' = whole test set)")
     p.add_argument("--batch", type=int, help="examples per attack call (overrides the profile)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
     p.add_argument("--data-dir", help="folder holding emodb/, emovo/, ravdess/ (default ../shared/data)")
     p.add_argument("--no-report", action="store_true", help="only write the results rows")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and its projected time, run nothing")
+    p.add_argument("--waveform", action="store_true",
+                   help="run the waveform part instead (ser_core.waveform on held-out speakers' clips, "
+                        "verified flips against SNR; results-<profile>-waveform.jsonl)")
+    p.add_argument("--clips", type=int, help="waveform part: clips per gender per model (overrides the profile)")
+    p.add_argument("--threads", type=int, help="torch threads (1 when measuring CPU cost on a loaded machine)")
+    p.add_argument("--save-costs", help="write the seconds per example measured in this run's rows "
+                                        "(CPU seconds) to this cost table (ser_core/evaluation/costs.json)")
     p.set_defaults(func=run_evaluate)
 
     r = sub.add_parser("report", help="render README.md and plots from a results file")
@@ -50,35 +59,90 @@ def shipped_models() -> list[str]:
     return sorted(p.name for p in MODELS_DIR.glob("*") if (p / "config.json").is_file() and (p / "README.md").is_file())
 
 
+def parse_examples(text: str | None, profile):
+    """--examples: "10" (every attack), "all", or "pixel=2,bim=4" (those attacks only)."""
+    import dataclasses
+    from ser_core.errors import ParameterError
+    if not text:
+        return profile
+
+    def count(v):
+        if v == "all":
+            return None
+        if not v.isdigit() or int(v) < 1:
+            raise ParameterError(f"--examples {text!r}: {v!r} is not a count (accepted: an integer >= 1 or 'all')")
+        return int(v)
+    if "=" not in text:
+        return dataclasses.replace(profile, default=count(text), examples={})
+    pairs = dict(kv.split("=", 1) for kv in text.split(","))
+    return dataclasses.replace(profile, examples={**profile.examples, **{k: count(v) for k, v in pairs.items()}})
+
+
 def run_evaluate(args):
     import dataclasses
     from ser_core.bundle import ModelBundle
     from ser_core.errors import ParameterError
     from ser_core.evaluation import grid, report
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
     names = args.models.split(",") if args.models else shipped_models()
     if not names:
         raise ParameterError("no bundles to evaluate: none shipped under models/ yet (pass --models)")
     bundles = [ModelBundle.load(n) for n in names]
+    out = Path(args.out)
+    if args.waveform:
+        return run_waveform_part(args, bundles, out)
     attacks = grid.select_attacks(args.attacks.split(",") if args.attacks else None)
-    profile = grid.PROFILES[args.profile]
-    if args.per_group is not None:
-        profile = dataclasses.replace(profile, per_group=args.per_group)
+    profile = parse_examples(args.examples, grid.PROFILES[args.profile])
     if args.batch is not None:
         profile = dataclasses.replace(profile, batch=args.batch)
-    out = Path(args.out)
     results = out / f"results-{profile.name}.jsonl"
     print(f"evaluate: {len(bundles)} models x {len(attacks)} attacks "
           f"({sum(len(grid.settings_of(c)) for c in attacks.values())} settings) -> {results}", file=sys.stderr)
+    proj = grid.project(bundles, attacks, profile, grid.read_rows(results))
+    print(grid.format_projection(proj, profile), file=sys.stderr, flush=True)
+    if args.dry_run:
+        emit({"projected_minutes": round(proj["total_seconds"] / 60, 1), "unmeasured_cells": proj["unmeasured"]})
+        return
     t0 = time.perf_counter()
     rows = grid.run_grid(bundles, attacks, results, profile, args.device, args.data_dir)
     wall = time.perf_counter() - t0
+    if args.save_costs:
+        grid.save_costs(rows, args.save_costs, overhead_per_bundle=None)
     if not args.no_report:
         report.write_report(rows, out, profile.name, wall_seconds=wall)
-    proj = grid.project_full(rows)
+    full = grid.project_full(rows)
     emit({"results": str(results), "rows": len(rows), "wall_seconds_this_run": round(wall, 1),
+          "projected_seconds_before_run": round(proj["total_seconds"], 1),
           "attack_seconds_all_rows": round(sum(r["seconds"] for r in rows if r["subset"] == "all"), 1),
-          "full_profile_projected_hours": round(proj["total_seconds"] / 3600, 2),
+          "full_profile_projected_hours": round(full["total_seconds"] / 3600, 2),
           "study_gpu_hours": report.STUDY_GPU_HOURS})
+
+
+def run_waveform_part(args, bundles, out: Path):
+    import dataclasses
+    from ser_core.evaluation import grid, report
+    from ser_core.evaluation.waveform import WAVEFORM_PROFILES, project_waveform, run_waveform
+    plan = WAVEFORM_PROFILES[args.profile]
+    if args.clips is not None:
+        plan = dataclasses.replace(plan, clips_per_gender=args.clips)
+    proj = project_waveform(bundles, plan)
+    print(f"waveform projection ({args.profile}): {len(proj['models'])} speaker-protocol models "
+          f"({', '.join(proj['models'])}) x {proj['clips_per_model']} clips x runs {', '.join(proj['runs'])}: "
+          f"{proj['total_seconds'] / 60:.1f} min", file=sys.stderr, flush=True)
+    if args.dry_run:
+        emit({"projected_minutes": round(proj["total_seconds"] / 60, 1)})
+        return
+    results = out / f"results-{args.profile}-waveform.jsonl"
+    t0 = time.perf_counter()
+    wrows = run_waveform(bundles, results, plan, args.data_dir)
+    wall = time.perf_counter() - t0
+    rows = grid.read_rows(out / f"results-{args.profile}.jsonl")
+    if not args.no_report and rows:
+        report.write_report(rows, out, args.profile)
+    emit({"results": str(results), "clips_attacked": len(wrows), "wall_seconds_this_run": round(wall, 1),
+          "projected_seconds_before_run": proj["total_seconds"]})
 
 
 def run_report(args):

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from ser_core.attacks.base import Attack, Param
 from ser_core.errors import ParameterError
 from ser_core.evaluation import grid, report, stats
-from ser_core.evaluation.examples import TestSet, balanced_subset
+from ser_core.evaluation.examples import TestSet, balanced_order, balanced_subset
 
 
 class SignStep(Attack):
@@ -102,6 +102,43 @@ def test_balanced_subset_takes_per_class_and_gender(four):
     assert (balanced_subset(ts, None) == np.arange(12)).all()
 
 
+def test_balanced_order_prefixes_are_balanced():
+    labels = np.repeat(np.arange(5), 6).tolist() * 2
+    ts = TestSet(np.zeros((60, 1, 1)), np.array(labels), np.array(["male"] * 30 + ["female"] * 30), np.arange(60))
+    order = balanced_order(ts, seed=3)
+    assert sorted(order) == list(range(60))  # a permutation: "all" keeps every example
+    pairs = set(zip(ts.labels[order[:10]], ts.genders[order[:10]]))
+    assert len(pairs) == 10  # the first ten: one per class and gender
+    two = order[:2]
+    assert set(ts.genders[two]) == {"male", "female"} and ts.labels[two[0]] != ts.labels[two[1]]
+    for k in (4, 20):  # genders alternate, classes within one of each other
+        assert (ts.genders[order[:k]] == "male").sum() == k // 2
+        counts = np.bincount(ts.labels[order[:k]], minlength=5)
+        assert counts.max() - counts.min() <= 1
+
+
+def test_profile_counts_per_attack_family_and_projection(bundle, four, tmp_path):
+    profile = grid.Profile("test", 4, {"signstep": 2}, batch=4)
+    out = tmp_path / "results.jsonl"
+    key = grid.setting_key(RandomSign.paper_settings[0])
+    costs = {("signstep", grid.setting_key({"eps": 0.1})): 0.5, ("randomsign", key): 2.0, "overhead_per_bundle": 7.0}
+    before = grid.project([bundle], ATTACKS, profile, costs=costs)
+    # signstep eps 2.0 is not in the table: it takes the mean of signstep's known settings
+    assert before["total_seconds"] == pytest.approx(7.0 + 2 * 0.5 + 2 * 0.5 + 4 * 2.0)
+    assert before["per_attack"]["signstep"]["examples"] == {bundle.name: 2}
+    rows = grid.run_grid([bundle], ATTACKS, out, profile, device="cpu", test_sets={bundle.name: four}, costs=costs)
+    n = {(r["attack"], r["subset"]): r["n"] for r in rows}
+    assert n[("randomsign", "all")] == 4 and n[("signstep", "all")] == 2
+    assert n[("signstep", "male")] == n[("signstep", "female")] == 1
+    assert all(r["cpu_seconds"] > 0 for r in rows if r["subset"] == "all")
+    assert grid.project([bundle], ATTACKS, profile, rows, costs)["total_seconds"] == 0  # all done
+    table = grid.save_costs(rows, tmp_path / "costs.json", overhead_per_bundle=3.0)
+    again = grid.load_costs(tmp_path / "costs.json")
+    assert again["overhead_per_bundle"] == 3.0 and len(table["cells"]) == 3
+    r = next(r for r in rows if r["attack"] == "randomsign" and r["subset"] == "all")
+    assert again[("randomsign", key)] == pytest.approx(r["cpu_seconds"] / 4, abs=1e-4)
+
+
 def test_grid_writes_one_row_per_cell_and_subset(grid_run, bundle):
     out, rows = grid_run
     written = grid.read_rows(out)
@@ -174,12 +211,12 @@ def test_report_renders_the_paper_comparison(grid_run, tmp_path):
 def test_defence_examples_stay_in_the_ball_and_raise_the_loss(bundle, four):
     from ser_core.evaluation.defence import fgsm_examples, pgd_examples
     model = bundle.torch_model()
-    x, y = torch.from_numpy(four.x), torch.from_numpy(four.labels).long()
+    x, y = torch.from_numpy(four.x[1:3]), torch.from_numpy(four.labels[1:3]).long()  # a male and a female
     lo, hi = bundle.clip_range
     with torch.no_grad():
         clean = F.cross_entropy(model(x), y).item()
     for xa in (fgsm_examples(model, x, y, 0.5, lo, hi),
-               pgd_examples(model, x, y, 0.5, lo, hi, 3, torch.Generator().manual_seed(0))):
+               pgd_examples(model, x, y, 0.5, lo, hi, 2, torch.Generator().manual_seed(0))):
         assert (xa - x).abs().max().item() <= 0.5 + 1e-5 and xa.min() >= lo and xa.max() <= hi
         with torch.no_grad():
             assert F.cross_entropy(model(xa), y).item() > clean
@@ -190,7 +227,7 @@ def test_defence_writes_a_bundle_that_records_its_recipe(bundle, tmp_path, data_
     from ser_core.evaluation.defence import DefenceConfig, adversarial_train
     with pytest.raises(ParameterError):
         DefenceConfig(adversarial_fraction=1.5).check()
-    out = adversarial_train(bundle, tmp_path / "defended", DefenceConfig("fgsm", batch_size=8, max_steps=1),
+    out = adversarial_train(bundle, tmp_path / "defended", DefenceConfig("fgsm", batch_size=8, max_steps=1, train_rows=8),
                             data_dir=data_dir)
     again = ModelBundle.load(out.folder)
     d = again.config["defence"]
@@ -200,3 +237,26 @@ def test_defence_writes_a_bundle_that_records_its_recipe(bundle, tmp_path, data_
     before = bundle.torch_model().state_dict()
     after = again.torch_model().state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before if before[k].is_floating_point())
+
+
+def test_waveform_part_counts_only_verified_flips_and_resumes(bundle, data_dir, tmp_path):
+    from ser_core.evaluation.waveform import WaveformPlan, run_waveform, summarise, test_clips
+    plan = WaveformPlan(1, snrs=(20.0,), pgd_steps=2, cw_steps=2, cw_binary_steps=1)
+    clips = test_clips(bundle, 1, data_dir=data_dir)
+    assert [u.gender for u in clips] == ["male", "female"]
+    assert {u.speaker for u in clips} <= set(bundle.config["split"]["speakers"]["test"])
+    out = tmp_path / "waveform.jsonl"
+    rows = run_waveform([bundle], out, plan, data_dir)
+    assert len(rows) == 2 * 2 and {r["attack"] for r in rows} == {"pgd", "cw"}
+    for r in rows:
+        assert r["verified_flipped"] == (r["label_after"] != r["label_before"])
+        if r["attack"] == "pgd" and r["snr_db"] is not None:
+            assert r["snr_db"] >= 20.0 - 1e-6  # the budget holds on the written 16-bit clip
+    assert run_waveform([bundle], out, plan, data_dir) == rows  # resumed: nothing redone
+    table = {(s["setting"], s["subset"]): s for s in summarise(rows)}
+    a = table[("PGD, SNR >= 20 dB", "all")]
+    assert a["clips"] == 2 and a["verified"] == sum(r["verified_flipped"] for r in rows if r["attack"] == "pgd")
+    assert a["rate_ci"][0] <= a["rate"] <= a["rate_ci"][1]
+    assert table[("C&W L2 (minimum SNR)", "male")]["clips"] == 1
+    text = report.waveform_lines(rows)
+    assert any("C&W L2 (minimum SNR)" in line and "| all |" in line for line in text)

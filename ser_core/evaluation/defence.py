@@ -40,6 +40,7 @@ class DefenceConfig:
     batch_size: int = 128
     pgd_steps: int = 7
     max_steps: int | None = None  # cap on optimiser steps (smoke runs)
+    train_rows: int | None = None  # cap on training examples, a seeded draw (smoke runs)
     seed: int = 1938
 
     def check(self) -> "DefenceConfig":
@@ -49,7 +50,8 @@ class DefenceConfig:
                                    ("adversarial_fraction", 0 <= self.adversarial_fraction <= 1, "0..1"),
                                    ("epochs", self.epochs >= 1, ">= 1"), ("learning_rate", self.learning_rate > 0, "> 0"),
                                    ("batch_size", self.batch_size >= 1, ">= 1"), ("pgd_steps", self.pgd_steps >= 1, ">= 1"),
-                                   ("max_steps", self.max_steps is None or self.max_steps >= 1, ">= 1 or unset")):
+                                   ("max_steps", self.max_steps is None or self.max_steps >= 1, ">= 1 or unset"),
+                                   ("train_rows", self.train_rows is None or self.train_rows >= 1, ">= 1 or unset")):
             if not ok:
                 raise ParameterError(f"defence {name}={getattr(self, name)!r} (accepted: {accepted})")
         return self
@@ -102,8 +104,11 @@ def adversarial_train(bundle, out, cfg: DefenceConfig = DefenceConfig(), data_di
     corpus = read_corpus(c["corpus"], Path(data_dir or data_root()) / c["corpus"], tuple(bundle.labels))
     table = build_table(corpus, bundle.feature_config, augmentation=c.get("augmentation", True), progress=False)
     split = make_split(table, c.get("protocol", c["split"]["protocol"]), c["split"].get("seed", cfg.seed))
-    x_tr = load_rows(table, split.train, bundle.standardizer)
-    y_tr = torch.from_numpy(table.labels[split.train]).long()
+    train = split.train
+    if cfg.train_rows is not None and cfg.train_rows < len(train):
+        train = np.sort(rng.choice(train, cfg.train_rows, replace=False))
+    x_tr = load_rows(table, train, bundle.standardizer)
+    y_tr = torch.from_numpy(table.labels[train]).long()
     lo, hi = (float(v) for v in bundle.clip_range)
     model = copy.deepcopy(bundle.torch_model()).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, eps=1e-7)
@@ -170,5 +175,6 @@ def adversarial_train(bundle, out, cfg: DefenceConfig = DefenceConfig(), data_di
         f"\n## Defence\n\nAdversarial training ({d['reference']}) from `{d['base']}`: {d['method']}, "
         f"eps {d['eps']}, {d['adversarial_fraction']:.0%} of each batch adversarial, {len(history)} epochs "
         f"({steps} steps), lr {d['learning_rate']}, batch {d['batch_size']}"
-        + (f", capped at {cfg.max_steps} steps (smoke run, not a trained defence)" if cfg.max_steps else "") + ".\n"))
+        + (f", capped at {cfg.max_steps} steps (smoke run, not a trained defence)" if cfg.max_steps else "")
+        + (f", on {cfg.train_rows} training examples (smoke run)" if cfg.train_rows else "") + ".\n"))
     return ModelBundle.from_folder(out)

@@ -87,3 +87,32 @@ def balanced_subset(ts: TestSet, per_group: int | None, seed: int = 0) -> np.nda
             idx = np.flatnonzero((ts.labels == c) & (ts.genders == g))
             pick.append(rng.permutation(idx)[:per_group])
     return np.sort(np.concatenate(pick)).astype(int)
+
+
+def balanced_order(ts: TestSet, seed: int = 0) -> np.ndarray:
+    """Every example index, ordered so that each prefix is as balanced as the test set allows:
+    genders alternate, and each pick takes the class picked least so far (then the (class,
+    gender) pair picked least, then a seeded class rank), examples within a pair in seeded
+    random order. With 5 classes the first 10 are one per class and gender; the first 2 are a
+    male and a female example of different classes. A smaller quick-profile count is thus a
+    subset of a larger one."""
+    rng = np.random.default_rng(seed)
+    classes = np.unique(ts.labels)
+    rank = {c: r for r, c in enumerate(rng.permutation(classes))}
+    pools = {(c, g): list(rng.permutation(np.flatnonzero((ts.labels == c) & (ts.genders == g))))
+             for c in classes for g in GENDERS}
+    per_class = dict.fromkeys(classes, 0)
+    per_pair = dict.fromkeys(pools, 0)
+    order = []
+    while len(order) < len(ts):
+        for g in GENDERS:
+            open_ = [c for c in classes if pools[(c, g)]]
+            if not open_:
+                continue
+            c = min(open_, key=lambda c: (per_class[c], per_pair[(c, g)], rank[c]))
+            order.append(pools[(c, g)].pop())
+            per_class[c] += 1
+            per_pair[(c, g)] += 1
+        if not any(pools.values()):
+            break
+    return np.array(order, dtype=int)

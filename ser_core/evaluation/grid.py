@@ -1,8 +1,10 @@
 """The evaluation grid: bundles x registered attacks x each attack's `paper_settings`, every
 cell broken down into three subsets (all, male, female), one tidy row per subset.
 
-A cell attacks the bundle's test examples (or a balanced subset of them, see `PROFILES`) in
-batches, as the study ran ART over its test set. Per-example outcomes of every finished batch
+A cell attacks the bundle's test examples (full profile) or the first n of a class- and
+gender-balanced order of them (quick profile; n per attack family, see `PROFILES`: the study's
+black-box and C&W attacks cost 10-1000 times FGSM), in batches, as the study ran ART over its
+test set. Every row records how many examples stand behind it and their Wilson interval. Per-example outcomes of every finished batch
 are kept in `<results>.cells/` so that an interrupted run resumes inside a cell, and rows
 already in the results file are skipped. Accuracy under attack is measured against the true
 labels over all attacked examples: an example the model already got wrong counts as an error
@@ -18,14 +20,14 @@ import hashlib
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import ParameterError
-from .examples import GENDERS, TestSet, balanced_subset, test_set
+from .examples import GENDERS, TestSet, balanced_order, test_set
 from .stats import wilson
 
 SUBSETS = ("all",) + GENDERS
@@ -33,16 +35,30 @@ SUBSETS = ("all",) + GENDERS
 
 @dataclass(frozen=True)
 class Profile:
-    """per_group: examples per (class, gender) pair attacked per bundle (None: the whole test
-    set); batch: examples per attack call."""
+    """examples: examples attacked per bundle, per attack (None: the whole test set), taken
+    from the front of `balanced_order` so that every count is as balanced over classes and
+    genders as the test set allows and a smaller count is a subset of a larger one; attacks
+    not named get `default`. batch: examples per attack call."""
 
     name: str
-    per_group: int | None
+    default: int | None
+    examples: dict = field(default_factory=dict)
     batch: int = 64
     seed: int = 0
 
+    def count(self, attack: str) -> int | None:
+        return self.examples.get(attack, self.default)
 
-PROFILES = {"quick": Profile("quick", 1), "full": Profile("full", None, batch=128)}
+
+# Quick: every attack at every study setting on every shipped bundle within 30 minutes of this
+# 2-core CPU (projection: `python -m export evaluate --profile quick --dry-run`, from the
+# single-thread CPU seconds per example in costs.json). Ten examples are one per class and
+# gender; the costly attacks get one or two per gender. The intervals in the report say what
+# so few examples can and cannot show.
+PROFILES = {
+    "quick": Profile("quick", 10, {"bim": 4, "jsma": 4, "cw_l2": 2, "cw_linf": 4, "boundary": 2, "pixel": 2}),
+    "full": Profile("full", None, batch=128),
+}
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -110,9 +126,13 @@ def torch_probabilities(bundle, x: np.ndarray, batch: int = 128) -> np.ndarray:
 
 
 def attack_batch(attack, x: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-example outcomes of one attack call: what a row is summarised from."""
+    """Per-example outcomes of one attack call: what a row is summarised from. cpu_seconds:
+    process CPU time of the call (all threads), shared equally, beside the wall seconds the
+    attack reports (CPU time is what projects a run on an idle machine from a loaded one)."""
+    cpu = time.process_time()
     res = attack(x)
-    out = {"clean_pred": res.clean_pred, "adv_pred": res.adv_pred,
+    cpu = time.process_time() - cpu
+    out = {"cpu_seconds": np.full(len(x), cpu / len(x)), "clean_pred": res.clean_pred, "adv_pred": res.adv_pred,
            "conf_before": res.clean_probs.max(1), "conf_after": res.adv_probs.max(1),
            "mean_abs": res.mean_abs, "l2": res.l2, "linf": res.linf,
            "queries": res.queries.astype(np.int64), "seconds": np.full(len(x), res.seconds / len(x))}
@@ -140,7 +160,8 @@ def summarise(cells: dict[str, np.ndarray], ts: TestSet, base: dict) -> list[dic
                    confidence_before=mean(cells["conf_before"]), confidence_after=mean(cells["conf_after"]),
                    queries=mean(cells["queries"]),
                    seconds=float(cells["seconds"].sum()),
-                   seconds_per_example=float(cells["seconds"].mean()))
+                   seconds_per_example=float(cells["seconds"].mean()),
+                   cpu_seconds=float(cells["cpu_seconds"].sum()) if "cpu_seconds" in cells else None)
         if "torch_pred" in cells:
             row.update(torch_accuracy=mean(cells["torch_pred"] == ts.labels),
                        torch_onnx_agreement=mean(cells["torch_pred"] == cells["adv_pred"]))
@@ -148,8 +169,10 @@ def summarise(cells: dict[str, np.ndarray], ts: TestSet, base: dict) -> list[dic
     return rows
 
 
-def _cell_dir(results: Path, model: str, attack: str, key: str) -> Path:
-    h = hashlib.sha256(key.encode()).hexdigest()[:10]
+def _cell_dir(results: Path, model: str, attack: str, key: str, rows: np.ndarray) -> Path:
+    """Per-cell folder, named by the setting and the examples attacked (a different count
+    must not reuse another count's batches)."""
+    h = hashlib.sha256(key.encode() + np.asarray(rows, np.int64).tobytes()).hexdigest()[:10]
     return results.parent / (results.stem + ".cells") / model / f"{attack}-{h}"
 
 
@@ -172,14 +195,51 @@ def run_cell(attack, ts: TestSet, batch: int, folder: Path, log) -> dict[str, np
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-class Projection:
-    """Seconds per example measured per (attack, setting), to project what is left."""
+COSTS = Path(__file__).with_name("costs.json")
 
-    def __init__(self, rows):
-        self.per_example: dict[tuple, float] = {}
+
+def load_costs(path=COSTS) -> dict:
+    """(attack, setting_key) -> seconds per example, and "overhead_per_bundle" -> seconds,
+    from a cost table written by `python -m export evaluate --measure-costs`."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    table = json.loads(path.read_text())
+    costs = {(r["attack"], r["setting_key"]): r["seconds_per_example"] for r in table["cells"]}
+    costs["overhead_per_bundle"] = table.get("overhead_per_bundle", 0.0)
+    return costs
+
+
+def save_costs(rows: list[dict], path=COSTS, overhead_per_bundle: float | None = None, note: str = "") -> dict:
+    """Write the cost table: CPU seconds per example of every (attack, setting) in `rows`
+    (process CPU time, all threads: on an idle machine a CPU-bound run takes at most that
+    long). Existing entries for other cells, and the overhead unless given, are kept."""
+    path = Path(path)
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    cells = {(c["attack"], c["setting_key"]): c for c in old.get("cells", [])}
+    for r in rows:
+        if r["subset"] == "all" and r["n"] and r.get("cpu_seconds") is not None:
+            cells[(r["attack"], r["setting_key"])] = {
+                "attack": r["attack"], "setting_key": r["setting_key"], "model": r["model"], "n": r["n"],
+                "seconds_per_example": round(r["cpu_seconds"] / r["n"], 4)}
+    table = {"note": note or old.get("note", ""),
+             "overhead_per_bundle": old.get("overhead_per_bundle", 0.0) if overhead_per_bundle is None else overhead_per_bundle,
+             "cells": sorted(cells.values(), key=lambda c: (c["attack"], c["setting_key"]))}
+    path.write_text(json.dumps(table, indent=1) + "\n")
+    return table
+
+
+class Projection:
+    """Seconds per example per (attack, setting): measured in this run's results file where a
+    row exists (wall seconds, as this machine runs now), else the cost table, else the mean of
+    the attack's other settings."""
+
+    def __init__(self, rows=(), costs: dict | None = None):
+        self.per_example: dict[tuple, float] = {k: v for k, v in (costs or {}).items() if isinstance(k, tuple)}
+        self.overhead = (costs or {}).get("overhead_per_bundle", 0.0)
         for r in rows:
             if r["subset"] == "all" and r["n"]:
-                self.per_example.setdefault((r["attack"], r["setting_key"]), r["seconds_per_example"])
+                self.per_example[(r["attack"], r["setting_key"])] = r["seconds_per_example"]
 
     def add(self, attack, key, spe):
         self.per_example[(attack, key)] = spe
@@ -192,6 +252,59 @@ class Projection:
         return None if spe is None else spe * n
 
 
+def test_size(bundle) -> int | None:
+    """Test examples the bundle records (checked against the corpus when the grid loads them)."""
+    return bundle.config.get("split", {}).get("rows", {}).get("test")
+
+
+def examples_for(profile: Profile, attack: str, size: int | None) -> int | None:
+    n = profile.count(attack)
+    return size if n is None else (n if size is None else min(n, size))
+
+
+def plan_grid(bundles, attacks: dict) -> list[tuple]:
+    """(bundle, attack name, attack class, setting) of every cell, in run order."""
+    return [(b, name, cls, s) for b in bundles for name, cls in attacks.items() for s in settings_of(cls)]
+
+
+def project(bundles, attacks: dict, profile: Profile, rows=(), costs: dict | None = None) -> dict:
+    """Projected seconds of the cells not yet in `rows`: per attack (with the examples each
+    attacks per bundle), per bundle, and in total (including a per-bundle overhead: loading
+    the test set and the model)."""
+    proj = Projection(rows, load_costs() if costs is None else costs)
+    done = {row_key(r) for r in rows}
+    per_attack: dict[str, dict] = {}
+    per_bundle: dict[str, float] = {}
+    unknown = []
+    for bundle, name, _, settings in plan_grid(bundles, attacks):
+        key = setting_key(settings)
+        n = examples_for(profile, name, test_size(bundle))
+        a = per_attack.setdefault(name, {"examples": {}, "seconds": 0.0, "cells": 0})
+        a["examples"][bundle.name] = n
+        if all((bundle.name, name, key, s) in done for s in SUBSETS):
+            continue
+        sec = proj.estimate(name, key, n if n is not None else 0)
+        if sec is None:
+            unknown.append(f"{name} {key}")
+            continue
+        a["seconds"] += sec
+        a["cells"] += 1
+        per_bundle[bundle.name] = per_bundle.get(bundle.name, proj.overhead) + sec
+    return {"per_attack": per_attack, "per_bundle": per_bundle, "unmeasured": unknown,
+            "total_seconds": sum(per_bundle.values())}
+
+
+def format_projection(p: dict, profile: Profile) -> str:
+    lines = [f"projection ({profile.name} profile; seconds per example from {COSTS.name} or this results file):"]
+    for name, a in p["per_attack"].items():
+        counts = sorted(set(a["examples"].values()), key=lambda v: (v is None, v))
+        lines.append(f"  {name:9} examples per model {'/'.join('all' if v is None else str(v) for v in counts):>7}: "
+                     f"{a['cells']:3d} cells left, {a['seconds'] / 60:6.1f} min")
+    lines.append(f"  total {p['total_seconds'] / 60:.1f} min over {len(p['per_bundle'])} models"
+                 + (f" (+ {len(p['unmeasured'])} unmeasured cells)" if p["unmeasured"] else ""))
+    return "\n".join(lines)
+
+
 def bundle_meta(bundle) -> dict:
     c = bundle.config
     return {"model": bundle.name, "corpus": c["corpus"], "language": c.get("language"),
@@ -201,7 +314,8 @@ def bundle_meta(bundle) -> dict:
 
 
 def run_grid(bundles, attacks: dict, results, profile: Profile = PROFILES["quick"],
-             device: str = "auto", data_dir=None, log=sys.stderr, test_sets: dict | None = None) -> list[dict]:
+             device: str = "auto", data_dir=None, log=sys.stderr, test_sets: dict | None = None,
+             costs: dict | None = None) -> list[dict]:
     """Run every (bundle, attack, setting) cell not yet in `results` (JSON lines), appending
     three rows per cell. test_sets: bundle name -> TestSet, to skip loading from the corpora
     (tests). Returns all rows of the results file."""
@@ -210,31 +324,30 @@ def run_grid(bundles, attacks: dict, results, profile: Profile = PROFILES["quick
     device = resolve_device(device)
     done_rows = read_rows(results)
     done = {row_key(r) for r in done_rows}
-    proj = Projection(done_rows)
+    proj = Projection(done_rows, load_costs() if costs is None else costs)
     t_start = time.perf_counter()
-    plan = []
-    for bundle in bundles:
-        for name, cls in attacks.items():
-            for s in settings_of(cls):
-                plan.append((bundle, name, cls, s))
+    plan = plan_grid(bundles, attacks)
     fulls: dict[str, TestSet] = dict(test_sets or {})
-    subsets: dict[str, TestSet] = {}
+    orders: dict[str, np.ndarray] = {}
     for i, (bundle, name, cls, settings) in enumerate(plan):
         key = setting_key(settings)
         if all((bundle.name, name, key, s) in done for s in SUBSETS):
             continue
-        if bundle.name not in subsets:
+        if bundle.name not in orders:
             place(bundle, device)
             if bundle.name not in fulls:
                 fulls[bundle.name] = test_set(bundle, data_dir)
-            full = fulls[bundle.name]
-            subsets[bundle.name] = full.take(balanced_subset(full, profile.per_group, profile.seed))
-        ts, total = subsets[bundle.name], fulls[bundle.name]
+            orders[bundle.name] = balanced_order(fulls[bundle.name], profile.seed)
+        total = fulls[bundle.name]
+        pick = orders[bundle.name][:examples_for(profile, name, len(total))]
+        ts = total.take(np.sort(pick))
         attack = cls(bundle, **settings)
         t0 = time.perf_counter()
-        cells = run_cell(attack, ts, profile.batch, _cell_dir(results, bundle.name, name, key), log)
+        cells = run_cell(attack, ts, profile.batch, _cell_dir(results, bundle.name, name, key, ts.rows), log)
         base = dict(bundle_meta(bundle), profile=profile.name, attack=name, kind=cls.kind, goal=cls.goal,
                     setting=settings, setting_key=key, device=device,
+                    selection="whole test set" if len(ts) == len(total) else
+                    f"first {len(ts)} of a class- and gender-balanced order (seed {profile.seed})",
                     test_examples={"all": len(total), **{g: int((total.genders == g).sum()) for g in GENDERS}})
         rows = summarise(cells, ts, base)
         with results.open("a") as fh:
@@ -242,7 +355,8 @@ def run_grid(bundles, attacks: dict, results, profile: Profile = PROFILES["quick
                 fh.write(json.dumps(r, default=_json_default) + "\n")
         done_rows += rows
         proj.add(name, key, rows[0]["seconds_per_example"])
-        left = [proj.estimate(nm, setting_key(s), len(subsets.get(b.name, ts))) for b, nm, _, s in plan[i + 1:]]
+        left = [proj.estimate(nm, setting_key(s), examples_for(profile, nm, test_size(b) or len(ts)))
+                for b, nm, _, s in plan[i + 1:]]
         known = [v for v in left if v is not None]
         eta = f", about {sum(known) / 60:.1f} min left" + ("" if len(known) == len(left) else " (+ unmeasured)") if left else ""
         a = rows[0]
