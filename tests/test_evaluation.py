@@ -137,6 +137,11 @@ def test_profile_counts_per_attack_family_and_projection(bundle, four, tmp_path)
     assert again["overhead_per_bundle"] == 3.0 and len(table["cells"]) == 3
     r = next(r for r in rows if r["attack"] == "randomsign" and r["subset"] == "all")
     assert again[("randomsign", key)] == pytest.approx(r["cpu_seconds"] / 4, abs=1e-4)
+    # another count for one attack redoes only its cells; its new rows replace the old ones
+    more = grid.Profile("test", 4, {"signstep": 4}, batch=4)
+    rows = grid.run_grid([bundle], ATTACKS, out, more, device="cpu", test_sets={bundle.name: four}, costs=costs)
+    assert len(rows) == len(grid.read_rows(out)) == 9
+    assert {r["n"] for r in rows if r["subset"] == "all"} == {4}
 
 
 def test_grid_writes_one_row_per_cell_and_subset(grid_run, bundle):

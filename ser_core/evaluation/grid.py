@@ -56,7 +56,7 @@ class Profile:
 # gender; the costly attacks get one or two per gender. The intervals in the report say what
 # so few examples can and cannot show.
 PROFILES = {
-    "quick": Profile("quick", 10, {"bim": 4, "jsma": 4, "cw_l2": 2, "cw_linf": 4, "boundary": 2, "pixel": 2}),
+    "quick": Profile("quick", 20, {"bim": 4, "jsma": 10, "cw_l2": 4, "cw_linf": 10, "boundary": 4, "pixel": 2}),
     "full": Profile("full", None, batch=128),
 }
 
@@ -105,15 +105,17 @@ def read_rows(path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         return []
-    rows = []
+    rows = {}
     for line in path.read_text().splitlines():
         line = line.strip()
         if line:
             try:
-                rows.append(json.loads(line))
+                r = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut by an interruption: that cell is simply redone
-    return rows
+            # a cell redone with another example count replaces the earlier rows
+            rows[row_key(r) if "setting_key" in r else len(rows)] = r
+    return list(rows.values())
 
 
 @torch.no_grad()
@@ -252,6 +254,14 @@ class Projection:
         return None if spe is None else spe * n
 
 
+def _done(rows) -> dict:
+    """(model, attack, setting_key) -> examples behind its rows, for cells with all three rows."""
+    have = {}
+    for r in rows:
+        have.setdefault((r["model"], r["attack"], r["setting_key"]), {})[r["subset"]] = r["n"]
+    return {k: v["all"] for k, v in have.items() if set(SUBSETS) <= set(v)}
+
+
 def test_size(bundle) -> int | None:
     """Test examples the bundle records (checked against the corpus when the grid loads them)."""
     return bundle.config.get("split", {}).get("rows", {}).get("test")
@@ -272,7 +282,7 @@ def project(bundles, attacks: dict, profile: Profile, rows=(), costs: dict | Non
     attacks per bundle), per bundle, and in total (including a per-bundle overhead: loading
     the test set and the model)."""
     proj = Projection(rows, load_costs() if costs is None else costs)
-    done = {row_key(r) for r in rows}
+    done = _done(rows)
     per_attack: dict[str, dict] = {}
     per_bundle: dict[str, float] = {}
     unknown = []
@@ -281,7 +291,7 @@ def project(bundles, attacks: dict, profile: Profile, rows=(), costs: dict | Non
         n = examples_for(profile, name, test_size(bundle))
         a = per_attack.setdefault(name, {"examples": {}, "seconds": 0.0, "cells": 0})
         a["examples"][bundle.name] = n
-        if all((bundle.name, name, key, s) in done for s in SUBSETS):
+        if done.get((bundle.name, name, key)) == n:
             continue
         sec = proj.estimate(name, key, n if n is not None else 0)
         if sec is None:
@@ -323,7 +333,7 @@ def run_grid(bundles, attacks: dict, results, profile: Profile = PROFILES["quick
     results.parent.mkdir(parents=True, exist_ok=True)
     device = resolve_device(device)
     done_rows = read_rows(results)
-    done = {row_key(r) for r in done_rows}
+    done = _done(done_rows)
     proj = Projection(done_rows, load_costs() if costs is None else costs)
     t_start = time.perf_counter()
     plan = plan_grid(bundles, attacks)
@@ -331,7 +341,8 @@ def run_grid(bundles, attacks: dict, results, profile: Profile = PROFILES["quick
     orders: dict[str, np.ndarray] = {}
     for i, (bundle, name, cls, settings) in enumerate(plan):
         key = setting_key(settings)
-        if all((bundle.name, name, key, s) in done for s in SUBSETS):
+        size = len(fulls[bundle.name]) if bundle.name in fulls else test_size(bundle)
+        if done.get((bundle.name, name, key)) == examples_for(profile, name, size):
             continue
         if bundle.name not in orders:
             place(bundle, device)

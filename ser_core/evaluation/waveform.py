@@ -49,7 +49,7 @@ class WaveformPlan:
         return out
 
 
-WAVEFORM_PROFILES = {"quick": WaveformPlan(2), "full": WaveformPlan(10, snrs=(20.0, 30.0, 40.0, 50.0),
+WAVEFORM_PROFILES = {"quick": WaveformPlan(3), "full": WaveformPlan(10, snrs=(20.0, 30.0, 40.0, 50.0),
                                                                         square_snr=30.0)}
 
 # Projected seconds per clip, from CPU seconds measured on this 2-core machine (models/emodb,
