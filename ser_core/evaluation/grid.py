@@ -310,6 +310,8 @@ def format_projection(p: dict, profile: Profile) -> str:
         counts = sorted(set(a["examples"].values()), key=lambda v: (v is None, v))
         lines.append(f"  {name:9} examples per model {'/'.join('all' if v is None else str(v) for v in counts):>7}: "
                      f"{a['cells']:3d} cells left, {a['seconds'] / 60:6.1f} min")
+    overhead = p["total_seconds"] - sum(a["seconds"] for a in p["per_attack"].values())
+    lines.append(f"  loading test sets and models: {overhead / 60:.1f} min")
     lines.append(f"  total {p['total_seconds'] / 60:.1f} min over {len(p['per_bundle'])} models"
                  + (f" (+ {len(p['unmeasured'])} unmeasured cells)" if p["unmeasured"] else ""))
     return "\n".join(lines)
@@ -374,7 +376,7 @@ def run_grid(bundles, attacks: dict, results, profile: Profile = PROFILES["quick
         print(f"[{i + 1}/{len(plan)}] {bundle.name} {name} {key}: accuracy {a['accuracy']:.3f} "
               f"(clean {a['clean_accuracy']:.3f}, n={a['n']}), {time.perf_counter() - t0:.1f} s; "
               f"elapsed {(time.perf_counter() - t_start) / 60:.1f} min{eta}", file=log, flush=True)
-    return done_rows
+    return read_rows(results)
 
 
 def project_full(rows: list[dict]) -> dict:
