@@ -13,7 +13,7 @@ def register(sub):
     p = sub.add_parser("evaluate", help="every attack at every study setting, on every bundle, by gender "
                                         "(resumable; results as JSON lines, report and plots)")
     p.add_argument("--profile", default="quick", choices=["quick", "full"],
-                   help="quick: a balanced subset (per-group examples per class and gender); full: whole test sets")
+                   help="quick: per attack family, the first n of a class- and gender-balanced order of each test set (counts in ser_core/evaluation/grid.py PROFILES, projected to fit 30 min here); full: whole test sets")
     p.add_argument("--models", help="comma-separated bundle names or folders (default: every shipped bundle)")
     p.add_argument("--attacks", help="comma-separated attack names (default: every registered attack)")
     p.add_argument("--out", default="reports", help="folder for results-<profile>.jsonl, README.md, plots/")
