@@ -42,9 +42,9 @@ from ser_core.bundle import ModelBundle  # noqa: E402
 # the study's setting for each attack: (our parameters, ART class, ART keyword arguments)
 STUDY = {
     "fgsm": ({"eps": 0.25}, "FastGradientMethod", {"eps": 0.25}),
-    "bim": ({"eps": 0.25, "eps_step": 0.1, "max_iter": 100}, "BasicIterativeMethod",
+    "bim": ({"eps": 0.25, "eps_step": 0.1, "max_iter": 100, "early_stop": False}, "BasicIterativeMethod",
             {"eps": 0.25, "eps_step": 0.1, "max_iter": 100}),
-    "deepfool": ({"max_iter": 5, "overshoot": 1e-5, "nb_grads": 5}, "DeepFool",
+    "deepfool": ({"max_iter": 5, "overshoot": 1e-5, "nb_grads": 5, "range_scaled_step": True}, "DeepFool",
                  {"max_iter": 5, "epsilon": 1e-5, "nb_grads": 5}),
     "jsma": ({"theta": 1.0, "gamma": 1.0}, "SaliencyMapMethod", {"theta": 1.0, "gamma": 1.0}),
     "cw_l2": ({"initial_const": 0.01, "learning_rate": 0.01, "max_iter": 10, "binary_search_steps": 20,
@@ -198,7 +198,10 @@ def main(argv=None) -> int:
     for name in names:
         print(f"[{time.strftime('%H:%M:%S')}] {name} on {counts[name]} examples ...", file=sys.stderr, flush=True)
         # Boundary: also our default (binary-searched start, walk that does not give up)
-        variants = (None, {"init_steps": 10, "persist": True}) if name == "boundary" else (None,)
+        # first row: ART's algorithm (the study's); further rows: our options beside it
+        variants = {"boundary": (None, {"init_steps": 10, "persist": True}),
+                    "bim": (None, {"early_stop": True}),
+                    "deepfool": (None, {"range_scaled_step": False})}.get(name, (None,))
         new = compare(bundle, name, x_all[:counts[name]], args.art_batch_size, variants)
         rows += new
         print("\n".join(table(new).splitlines()[2:]), file=sys.stderr, flush=True)

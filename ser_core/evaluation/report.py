@@ -89,11 +89,12 @@ def paper_comparison(rows: list[dict]) -> tuple[list[str], list[str]]:
     head = "| attack, setting | " + " | ".join(f"{CORPORA[c]} ours | {CORPORA[c]} study" for c in CORPORA) + " |"
     lines = [head, "|" + "---|" * (1 + 2 * len(CORPORA))]
     notes = []
-    clean = ["| clean (no attack)"]
+    clean = ["| clean, whole test set (no attack)"]
     for c in CORPORA:
         m = models.get(c)
-        got = [next((r for r in paper if r["model"] == m and r["subset"] == s), None) for s in SUBSETS]
-        clean.append(" / ".join(_f(g["clean_accuracy"]) if g else "-" for g in got) if m else "not run")
+        t = _bundle_test_metrics(m) if m else None
+        clean.append(" / ".join(_f(t[k]) for k in ("accuracy", "accuracy_male", "accuracy_female"))
+                     if t else "not run")
         clean.append(" / ".join(_f(v) for v in STUDY_CLEAN[c]))
     lines.append(" | ".join(clean) + " |")
     for label, attack, want, study in STUDY_TABLE:
@@ -413,3 +414,14 @@ def write_report(rows: list[dict], out_dir, profile: str = "quick", wall_seconds
 
 def summary_json(rows: list[dict]) -> str:
     return json.dumps(project_full(rows))
+
+
+def _bundle_test_metrics(model: str) -> dict | None:
+    """The bundle's clean test metrics on its whole test set (config.json), not the attacked subset."""
+    import json
+    from ..bundle import MODELS_DIR
+    from pathlib import Path
+    for folder in (MODELS_DIR / model, Path(model)):
+        if (folder / "config.json").is_file():
+            return json.loads((folder / "config.json").read_text())["metrics"]["test"]
+    return None
