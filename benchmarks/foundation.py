@@ -12,10 +12,14 @@ import argparse
 import json
 import os
 import tempfile
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def extraction(data_dir, corpus, n):
