@@ -32,16 +32,9 @@ WHITE_BOX = ("fgsm", "bim", "deepfool", "jsma", "cw_l2", "cw_linf")
 
 def test_examples(bundle, data_dir: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
     """(x, labels) exactly as tests/conftest.py's fixture builds them, first n of them."""
-    from ser_core.corpora import read_corpus
-    from ser_core.dataset import build_table
-    corpus = read_corpus(bundle.config["corpus"], data_dir / bundle.config["corpus"])
-    table = build_table(corpus, bundle.feature_config, augmentation=False, progress=False)
-    test_speakers = bundle.config["split"]["speakers"].get("test") or sorted(set(table.speakers))
-    rows = np.flatnonzero(np.isin(table.speakers, test_speakers))
-    rng = np.random.default_rng(0)
-    g = table.genders[rows]
-    pick = np.sort(np.concatenate([rng.permutation(rows[g == s])[:16] for s in ("male", "female")]))[:n]
-    return bundle.standardizer.transform(table.features[pick]), table.labels[pick]
+    from ser_core.evaluation.examples import held_out_chunks
+    x, labels, _ = held_out_chunks(bundle, data_dir)
+    return x[:n], labels[:n]
 
 
 def measure(bundle, name: str, x: np.ndarray, labels: np.ndarray) -> dict:

@@ -29,15 +29,5 @@ def bundle():
 def test_examples(bundle, data_dir):
     """(x, labels, genders): standardised unaugmented chunks of the bundle's held-out test
     speakers (speaker protocol bundles), at most 32, balanced by gender, seeded."""
-    from ser_core.corpora import read_corpus
-    from ser_core.dataset import build_table
-    corpus = read_corpus(bundle.config["corpus"], data_dir / bundle.config["corpus"])
-    table = build_table(corpus, bundle.feature_config, augmentation=False, progress=False)
-    test_speakers = bundle.config["split"]["speakers"].get("test") or sorted(set(table.speakers))
-    rows = np.flatnonzero(np.isin(table.speakers, test_speakers))
-    rng = np.random.default_rng(0)
-    g = table.genders[rows]
-    pick = np.concatenate([rng.permutation(rows[g == s])[:16] for s in ("male", "female")])
-    pick = np.sort(pick)
-    x = bundle.standardizer.transform(table.features[pick])
-    return x, table.labels[pick], table.genders[pick]
+    from ser_core.evaluation.examples import held_out_chunks
+    return held_out_chunks(bundle, data_dir)

@@ -116,3 +116,22 @@ def balanced_order(ts: TestSet, seed: int = 0) -> np.ndarray:
         if not any(pools.values()):
             break
     return np.array(order, dtype=int)
+
+
+def held_out_chunks(bundle, data_dir, per_gender: int = 16, seed: int = 0):
+    """(x, labels, genders): standardised unaugmented chunks of the bundle's held-out test speakers
+    (all speakers for a bundle without them), at most `per_gender` per gender drawn with `seed`,
+    in row order. The tests' and the white-box benchmark's examples."""
+    import numpy as np
+    from pathlib import Path
+    from ..corpora import read_corpus
+    from ..dataset import build_table
+    name = bundle.config["corpus"]
+    table = build_table(read_corpus(name, Path(data_dir) / name), bundle.feature_config,
+                        augmentation=False, progress=False)
+    speakers = bundle.config["split"]["speakers"].get("test") or sorted(set(table.speakers))
+    rows = np.flatnonzero(np.isin(table.speakers, speakers))
+    rng = np.random.default_rng(seed)
+    g = table.genders[rows]
+    pick = np.sort(np.concatenate([rng.permutation(rows[g == s])[:per_gender] for s in ("male", "female")]))
+    return bundle.standardizer.transform(table.features[pick]), table.labels[pick], table.genders[pick]
