@@ -66,6 +66,20 @@ class Param:
             raise bad from None
 
 
+def check_settings(attack: str, params: dict[str, Param], given: dict) -> dict:
+    """Every declared parameter, checked, from `given` or its default; unknown names refused.
+    A parameter whose default is None is optional: left out, it stays None."""
+    unknown = set(given) - set(params)
+    if unknown:
+        raise ParameterError(f"{attack}: unknown parameters {sorted(unknown)} "
+                             f"(accepted: {', '.join(params) or 'none'})")
+    settings = {}
+    for k, p in params.items():
+        v = given.get(k, p.default)
+        settings[k] = None if v is None and p.default is None else p.check(attack, k, v)
+    return settings
+
+
 _BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 
 
@@ -154,12 +168,8 @@ class Attack:
     paper_settings: ClassVar[list[dict]] = []  # the study's settings (PAPER.md), for presets/grids
 
     def __init__(self, bundle, **kwargs):
-        unknown = set(kwargs) - set(self.params)
-        if unknown:
-            raise ParameterError(f"{self.name}: unknown parameters {sorted(unknown)} "
-                                 f"(accepted: {', '.join(self.params) or 'none'})")
         self.bundle = bundle
-        self.settings = {k: p.check(self.name, k, kwargs.get(k, p.default)) for k, p in self.params.items()}
+        self.settings = check_settings(self.name, self.params, kwargs)
         self.clip_min, self.clip_max = (float(v) for v in bundle.clip_range)
         self._validate()
 

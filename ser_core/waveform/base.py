@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..attacks.base import Param
+from ..attacks.base import Param, check_settings
 from ..errors import ParameterError
 from ..frontend import LogMelFrontEnd
 from .chunkmap import chunk_index_map
@@ -62,15 +62,8 @@ class WaveformAttack:
     params: ClassVar[dict[str, Param]] = {}
 
     def __init__(self, bundle, **kwargs):
-        unknown = set(kwargs) - set(self.params)
-        if unknown:
-            raise ParameterError(f"{self.name}: unknown parameters {sorted(unknown)} "
-                                 f"(accepted: {', '.join(self.params) or 'none'})")
         self.bundle = bundle
-        self.settings = {}
-        for k, p in self.params.items():
-            v = kwargs.get(k, p.default)
-            self.settings[k] = None if v is None and p.default is None else p.check(self.name, k, v)
+        self.settings = check_settings(self.name, self.params, kwargs)
         self._validate()
 
     def _validate(self):
