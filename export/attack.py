@@ -22,7 +22,8 @@ def register(sub):
                    help="attack the standardised log-Mel features (the study) or the waveform")
     p.add_argument("--max-seconds", type=float, default=None, help="refuse longer clips")
     p.add_argument("--out", type=Path, default=None,
-                   help="folder for clean.npy, adversarial.npy and result.json (features domain)")
+                   help="folder for result.json and, features domain, clean.npy and adversarial.npy; "
+                        "waveform domain, the adversarial 16-bit WAV (default: a temporary folder)")
     p.add_argument("audio")
     p.set_defaults(func=run_attack)
 
@@ -69,7 +70,12 @@ def run_attack(args):
             return 2
         res = attack_waveform_clip(bundle, args.audio, attack=args.attack, params=params,
                                    max_seconds=args.max_seconds, out_dir=args.out)
-        emit(res.to_dict())
+        # label_after is the serving path's decision on the written WAV (the verified one)
+        d = {"file": args.audio, **res.to_dict()}
+        if args.out is not None:
+            d["files"] = [d["wav_path"], str(args.out / "result.json")]
+            (args.out / "result.json").write_text(json.dumps(d, indent=1))
+        emit(d)
         return 0
     import numpy as np
     from ser_core.clip_attack import attack_clip

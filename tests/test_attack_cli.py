@@ -3,14 +3,19 @@ end, files written, bad input refused with exit code 2."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from export.cli import main
 from ser_core.attacks import REGISTRY
 from ser_core.audio import load_audio
 from ser_core.clip_attack import attack_clip
+from ser_core.waveform.base import to_pcm
+
+REPO = Path(__file__).resolve().parent.parent
 
 SMALL = ["--set", "max_iter=3", "--set", "init_steps=4"]  # a quick Boundary run
 
@@ -51,6 +56,28 @@ def test_attack_prints_the_result_and_writes_features(bundle, clip, tmp_path, ca
     assert bundle.labels[int(probs.argmax())] == d["label_after"]
     assert d["chunks_flipped"] == d["chunks"]  # Boundary returns adversarial chunks only
     assert d["mean_perturbation"] == pytest.approx(np.abs(adv - clean).mean(), rel=1e-4)
+    assert json.loads((out / "result.json").read_text())["label_after"] == d["label_after"]
+
+
+def test_waveform_attack_writes_the_wav_and_prints_the_serving_paths_decision_on_it(bundle, tmp_path, capsys):
+    # a 2.1 s example clip (no corpus needed) that PGD flips on emodb within 30 dB SNR
+    clip = REPO / "examples" / "ravdess-disgust-actor04f.wav"
+    out = tmp_path / "wave"
+    assert main(["attack", "--model", str(bundle.folder), "--attack", "pgd", "--domain", "waveform",
+                 "--set", "snr_db=30", "--set", "steps=40", "--set", "step_fraction=0.1",
+                 "--out", str(out), str(clip)]) == 0
+    d = json.loads(capsys.readouterr().out)
+    wav = Path(d["wav_path"])
+    assert wav.parent == out and wav.is_file() and sf.info(str(wav)).subtype == "PCM_16"
+    reread = bundle.predict_clip(wav)  # the serving path on the file as written
+    assert d["label_after"] == reread.label
+    assert d["probabilities_after"] == pytest.approx(reread.probabilities, abs=1e-6)
+    assert d["label_before"] == bundle.predict_clip(clip).label
+    assert d["verified_flipped"] is True and d["label_after"] != d["label_before"]
+    written, _ = sf.read(str(wav), dtype="int16")
+    noise = written.astype(np.int64) - to_pcm(load_audio(clip)).astype(np.int64)
+    assert 0 < np.abs(noise).max() == d["linf_16bit"] <= d["extra"]["eps_16bit"]
+    assert d["snr_db"] >= 30.0 and d["params"]["steps"] == 40
     assert json.loads((out / "result.json").read_text())["label_after"] == d["label_after"]
 
 
