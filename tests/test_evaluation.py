@@ -238,6 +238,8 @@ def test_defence_writes_a_bundle_that_records_its_recipe(bundle, tmp_path, data_
     d = again.config["defence"]
     assert d["method"] == "fgsm-at" and d["base"] == bundle.name and d["eps"] == 1.25
     assert d["adversarial_fraction"] == 0.6 and again.config["training"]["steps"] == 1
+    assert again.config["retrain_command"] == (f"python -m export defend --model {bundle.name} --method fgsm "
+                                               f"--batch-size 8 --out {tmp_path / 'defended'}")
     assert again.config["onnx_parity"]["same_decisions"]
     before = bundle.torch_model().state_dict()
     after = again.torch_model().state_dict()
@@ -265,3 +267,63 @@ def test_waveform_part_counts_only_verified_flips_and_resumes(bundle, data_dir, 
     assert table[("C&W L2 (minimum SNR)", "male")]["clips"] == 1
     text = report.waveform_lines(rows)
     assert any("C&W L2 (minimum SNR)" in line and "| all |" in line for line in text)
+
+
+def _row(model, attack, setting, subset, n, correct, clean_correct, defence=None, **extra):
+    """One results row as grid.summarise writes it (synthetic counts)."""
+    lo, hi = stats.wilson(correct, n)
+    return dict({"model": model, "corpus": "emodb", "language": "German", "protocol": "paper", "defence": defence,
+                 "base_model": "emodb-paper", "profile": "quick", "attack": attack,
+                 "kind": "black-box" if attack == "boundary" else "white-box", "goal": "fixed-budget",
+                 "setting": setting, "setting_key": grid.setting_key(setting), "device": "cpu",
+                 "selection": f"first {n}", "test_examples": {"all": 837, "male": 315, "female": 522},
+                 "subset": subset, "n": n, "clean_accuracy": clean_correct / n, "clean_correct": clean_correct,
+                 "accuracy": correct / n, "correct": correct, "accuracy_ci": [lo, hi], "success_rate": 0.5,
+                 "mean_abs": 0.1, "l2": 1.0, "linf": 0.5, "confidence_before": 0.9, "confidence_after": 0.6,
+                 "queries": 10.0, "seconds": 2.0, "seconds_per_example": 2.0 / n, "cpu_seconds": 2.0}, **extra)
+
+
+def _cells(model, counts, defence=None, **extra):
+    """counts: [(attack, setting, ((n, correct, clean) for all, male, female))]."""
+    return [_row(model, a, s, subset, *c, defence=defence, **extra)
+            for a, s, per in counts for subset, c in zip(("all", "male", "female"), per)]
+
+
+def test_report_sets_defended_bundles_beside_their_base(tmp_path):
+    fgsm, bim = ("fgsm", {"eps": 1.25}), ("bim", {"eps": 0.25, "max_iter": 100})
+    base = _cells("emodb-paper", [(*fgsm, ((20, 2, 18), (10, 1, 9), (10, 1, 9))), (*bim, ((4, 0, 4), (2, 0, 2), (2, 0, 2)))])
+    cfg = {"method": "pgd-at", "base": "emodb-paper", "eps": 1.25, "adversarial_fraction": 0.6, "epochs": 12,
+           "learning_rate": 1e-4, "batch_size": 128, "pgd_steps": 3, "trained_epochs": 12, "trained_steps": 252,
+           "training_seconds": 1800.0, "hardware": "x86_64, 1 threads", "folder": "models-defended/emodb-paper-pgd"}
+    metrics = {"n": 837, "accuracy": 0.8124, "n_male": 315, "accuracy_male": 0.8, "n_female": 522, "accuracy_female": 0.82}
+    defended = _cells("emodb-paper-pgd", [(*fgsm, ((20, 15, 17), (10, 7, 9), (10, 8, 8))), (*bim, ((4, 1, 4), (2, 1, 2), (2, 0, 2)))],
+                      defence="pgd-at", defence_config=cfg, bundle_test_metrics=metrics)
+    plain = report.write_report(base, tmp_path / "plain", profile="quick", waveform_rows=[])
+    text = report.write_report(base + defended, tmp_path / "both", profile="quick", waveform_rows=[])
+    section = text.split("## Defence: adversarial training")[1].split("\n## ")[0]
+    lines = section.splitlines()
+    # the recipe as ours, and a command that rebuilds it with the non-default flags
+    assert "our choice, not the study's" in section and "3 PGD steps" in section and "252 steps" in section
+    assert ("python -m export defend --model emodb-paper --method pgd --epochs 12 --pgd-steps 3 "
+            "--out models-defended/emodb-paper-pgd") in lines
+    assert "--models models-defended/emodb-paper-pgd" in section
+    # clean accuracy of the defended bundle on the whole test set, with its counts
+    assert "| emodb-paper-pgd | pgd-at | .812 (837) | .800 (315) | .820 (522) |" in lines
+    # under attack: the undefended and defended cells side by side with k/n, and the study's range
+    row = next(l for l in lines if l.startswith("| fgsm | eps 1.25"))
+    assert row.startswith("| fgsm | eps 1.25 | .100 (2/20) [") and "| .750 (15/20) [" in row and row.endswith("| .68-.89 |")
+    row = next(l for l in lines if l.startswith("| bim |"))
+    assert "| .000 (0/4) [" in row and "| .250 (1/4) [" in row and row.endswith("| .06 |")
+    head = lines.index(next(l for l in lines if l.startswith("| attack | setting | emodb-paper (undefended)")))
+    assert lines[head].count("|") == lines[head + 1].count("|") == 6  # attack, setting, 2 models, study
+    # appending defended rows leaves the other sections as they were
+    for title in ("## Paper protocol", "## Speaker protocol"):
+        assert plain.split(title)[1].split("\n## ")[0] == text.split(title)[1].split("\n## ")[0]
+    assert "No defended bundle was evaluated" in plain
+    assert report.paper_comparison(base) == report.paper_comparison(base + defended)
+    assert grid.project_full(base) == grid.project_full(base + defended)
+
+
+def test_defend_command_reproduces_the_study_recipe_with_no_flags():
+    d = {"method": "fgsm-at", "base": "emodb-paper", **report.DEFENCE_DEFAULTS, "folder": "models-defended/x"}
+    assert report.defend_command(d) == "python -m export defend --model emodb-paper --method fgsm --out models-defended/x"

@@ -95,6 +95,7 @@ def adversarial_train(bundle, out, cfg: DefenceConfig = DefenceConfig(), data_di
     from ..corpora import read_corpus
     from ..dataset import build_table
     from .examples import data_root
+    from .report import defend_command
 
     cfg.check()
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -159,7 +160,7 @@ def adversarial_train(bundle, out, cfg: DefenceConfig = DefenceConfig(), data_di
                             "hardware": f"{platform.machine()}, {torch.get_num_threads()} threads"
                                         + (", CUDA" if device.startswith("cuda") else ""),
                             "history": history, "from": str(bundle.folder)},
-                  retrain_command=f"python -m export defend --model {bundle.name} --method {cfg.method} --out {out}")
+                  retrain_command=defend_command({**asdict(cfg), "base": bundle.name, "folder": str(out)}))
     config.pop("onnx_parity", None)
     new = ModelBundle.save(out, model, bundle.standardizer, config, c.get("weights_dtype", "float32"))
     table_t, rows = test_rows(new, data_dir)

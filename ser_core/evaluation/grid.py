@@ -319,10 +319,20 @@ def format_projection(p: dict, profile: Profile) -> str:
 
 def bundle_meta(bundle) -> dict:
     c = bundle.config
-    return {"model": bundle.name, "corpus": c["corpus"], "language": c.get("language"),
+    meta = {"model": bundle.name, "corpus": c["corpus"], "language": c.get("language"),
             "protocol": c.get("protocol", c["split"]["protocol"]),
             "defence": (c.get("defence") or {}).get("method"),
             "base_model": (c.get("defence") or {}).get("base", bundle.name)}
+    if c.get("defence"):
+        # defended bundles are not shipped (models/ holds the undefended ones only), so the rows
+        # carry what the report needs about them: the recipe, how long training took, where
+        # the bundle was, and its clean accuracy on the whole test set
+        t = c.get("training", {})
+        meta["defence_config"] = dict(c["defence"], trained_epochs=t.get("epochs"), trained_steps=t.get("steps"),
+                                      training_seconds=t.get("seconds"), hardware=t.get("hardware"),
+                                      folder=str(bundle.folder))
+        meta["bundle_test_metrics"] = {k: v for k, v in c.get("metrics", {}).get("test", {}).items() if k != "confusion"}
+    return meta
 
 
 def run_grid(bundles, attacks: dict, results, profile: Profile = PROFILES["quick"],

@@ -230,18 +230,110 @@ def transfer_lines(rows: list[dict]) -> list[str]:
             f"decision on {agree:.1%} of the adversarial inputs.", ""] + lines
 
 
+# The study's defended models (PAPER.md "Defence the authors tried": FGSM adversarial training,
+# eps 1.25, 60 % adversarial, 30 epochs, lr 1e-4, batch 128): the range over its three corpora,
+# (low, high), per row of STUDY_TABLE it reported; clean accuracy 0.90-0.92.
+STUDY_DEFENCE_CLEAN = (.90, .92)
+STUDY_DEFENCE = {"FGSM 1.25": (.68, .89), "BIM (any eps)": (.06, .06), "DeepFool 5 it": (.05, .06),
+                 "JSMA theta 1": (.02, .04), "CW-Linf": (.06, .06), "Pixel th 10": (.32, .56),
+                 "Boundary": (.03, .20)}
+DEFENCE_DEFAULTS = {"eps": 1.25, "adversarial_fraction": 0.6, "epochs": 30, "learning_rate": 1e-4,
+                    "batch_size": 128, "pgd_steps": 7}
+_DEFENCE_FLAGS = {"eps": "--eps", "adversarial_fraction": "--fraction", "epochs": "--epochs",
+                  "learning_rate": "--lr", "batch_size": "--batch-size", "pgd_steps": "--pgd-steps"}
+
+
+def _study_defence(attack: str, setting: dict) -> str:
+    for label, name, want, _ in STUDY_TABLE:
+        if name == attack and matches(setting, want) and label in STUDY_DEFENCE:
+            lo, hi = STUDY_DEFENCE[label]
+            return _f(lo, 2) if lo == hi else f"{_f(lo, 2)}-{_f(hi, 2)}"
+    return "not reported"
+
+
+def defend_command(d: dict) -> str:
+    """The `python -m export defend` command that rebuilds a defended bundle from its recipe
+    (flags only where the recipe differs from the study's defaults)."""
+    method = str(d.get("method", "fgsm")).removesuffix("-at")
+    flags = [f"{flag} {d[k]:g}" if isinstance(d.get(k), float) else f"{flag} {d[k]}"
+             for k, flag in _DEFENCE_FLAGS.items()
+             if d.get(k) is not None and not (k == "pgd_steps" and method != "pgd") and d[k] != DEFENCE_DEFAULTS[k]]
+    return " ".join([f"python -m export defend --model {d.get('base')} --method {method}", *flags,
+                     f"--out {d.get('folder', '<folder>')}"])
+
+
+def _cell(r: dict | None) -> str:
+    if not r:
+        return "not run"
+    lo, hi = r["accuracy_ci"]
+    return f"{_f(r['accuracy'])} ({r['correct']}/{r['n']}) [{_f(lo, 2)}, {_f(hi, 2)}]"
+
+
 def defence_lines(rows: list[dict]) -> list[str]:
-    dr = [r for r in rows if r.get("defence") and r["subset"] == "all"]
+    """Each defended bundle beside the bundle it was trained from: the recipe and the commands
+    that rebuild and re-measure it, clean accuracy on the whole test set, and accuracy under
+    every attack setting on the same examples, next to the study's defended figures."""
+    dr = [r for r in rows if r.get("defence")]
     if not dr:
         return ["No defended bundle was evaluated in this run (see `python -m export defend`)."]
-    base = {(r["model"], r["attack"], r["setting_key"]): r for r in rows if r["subset"] == "all"}
-    lines = ["| defended model | defence | attack | setting | accuracy undefended | accuracy defended | clean defended |",
-             "|---|---|---|---|---|---|---|"]
-    for r in dr:
-        b = base.get((r["base_model"], r["attack"], r["setting_key"]))
-        lines.append(f"| {r['model']} | {r['defence']} | {r['attack']} | {_setting(r)} | {_f(b['accuracy']) if b else '-'} "
-                     f"| {_f(r['accuracy'])} | {_f(r['clean_accuracy'])} |")
-    return lines
+    out = []
+    for base in dict.fromkeys(r["base_model"] for r in dr):
+        defended = list(dict.fromkeys(r["model"] for r in dr if r["base_model"] == base))
+        first = {m: next(r for r in dr if r["model"] == m) for m in defended}
+        cfgs = {m: first[m].get("defence_config") or {"method": first[m]["defence"], "base": base} for m in defended}
+        out += [f"### {base} and its adversarially trained versions", "",
+                f"Started from `{base}` and fine-tuned on its own training rows (same split); "
+                "every attack below ran on the same test examples for all of them (the first n of the same "
+                "class- and gender-balanced order). The study's figures are its FGSM-trained models, the range "
+                "over its three corpora (PAPER.md, 'Defence the authors tried'); it did not try PGD training.", ""]
+        for m in defended:
+            d = cfgs[m]
+            ours = "the study's recipe" if d.get("method") == "fgsm-at" and all(
+                d.get(k) == v for k, v in DEFENCE_DEFAULTS.items() if k != "pgd_steps") else "our choice, not the study's"
+            extra = f", {d['pgd_steps']} PGD steps of 2.5 eps / steps from a random start" if d.get("method") == "pgd-at" else ""
+            secs = d.get("training_seconds")
+            out.append(f"- **{m}**: {d.get('method')} ({ours}): eps {d.get('eps')}{extra}, "
+                       f"{d.get('adversarial_fraction', 0) * 100:.0f} % of each batch adversarial, "
+                       f"{d.get('trained_epochs', d.get('epochs'))} epochs ({d.get('trained_steps', '?')} steps), "
+                       f"lr {d.get('learning_rate')}, batch {d.get('batch_size')}"
+                       + (f"; trained in {secs / 60:.1f} min on {d.get('hardware')}" if secs else "") + ".")
+        out += ["", "Rebuild and re-measure (the defended bundles are not committed: weight budget):", "", "```"]
+        out += [defend_command(cfgs[m]) for m in defended]
+        folders = ",".join(cfgs[m].get("folder", m) for m in defended)
+        profile = dr[0].get("profile", "quick")
+        out += [f"python -m export evaluate --profile {profile} --models {folders} --out reports --threads 1 --no-report",
+                f"python -m export report --results reports/results-{profile}.jsonl --out reports", "```", ""]
+        # clean accuracy on the whole test set
+        base_t = _bundle_test_metrics(base)
+        out += ["Clean accuracy on the whole test set, all / male / female (examples):", "",
+                "| model | defence | all | male | female |", "|---|---|---|---|---|"]
+
+        def clean_row(name, defence, t):
+            if not t:
+                return f"| {name} | {defence} | not recorded | | |"
+            return (f"| {name} | {defence} | {_f(t['accuracy'])} ({t['n']}) | {_f(t.get('accuracy_male'))} "
+                    f"({t.get('n_male', '-')}) | {_f(t.get('accuracy_female'))} ({t.get('n_female', '-')}) |")
+        out.append(clean_row(base, "none", base_t))
+        for m in defended:
+            out.append(clean_row(m, cfgs[m].get("method"), first[m].get("bundle_test_metrics")))
+        lo, hi = STUDY_DEFENCE_CLEAN
+        out += [f"| study, FGSM-trained (3 corpora) | fgsm-at | {_f(lo, 2)}-{_f(hi, 2)} | | |", ""]
+        # under attack
+        idx = {(r["model"], r["attack"], r["setting_key"]): r for r in rows if r["subset"] == "all"}
+        cells = list(dict.fromkeys((r["attack"], r["setting_key"]) for r in rows
+                                   if r["subset"] == "all" and r["model"] in [base, *defended]))
+        out += ["Accuracy under attack, all speakers: accuracy (correct/n) [95 % Wilson interval]; male and "
+                "female figures are in the whole grid below. The study's BIM figure is one for all its eps "
+                "settings; 'not reported': the study gave no defended figure for that attack.", "",
+                "| attack | setting | " + " | ".join([f"{base} (undefended)", *defended]) + " | study, FGSM-trained |",
+                "|" + "---|" * (4 + len(defended))]
+        for attack, key in cells:
+            rs = [idx.get((m, attack, key)) for m in [base, *defended]]
+            any_r = next(r for r in rs if r)
+            out.append(f"| {attack} | {_setting(any_r)} | " + " | ".join(_cell(r) for r in rs)
+                       + f" | {_study_defence(attack, any_r['setting'])} |")
+        out.append("")
+    return out
 
 
 def examples_lines(rows: list[dict]) -> list[str]:
@@ -368,7 +460,8 @@ def write_report(rows: list[dict], out_dir, profile: str = "quick", wall_seconds
     plots = plot(rows, out_dir / "plots")
     models = list(dict.fromkeys(r["model"] for r in rows))
     attacks = list(dict.fromkeys(r["attack"] for r in rows))
-    attack_seconds = sum(r["seconds"] for r in rows if r["subset"] == "all")
+    attack_seconds = sum(r["seconds"] for r in rows if r["subset"] == "all" and not r.get("defence"))
+    defended_seconds = sum(r["seconds"] for r in rows if r["subset"] == "all" and r.get("defence"))
     proj = project_full(rows)
     L = ["# Adversarial attacks against speech emotion recognition: the systematic evaluation", "",
          "Generated by `python -m export evaluate` (ser_core/evaluation) from the tidy results file beside this "
@@ -379,6 +472,7 @@ def write_report(rows: list[dict], out_dir, profile: str = "quick", wall_seconds
          "- Examples attacked per model: see 'Examples behind each figure' (the counts differ by attack "
          "family: the study's C&W, Pixel and Boundary cost 10-1000 times FGSM per example).",
          f"- Attack time measured: {attack_seconds / 60:.1f} min of attack computation"
+         + (f" (and {defended_seconds / 60:.1f} min on the defended bundles)" if defended_seconds else "")
          + (f", {wall_seconds / 60:.1f} min wall clock for the whole run" if wall_seconds else "")
          + f" on {', '.join(sorted({r['device'] for r in rows}))}.",
          f"- Full profile (every test example) projected from the seconds per example measured here: "
