@@ -2,7 +2,8 @@
 
 Gradio wiring only. Everything shown comes from `ser_core.service`, which the tests call too.
 Endpoints (gradio_client): /predict (audio, model) and /attack (audio, model, attack, params,
-domain); each returns its JSON result first. Attacks queue one at a time (a 2-vCPU Space has no
+domain; the defaults are the page's: a PGD waveform attack at 30 dB SNR whose adversarial WAV is
+verified by the serving path); each returns its JSON result first. Attacks queue one at a time (a 2-vCPU Space has no
 room for two); prediction has its own queue so it stays responsive while an attack runs.
 
     python app.py    # serves on GRADIO_SERVER_NAME:GRADIO_SERVER_PORT (127.0.0.1:7860)"""
@@ -42,8 +43,10 @@ LIMITS = """
   back into sound by Griffin-Lim inversion. That copy is not what the model saw; the page shows
   its own prediction (re-scored from the WAV) and the prediction of the clean features inverted
   the same way, so you can see what inversion alone changes. A flip heard that way is unverified.
-- **Waveform attacks** (when offered) perturb the samples themselves; their flip is verified by
-  writing a 16-bit WAV, reading it back and scoring it through the same serving path.
+- **Waveform attacks** (the default) perturb the samples themselves: the player's attacked audio
+  is the adversarial 16-bit WAV, and a flip counts only when that file, read back and scored
+  through the same serving path, gets another emotion. The budget is an SNR: 30 dB is a faint
+  hiss, 20 dB clearly audible noise.
 - Acted emotions by a few dozen professional speakers: the models do not generalise to
   spontaneous speech, other languages, noisy rooms or phone audio. Predictions on your voice
   are a demonstration, not a measurement of how you feel.
@@ -102,6 +105,9 @@ def summary_markdown(r: dict) -> str:
     if r.get("domain") == service.DOMAIN_FEATURES:
         rows.append(("attacked audio", "listening copy: the attacked features inverted by "
                      "Griffin-Lim; not what the model saw"))
+    elif r.get("domain") == service.DOMAIN_WAVEFORM:
+        rows.append(("attacked audio", "the adversarial 16-bit WAV; the decision after is the serving "
+                     "path's on that file (verified)"))
     lc = r.get("listening_copy")
     if lc:
         rows += [("listening copy re-scored", f"{lc['label']} (flip {'survives' if lc['flipped'] else 'lost'})"),
@@ -169,14 +175,18 @@ def build_app() -> gr.Blocks:
     models = service.available_models()
     model_choices = [(service.model_info(m)["title"], m) for m in models]
     domains = service.domains()
-    domain0 = domains[0]
+    domain0 = service.default_domain()
     attacks0 = attack_choices(domain0)
-    attack0 = next((v for _, v in attacks0 if v == "fgsm"), attacks0[0][1] if attacks0 else None)
+    # the page's defaults are also /attack's defaults for API callers who give only audio and model
+    attack0, preset0, params0 = service.default_preset(domain0)
+    presets0 = [label for label, _ in service.presets(attack0, domain0)]
 
     with gr.Blocks(title="Speech emotion under adversarial attack") as demo:
         gr.Markdown("# Speech emotion recognition under adversarial attack\n"
                     "Upload or record a short clip, pick the model of a language and an attack, "
-                    "and see whether the predicted emotion flips. "
+                    "and see whether the predicted emotion flips. By default the attack changes the audio itself "
+                    "and the flip is checked on the adversarial WAV you can play; the study's attacks on "
+                    "log-Mel features are the other domain. "
                     + ("" if models else "\n\n**No model bundle is installed under models/ yet.**"))
         with gr.Tab("Attack a clip"):
             with gr.Row():
@@ -192,8 +202,9 @@ def build_app() -> gr.Blocks:
                     # custom values: API callers name waveform attacks without switching the domain first
                     attack_name = gr.Dropdown(attacks0, value=attack0, label="Attack", elem_id="attack",
                                               allow_custom_value=True)
-                    preset = gr.Dropdown([], label="Strength (the study's settings)", elem_id="preset")
-                    params = gr.Textbox(label="Parameters (JSON; edit to go beyond the presets)",
+                    preset = gr.Dropdown(presets0, value=preset0, elem_id="preset",
+                                         label="Strength (waveform: SNR budgets; features: the study's settings)")
+                    params = gr.Textbox(_json(params0), label="Parameters (JSON; edit to go beyond the presets)",
                                         elem_id="params")
                     params_doc = gr.Markdown()
                     with gr.Row():

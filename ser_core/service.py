@@ -102,13 +102,28 @@ def _waveform_module():
 
 
 def domains() -> list[str]:
-    """Attack domains this installation offers, the default first: the study's feature attacks
-    always, waveform attacks with verified flips when ser_core.waveform provides them.
-    SER_APP_DEFAULT_DOMAIN=waveform puts those first (they cost tens of seconds per clip on
-    two CPU cores, feature attacks about a second)."""
-    found = [DOMAIN_FEATURES] + ([DOMAIN_WAVEFORM] if _waveform_module() else [])
-    first = os.environ.get("SER_APP_DEFAULT_DOMAIN", DOMAIN_FEATURES)
+    """Attack domains this installation offers, the default first: waveform attacks with
+    verified flips (adversarial audio you can play) when ser_core.waveform provides them, and
+    the study's feature attacks always. SER_APP_DEFAULT_DOMAIN=features puts those first."""
+    found = ([DOMAIN_WAVEFORM] if _waveform_module() else []) + [DOMAIN_FEATURES]
+    first = os.environ.get("SER_APP_DEFAULT_DOMAIN", DOMAIN_WAVEFORM)
     return sorted(found, key=lambda d: d != first)
+
+
+def default_domain() -> str:
+    """The domain the app offers first and /attack uses when the caller names none."""
+    return domains()[0]
+
+
+# The attack each domain offers first: PGD is the cheapest waveform attack that flips at a
+# moderate SNR (a few seconds on a 3-4 s clip on two CPU cores); FGSM is the study's first.
+DEFAULT_ATTACKS = {DOMAIN_WAVEFORM: "pgd", DOMAIN_FEATURES: "fgsm"}
+
+
+def default_attack(domain: str) -> str | None:
+    names = [a["name"] for a in attack_catalogue(domain)]
+    preferred = DEFAULT_ATTACKS.get(domain)
+    return preferred if preferred in names else (names[0] if names else None)
 
 
 def attack_catalogue(domain: str = DOMAIN_FEATURES) -> list[dict]:
@@ -130,7 +145,16 @@ def _attack_entry(attack: str, domain: str) -> dict:
         if a["name"] == attack:
             return a
     raise ParameterError(f"unknown {domain} attack {attack!r} "
-                         f"(accepted: {', '.join(a['name'] for a in catalogue)})")
+                         f"(accepted: {', '.join(a['name'] for a in catalogue)}){_other_domain_hint(attack, domain)}")
+
+
+def _other_domain_hint(attack, domain: str) -> str:
+    """'; fgsm is a features attack: pass domain 'features'' when the name belongs elsewhere
+    (the default domain is the waveform one; API callers of the study's attacks name theirs)."""
+    for other in domains():
+        if other != domain and any(a["name"] == attack for a in attack_catalogue(other)):
+            return f"; {attack} is a {other} attack: pass domain {other!r}"
+    return ""
 
 
 def default_params(attack: str, domain: str = DOMAIN_FEATURES) -> dict:
@@ -138,20 +162,40 @@ def default_params(attack: str, domain: str = DOMAIN_FEATURES) -> dict:
 
 
 # Waveform budgets offered as presets (the study has no waveform settings): SNR of the attacked
-# clip against the clean one, from barely audible to clearly audible noise.
-WAVEFORM_SNR_PRESETS = (40.0, 30.0, 20.0, 50.0)
+# clip against the clean one. The first, the app's default, is moderate (faint hiss); 20 dB is
+# clearly audible noise, 50 dB barely audible.
+WAVEFORM_SNR_PRESETS = (30.0, 20.0, 40.0, 50.0)
+# Iterations of the waveform presets: enough to flip most EmoDB and EMOVO clips at 30 dB, few
+# enough that an attack on a 3-4 s clip takes a few seconds on two CPU cores (PGD 40 steps:
+# 0.2-2.2 s on one thread here, benchmarks/app_latency.py). C&W as in the evaluation's quick
+# profile. The attack's own defaults stay available as the last preset.
+WAVEFORM_APP_SETTINGS = {"pgd": {"steps": 40, "step_fraction": 0.1},
+                         "cw": {"steps": 20, "binary_steps": 3}}
 
 
 def presets(attack: str, domain: str = DOMAIN_FEATURES) -> list[tuple[str, dict]]:
-    """Strength presets over the attack's defaults: the study's settings (PAPER.md) for feature
-    attacks, SNR budgets for budgeted waveform attacks, else the defaults alone."""
+    """Strength presets over the attack's defaults, the app's default first: the study's
+    settings (PAPER.md) for feature attacks; for waveform attacks SNR budgets (budgeted ones)
+    at the app's iteration counts, then the attack's defaults."""
     entry = _attack_entry(attack, domain)
     base = default_params(attack, domain)
     settings = list(entry.get("paper_settings") or [])
-    if not settings and domain == DOMAIN_WAVEFORM and "snr_db" in base:
-        settings = [{"snr_db": s} for s in WAVEFORM_SNR_PRESETS]
-    out = [(", ".join(f"{k}={v}" for k, v in s.items()) or "defaults", dict(base, **s)) for s in settings]
-    return out or [("defaults", base)]
+    if domain == DOMAIN_WAVEFORM:
+        fast = WAVEFORM_APP_SETTINGS.get(attack, {})
+        settings = [dict(snr_db=s, **fast) for s in WAVEFORM_SNR_PRESETS] if "snr_db" in base else [fast]
+    out = [(", ".join(f"{k}={v}" for k, v in s.items()) or "defaults", dict(base, **s)) for s in settings if s]
+    if domain == DOMAIN_WAVEFORM or not out:
+        out.append(("defaults", base))
+    return out
+
+
+def default_preset(domain: str | None = None) -> tuple[str, str, dict]:
+    """(attack, preset label, parameters) the app starts with, and /attack runs when the
+    caller gives only a clip and a model."""
+    domain = domain or default_domain()
+    attack = default_attack(domain)
+    label, params = presets(attack, domain)[0]
+    return attack, label, params
 
 
 def parse_params(params) -> dict:
@@ -172,6 +216,10 @@ def parse_params(params) -> dict:
 
 def check_params(bundle, attack: str, params: dict, domain: str) -> None:
     """Fail before any audio work when the attack or a parameter is not accepted."""
+    if not isinstance(attack, str):
+        raise ParameterError(f"attack must be a name, not {type(attack).__name__} "
+                             f"(accepted: {', '.join(a['name'] for a in attack_catalogue(domain))})")
+    _attack_entry(attack, domain)  # an unknown name is told which domain it belongs to
     if domain == DOMAIN_FEATURES:
         from .attacks import get_attack
         get_attack(attack, bundle, **params)
@@ -238,14 +286,17 @@ def output_folder() -> Path:
     return Path(tempfile.mkdtemp(prefix="attack-", dir=root))
 
 
-def run_attack(path, model: str, attack: str, params=None, domain: str = DOMAIN_FEATURES,
+def run_attack(path, model: str, attack: str, params=None, domain: str | None = None,
                max_seconds: float = MAX_ATTACK_SECONDS, progress=None, out_dir=None) -> AttackOutcome:
     """Attack a clip with `attack` on `model` and gather what the app shows.
 
-    Feature domain (the study): attack_clip attacks the standardised log-Mel chunks; the playable
-    audio is a listening copy made by Griffin-Lim inversion, re-scored by the serving path.
-    Waveform domain: the attack perturbs the samples; its adversarial WAV is the verified one."""
+    domain None: the default domain (waveform where available). Waveform domain: the attack
+    perturbs the samples; the playable audio is its adversarial 16-bit WAV, and `flipped` is
+    the serving path's decision on that file. Feature domain (the study): attack_clip attacks
+    the standardised log-Mel chunks; the playable audio is a listening copy made by Griffin-Lim
+    inversion, re-scored by the serving path. params '' or None: the attack's own defaults."""
     t0 = time.perf_counter()
+    domain = domain or default_domain()
     if domain not in domains():
         raise ParameterError(f"domain {domain!r} is not available (accepted: {', '.join(domains())})")
     b = get_bundle(model)

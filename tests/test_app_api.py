@@ -19,6 +19,8 @@ import soundfile as sf
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "ravdess-happiness-actor06f.wav"
+# flips under the app's default waveform attack (PGD, 30 dB SNR, 40 steps) on the emodb bundle
+WAVEFORM_EXAMPLE = REPO / "examples" / "ravdess-disgust-actor04f.wav"
 MODEL = os.environ.get("SER_TEST_MODEL", "emodb")
 START_TIMEOUT = 180
 
@@ -113,6 +115,39 @@ def test_attack_flips_a_clip(client, bundle):
     assert sr == bundle.feature_config.sample_rate and np.abs(y).max() > 0.01
     features = np.load(next(f for f in files if f.endswith(".npy")))
     assert features.shape == (r["chunks"],) + tuple(bundle.feature_config.input_shape)
+
+
+def test_default_attack_is_a_verified_waveform_attack(client, bundle):
+    """/attack given only a clip and a model runs the page's default: PGD on the waveform at
+    30 dB SNR; the player's audio is the adversarial 16-bit WAV and the decision shown is the
+    serving path's on that file."""
+    from gradio_client import handle_file
+    from ser_core.audio import load_audio
+    from ser_core.waveform.base import to_pcm
+    out = client.predict(handle_file(str(WAVEFORM_EXAMPLE)), MODEL, api_name="/attack")
+    r, before, after, summary, img_before, img_after, img_diff, original, attacked, files = out
+    assert r["domain"] == "waveform" and r["attack"] == "pgd"
+    assert r["params"]["snr_db"] == 30.0 and r["params"]["steps"] == 40
+    assert r["flipped"] is True and r["verified_flipped"] is True
+    assert r["label_before"] == bundle.predict_clip(WAVEFORM_EXAMPLE).label
+    assert bundle.predict_clip(attacked).label == r["label_after"] != r["label_before"]
+    assert after["label"] == r["label_after"] and "Flipped" in summary and "verified" in summary
+    info = sf.info(attacked)
+    assert info.subtype == "PCM_16" and info.samplerate == bundle.feature_config.sample_rate
+    written, _ = sf.read(attacked, dtype="int16")
+    noise = np.abs(written.astype(np.int64) - to_pcm(load_audio(WAVEFORM_EXAMPLE)).astype(np.int64))
+    assert 0 < noise.max() == r["linf_16bit"] <= r["extra"]["eps_16bit"]
+    assert r["snr_db"] >= 30.0
+    assert "listening_copy" not in r
+    for img in (img_before, img_after, img_diff):
+        assert Path(img).stat().st_size > 1000
+
+
+def test_a_feature_attack_named_without_its_domain_is_told_which_domain(client):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+    with pytest.raises(AppError, match="fgsm is a features attack: pass domain 'features'"):
+        client.predict(handle_file(str(EXAMPLE)), MODEL, "fgsm", json.dumps({"eps": 0.25}), api_name="/attack")
 
 
 def _write(path: Path, y: np.ndarray, sr: int = 16000) -> Path:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_app_api import EXAMPLE, running_app
+from tests.test_app_api import EXAMPLE, WAVEFORM_EXAMPLE, running_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -19,28 +19,50 @@ if not CHROMIUM.is_file():
     pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)", allow_module_level=True)
 
 
+def _open(browser, url, clip):
+    page = browser.new_page(viewport={"width": 1400, "height": 1800})
+    page.goto(url, wait_until="domcontentloaded")
+    page.get_by_role("button", name="Run attack").wait_for(timeout=60_000)
+    page.locator("#audio-in input[type=file]").set_input_files(str(clip))
+    # the uploaded clip shows in the player before the attack starts
+    page.locator("#audio-in audio, #audio-in .waveform-container, #audio-in [data-testid='waveform-x']") \
+        .first.wait_for(state="attached", timeout=30_000)
+    page.locator("#params textarea").wait_for(timeout=10_000)
+    return page
+
+
+def _run_and_read_summary(page) -> str:
+    page.get_by_role("button", name="Run attack").click()
+    summary = page.locator("#summary")
+    summary.get_by_role("heading", name="Flipped:").wait_for(timeout=120_000)
+    return summary.inner_text()
+
+
 def test_upload_attack_and_see_the_flip():
+    """The default is a waveform attack whose adversarial WAV is verified; the study's feature
+    attacks are one click away."""
     ARTIFACTS.mkdir(exist_ok=True)
     with running_app() as url, playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
                                     args=["--no-sandbox", "--disable-gpu"])
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1800})
-            page.goto(url, wait_until="domcontentloaded")
-            page.get_by_role("button", name="Run attack").wait_for(timeout=60_000)
-            page.locator("#audio-in input[type=file]").set_input_files(str(EXAMPLE))
-            # the uploaded clip shows in the player before the attack starts
-            page.locator("#audio-in audio, #audio-in .waveform-container, #audio-in [data-testid='waveform-x']") \
-                .first.wait_for(state="attached", timeout=30_000)
+            page = _open(browser, url, WAVEFORM_EXAMPLE)
             params = page.locator("#params textarea")
-            params.wait_for(timeout=10_000)
+            # the default: PGD on the waveform at the first SNR preset
+            assert json.loads(params.input_value())["snr_db"] == 30.0
+            text = _run_and_read_summary(page)
+            page.screenshot(path=str(ARTIFACTS / "app_attack_waveform.png"), full_page=True)
+            assert "→" in text and "adversarial 16-bit WAV" in text and "verified" in text
+            assert page.locator("img[src*='log_mel_difference']").count() == 1
+
+            page = _open(browser, url, EXAMPLE)
+            page.get_by_label("log-Mel features (the study)").check()
             # the presets fill the parameters from the study's settings
-            assert json.loads(params.input_value())["eps"] == 0.25
-            params.fill(json.dumps({"eps": 1.25}))
-            page.get_by_role("button", name="Run attack").click()
-            summary = page.locator("#summary")
-            summary.get_by_role("heading", name="Flipped:").wait_for(timeout=120_000)
-            text = summary.inner_text()
+            page.wait_for_function("() => document.querySelector('#params textarea').value.includes('eps')",
+                                   timeout=10_000)
+            assert json.loads(page.locator("#params textarea").input_value())["eps"] == 0.25
+            page.locator("#params textarea").fill(json.dumps({"eps": 1.25}))
+            text = _run_and_read_summary(page)
             page.screenshot(path=str(ARTIFACTS / "app_attack.png"), full_page=True)
             assert "→" in text and "listening copy" in text
             assert page.locator("img[src*='log_mel_difference']").count() == 1
