@@ -152,7 +152,7 @@ class ModelBundle:
         return self._standardizer
 
     def torch_model(self) -> CNNLSTM:
-        """float32 CNN-LSTM in eval mode (weights dequantised), for gradients."""
+        """float32 CNN-LSTM in eval mode (weights dequantised, LSTM unrolled), for gradients."""
         with self._lock:
             if self._torch is None:
                 hp = self.config["hyperparameters"]
@@ -163,6 +163,7 @@ class ModelBundle:
                 if missing or unexpected:
                     raise ModelBundleError(f"{self.folder}: weights do not fit the model "
                                            f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+                m.unroll_lstm = True  # faster gradients at small batches (ser_core/model.py)
                 self._torch = m.eval()
             return self._torch
 

@@ -19,3 +19,30 @@ def test_logits_shape_and_any_number_of_classes():
 def test_input_must_split_into_nine_blocks():
     with pytest.raises(ValueError, match="9 equal blocks"):
         CNNLSTM(input_shape=(260, 128))
+
+
+def test_unrolled_lstm_matches_torch_lstm_in_logits_and_input_gradients():
+    """The attacks' unrolled LSTM is the same function as nn.LSTM (what training and ONNX use)."""
+    torch.manual_seed(0)
+    m = CNNLSTM(n_classes=5).eval()
+    x = torch.randn(3, 261, 128)
+    out = {}
+    for unrolled in (False, True):
+        m.unroll_lstm = unrolled
+        xa = x.clone().requires_grad_(True)
+        logits = m(xa)
+        (grad,) = torch.autograd.grad(logits[:, 1].sum() - logits[:, 3].sum(), xa)
+        out[unrolled] = (logits.detach(), grad)
+    assert torch.allclose(out[False][0], out[True][0], atol=1e-5, rtol=0)
+    assert torch.allclose(out[False][1], out[True][1], atol=1e-5 * float(out[False][1].abs().max()), rtol=0)
+
+
+def test_bundle_model_for_gradients_is_unrolled_and_onnx_export_is_not(bundle, tmp_path):
+    """The shipped bundle hands attacks the unrolled LSTM; its ONNX graph still holds an LSTM op."""
+    import onnx
+    from ser_core.onnx_export import export_onnx
+    m = bundle.torch_model()
+    assert m.unroll_lstm is True
+    path = export_onnx(m, tmp_path / "m.onnx", bundle.feature_config.input_shape)
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert "LSTM" in ops and m.unroll_lstm is True
