@@ -320,6 +320,7 @@ def test_report_sets_defended_bundles_beside_their_base(tmp_path):
     for title in ("## Paper protocol", "## Speaker protocol"):
         assert plain.split(title)[1].split("\n## ")[0] == text.split(title)[1].split("\n## ")[0]
     assert "No defended bundle was evaluated" in plain
+    assert "- Not in these results: fgsm-at of `emodb-paper` (`python -m export defend --model emodb-paper --method fgsm" in section
     assert report.paper_comparison(base) == report.paper_comparison(base + defended)
     assert grid.project_full(base) == grid.project_full(base + defended)
 

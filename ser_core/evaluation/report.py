@@ -297,6 +297,11 @@ def defence_lines(rows: list[dict]) -> list[str]:
                        f"{d.get('trained_epochs', d.get('epochs'))} epochs ({d.get('trained_steps', '?')} steps), "
                        f"lr {d.get('learning_rate')}, batch {d.get('batch_size')}"
                        + (f"; trained in {secs / 60:.1f} min on {d.get('hardware')}" if secs else "") + ".")
+        missing = [f"{m}-at" for m in ("fgsm", "pgd") if f"{m}-at" not in {cfgs[d].get("method") for d in defended}]
+        if missing:
+            out.append(f"- Not in these results: {', '.join(missing)} of `{base}` (`python -m export defend "
+                       f"--model {base} --method {missing[0].removesuffix('-at')} --out models-defended/{base}-"
+                       f"{missing[0].removesuffix('-at')}`, then the evaluate command below with its folder).")
         out += ["", "Rebuild and re-measure (the defended bundles are not committed: weight budget):", "", "```"]
         out += [defend_command(cfgs[m]) for m in defended]
         folders = ",".join(cfgs[m].get("folder", m) for m in defended)
