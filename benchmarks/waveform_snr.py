@@ -27,18 +27,18 @@ def main(argv=None):
     ap.add_argument("--models", nargs="+", default=["emodb"], help="speaker-protocol bundle names or folders")
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--clips", type=int, default=4, help="clips per model (half male, half female)")
-    ap.add_argument("--snr", type=float, nargs="+", default=[20, 30, 40, 50], help="PGD budgets, dB")
+    ap.add_argument("--snr", type=float, nargs="*", default=[20, 30, 40, 50], help="PGD budgets, dB (none: no PGD)")
     ap.add_argument("--pgd-steps", type=int, default=20)
-    ap.add_argument("--cw-steps", type=int, default=20)
+    ap.add_argument("--cw-steps", type=int, default=20, help="C&W Adam steps (0: leave C&W out)")
     ap.add_argument("--cw-binary-steps", type=int, default=3)
-    ap.add_argument("--square-snr", type=float, default=30.0, help="black-box budget, dB (negative: leave it out)")
-    ap.add_argument("--square-queries", type=int, default=100)
+    ap.add_argument("--square-snr", type=float, nargs="*", default=[20.0, 30.0],
+                    help="black-box budgets, dB (none: leave it out)")
+    ap.add_argument("--square-queries", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("waveform_snr.jsonl"))
     args = ap.parse_args(argv)
     plan = WaveformPlan(max(1, args.clips // 2), tuple(args.snr), args.pgd_steps, args.cw_steps,
-                        args.cw_binary_steps, None if args.square_snr < 0 else args.square_snr,
-                        args.square_queries, args.seed)
+                        args.cw_binary_steps, tuple(args.square_snr), args.square_queries, args.seed)
     rows = run_waveform([ModelBundle.load(n) for n in args.models], args.out, plan, args.data, log=sys.stdout)
     print_table(rows)
 

@@ -75,6 +75,34 @@ def test_black_box_attack_never_loads_torch_and_counts_queries(test_clips, tmp_p
     assert r.linf_16bit <= 200
 
 
+def test_square_flips_a_clip_querying_only_the_serving_path(data_dir, tmp_path, monkeypatch):
+    """A held-out EmoDB clip (speaker 13, boredom) that the black-box search flips within
+    20 dB SNR; every serving-path scoring is one counted query."""
+    import os
+    fresh = ModelBundle.load(os.environ.get("SER_TEST_MODEL", "emodb"))
+    scored = []
+    features = fresh.features
+    monkeypatch.setattr(fresh, "features", lambda y: scored.append(1) or features(y))
+    r = attack_waveform_clip(fresh, data_dir / "emodb" / "wav" / "13b10La.flac", "square",
+                             {"snr_db": 20, "max_queries": 300}, out_dir=tmp_path)
+    assert fresh._torch is None
+    assert len(scored) == r.queries + 2 and r.queries < 300  # stopped at its first flip
+    assert r.verified_flipped and r.label_after != r.label_before
+    assert fresh.predict_clip(r.wav_path).label == r.label_after
+    assert r.snr_db >= 20.0 and r.linf_16bit == r.extra["eps_16bit"]  # on the vertices of the ball
+    assert r.extra["final_margin"] < 0
+
+
+def test_square_windows_hold_the_clips_own_signs_in_one_band():
+    from ser_core.waveform.square import band_signs
+    sr = 16000
+    tone = np.sin(2 * np.pi * 1000 * np.arange(sr) / sr)
+    signs = band_signs(tone, sr, 8)
+    assert signs.shape == (8, sr) and set(np.unique(signs)) <= {-1.0, 1.0}
+    agree = (signs == np.where(tone < 0, -1.0, 1.0)).mean(1)
+    assert (agree > 0.99).sum() == 1  # the band holding 1 kHz; the others carry no tone
+
+
 def test_waveform_input_needs_its_sample_rate(bundle):
     with pytest.raises(ParameterError, match="sample_rate"):
         attack_waveform_clip(bundle, np.zeros(16000, np.float32), "pgd")

@@ -29,34 +29,36 @@ from .stats import wilson
 @dataclass(frozen=True)
 class WaveformPlan:
     """clips_per_gender: clips of each gender per bundle; snrs: PGD budgets (dB, lowest SNR
-    allowed); square_snr None leaves the black-box attack out."""
+    allowed); cw_steps 0 leaves C&W out; square_snrs: budgets of the black-box attack (empty:
+    left out), each with at most square_queries serving-path queries."""
 
     clips_per_gender: int = 1
     snrs: tuple = (20.0, 30.0, 40.0)
     pgd_steps: int = 20
     cw_steps: int = 20
     cw_binary_steps: int = 3
-    square_snr: float | None = None
-    square_queries: int = 100
+    square_snrs: tuple = ()
+    square_queries: int = 300
     seed: int = 0
 
     def runs(self) -> list[tuple[str, dict]]:
         """(waveform attack name, parameters) in run order."""
         out = [("pgd", {"snr_db": float(s), "steps": self.pgd_steps, "step_fraction": 0.1}) for s in self.snrs]
-        out.append(("cw", {"steps": self.cw_steps, "binary_steps": self.cw_binary_steps}))
-        if self.square_snr is not None:
-            out.append(("square", {"snr_db": float(self.square_snr), "max_queries": self.square_queries}))
+        if self.cw_steps:
+            out.append(("cw", {"steps": self.cw_steps, "binary_steps": self.cw_binary_steps}))
+        out += [("square", {"snr_db": float(s), "max_queries": self.square_queries}) for s in self.square_snrs]
         return out
 
 
-WAVEFORM_PROFILES = {"quick": WaveformPlan(3), "full": WaveformPlan(10, snrs=(20.0, 30.0, 40.0, 50.0),
-                                                                        square_snr=30.0)}
+WAVEFORM_PROFILES = {"quick": WaveformPlan(3, square_snrs=(20.0, 30.0)),
+                     "full": WaveformPlan(10, snrs=(20.0, 30.0, 40.0, 50.0), square_snrs=(20.0, 30.0))}
 
 # Projected seconds per clip, from CPU seconds measured on this 2-core machine (models/emodb,
 # one thread, 2 clips, under load): PGD 20 steps 0.2-0.9 s (it stops at the first verified
 # flip, so a budget that flips is cheaper), C&W 20 steps x 3 values of c 0.8-3.1 s; rounded up
-# about twofold for longer clips (more chunks) and other corpora.
-CLIP_SECONDS = {"pgd": 2.0, "cw": 6.0, "square": 6.0}
+# about twofold for longer clips (more chunks) and other corpora. Square: 300 serving-path
+# queries, 5-10 s per clip when it does not flip (20-30 ms a query).
+CLIP_SECONDS = {"pgd": 2.0, "cw": 6.0, "square": 8.0}
 
 
 def speaker_bundles(bundles) -> list:
