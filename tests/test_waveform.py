@@ -2,6 +2,8 @@
 black-box attacks that never touch torch and count their queries exactly, bad parameters."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -91,6 +93,7 @@ def test_square_flips_a_clip_querying_only_the_serving_path(data_dir, tmp_path, 
     assert fresh.predict_clip(r.wav_path).label == r.label_after
     assert r.snr_db >= 20.0 and r.linf_16bit == r.extra["eps_16bit"]  # on the vertices of the ball
     assert r.extra["final_margin"] < 0
+    json.dumps(r.to_dict())  # JSON-ready, as the CLI and the evaluation write it
 
 
 def test_square_windows_hold_the_clips_own_signs_in_one_band():

@@ -109,7 +109,7 @@ class LinfSquare(LinfBudget, WaveformAttack):
         signs = np.ones(n)
         for start in range(0, n, stripe):
             signs = with_windows(signs, np.array([start]), min(stripe, n - start))[0]
-        current = serving_margin(serving(clip_of(signs[None])), label)[0]
+        current = float(serving_margin(serving(clip_of(signs[None])), label)[0])
         while current >= 0 and serving.count < s["max_queries"]:
             k = min(s["population"], s["max_queries"] - serving.count)
             length = max(1, int(round(p_schedule(s["p_init"], serving.count / s["max_queries"]) * n)))
