@@ -375,14 +375,18 @@ def waveform_lines(wrows: list[dict]) -> list[str]:
              "clip written as a 16-bit WAV and read back. SNR is that of the written clip against the clean "
              "one; PGD's budget is the lowest SNR allowed (it stops at the first verified flip, so its "
              "achieved SNR is often higher); C&W searches for the smallest perturbation and its SNR is the "
-             "SNR it needed.", "",
+             "SNR it needed; Square, black-box, queries the serving path only (queries are clips it scored) "
+             "and moves every sample by the whole budget, so its SNR is the budget's. 'Chunking changed' "
+             "counts clips whose written WAV trims or splits into 3 s chunks differently from the clean clip: "
+             "the white-box attacks hold the clean chunking fixed, and a flip of their model then need not "
+             "survive the serving path's own chunking.", "",
              "| corpus | attack | subset | clips | verified flips | rate [95 % CI] | lost to 16-bit rounding "
-             "| median SNR of flips (dB) | median queries | median s |",
-             "|" + "---|" * 10]
+             "| chunking changed | median SNR of flips (dB) | median queries | median s |",
+             "|" + "---|" * 11]
     for s in summarise(wrows):
         lines.append(f"| {CORPORA.get(s['corpus'], s['corpus'])} | {s['setting']} | {s['subset']} | {s['clips']} | "
                      f"{s['verified']} | {_f(s['rate'], 2)} [{_f(s['rate_ci'][0], 2)}, {_f(s['rate_ci'][1], 2)}] | "
-                     f"{s['lost_to_rounding']} | "
+                     f"{s['lost_to_rounding']} | {s['chunking_changed']} | "
                      f"{'-' if s['median_snr_db'] is None else format(s['median_snr_db'], '.1f')} | "
                      f"{s['median_queries']:.0f} | {s['median_seconds']:.1f} |")
     return lines

@@ -141,7 +141,8 @@ def setting(row: dict) -> str:
 
 def summarise(rows: list[dict]) -> list[dict]:
     """Per (corpus, setting, subset): clips, verified flips, rate with its 95 % Wilson interval,
-    flips lost to 16-bit rounding, median SNR of the verified flips, median queries and seconds."""
+    flips lost to 16-bit rounding, clips whose written WAV chunks differently from the clean clip,
+    median SNR of the verified flips, median queries and seconds."""
     out = []
     keys = list(dict.fromkeys((r["corpus"], setting(r)) for r in rows))
     for corpus, s in keys:
@@ -155,6 +156,7 @@ def summarise(rows: list[dict]) -> list[dict]:
                         "rate": len(ok) / len(sel), "rate_ci": list(wilson(len(ok), len(sel))),
                         "lost_to_rounding": sum(r["flipped_before_quantisation"] and not r["verified_flipped"]
                                                 for r in sel),
+                        "chunking_changed": sum(not r.get("chunking_unchanged", True) for r in sel),
                         "median_snr_db": float(np.median(snrs)) if snrs else None,
                         "median_queries": float(np.median([r["queries"] for r in sel])),
                         "median_seconds": float(np.median([r["seconds"] for r in sel]))})
