@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
+from dataclasses import asdict
 from pathlib import Path
 
+from .defence import DefenceConfig
 from .grid import project_full, read_rows
 from .stats import newcombe_difference, wilson
 
@@ -237,10 +239,10 @@ STUDY_DEFENCE_CLEAN = (.90, .92)
 STUDY_DEFENCE = {"FGSM 1.25": (.68, .89), "BIM (any eps)": (.06, .06), "DeepFool 5 it": (.05, .06),
                  "JSMA theta 1": (.02, .04), "CW-Linf": (.06, .06), "Pixel th 10": (.32, .56),
                  "Boundary": (.03, .20)}
-DEFENCE_DEFAULTS = {"eps": 1.25, "adversarial_fraction": 0.6, "epochs": 30, "learning_rate": 1e-4,
-                    "batch_size": 128, "pgd_steps": 7}
 _DEFENCE_FLAGS = {"eps": "--eps", "adversarial_fraction": "--fraction", "epochs": "--epochs",
                   "learning_rate": "--lr", "batch_size": "--batch-size", "pgd_steps": "--pgd-steps"}
+# the recipe `python -m export defend` runs without flags (the study's, plus our PGD step count)
+DEFENCE_DEFAULTS = {k: v for k, v in asdict(DefenceConfig()).items() if k in _DEFENCE_FLAGS}
 
 
 def _study_defence(attack: str, setting: dict) -> str:
