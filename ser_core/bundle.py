@@ -152,7 +152,8 @@ class ModelBundle:
         return self._standardizer
 
     def torch_model(self) -> CNNLSTM:
-        """float32 CNN-LSTM in eval mode (weights dequantised, LSTM unrolled), for gradients."""
+        """float32 CNN-LSTM in eval mode (weights dequantised, LSTM unrolled, CNN channels-last),
+        for gradients."""
         with self._lock:
             if self._torch is None:
                 hp = self.config["hyperparameters"]
@@ -164,6 +165,7 @@ class ModelBundle:
                     raise ModelBundleError(f"{self.folder}: weights do not fit the model "
                                            f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
                 m.unroll_lstm = True  # faster gradients at small batches (ser_core/model.py)
+                m.use_channels_last()  # faster CNN on CPU, same values (ser_core/model.py)
                 self._torch = m.eval()
             return self._torch
 
