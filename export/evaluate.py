@@ -38,7 +38,8 @@ def register(sub):
     r.add_argument("--out", default="reports")
     r.set_defaults(func=run_report)
 
-    d = sub.add_parser("defend", help="adversarial training from a bundle (the study's FGSM recipe, or PGD)")
+    d = sub.add_parser("defend", help="adversarial training from a bundle (the study's FGSM recipe, or PGD); "
+                                      "run again after an interruption to resume from the last epoch")
     d.add_argument("--model", required=True, help="bundle name or folder to start from")
     d.add_argument("--method", default="fgsm", choices=["fgsm", "pgd"])
     d.add_argument("--out", required=True, help="bundle folder to write")

@@ -6,6 +6,8 @@ do not depend on the cost of the study's attacks; the registry's own attacks are
 `python -m export evaluate`."""
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
 
 import numpy as np
@@ -244,6 +246,37 @@ def test_defence_writes_a_bundle_that_records_its_recipe(bundle, tmp_path, data_
     before = bundle.torch_model().state_dict()
     after = again.torch_model().state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before if before[k].is_floating_point())
+
+
+class _StopAfterFirstEpoch(io.StringIO):
+    """A log that interrupts training when the first epoch's row is written."""
+
+    def write(self, text):
+        if '"epoch": 1,' in text:
+            raise KeyboardInterrupt("simulated interruption")
+        return super().write(text)
+
+
+def test_defence_resumes_after_interruption_to_the_same_weights(bundle, tmp_path, data_dir):
+    from ser_core.evaluation.defence import CHECKPOINT, DefenceConfig, adversarial_train
+    cfg = DefenceConfig("fgsm", epochs=2, batch_size=8, train_rows=16)
+    straight = adversarial_train(bundle, tmp_path / "straight", cfg, data_dir=data_dir, log=io.StringIO())
+    with pytest.raises(KeyboardInterrupt):
+        adversarial_train(bundle, tmp_path / "resumed", cfg, data_dir=data_dir, log=_StopAfterFirstEpoch())
+    assert (tmp_path / "resumed" / CHECKPOINT).is_file()
+    with pytest.raises(ParameterError, match="eps"):  # another recipe does not pick it up
+        adversarial_train(bundle, tmp_path / "resumed", dataclasses.replace(cfg, eps=0.5), data_dir=data_dir,
+                          log=io.StringIO())
+    log = io.StringIO()
+    resumed = adversarial_train(bundle, tmp_path / "resumed", cfg, data_dir=data_dir, log=log)
+    lines = [json.loads(l) for l in log.getvalue().splitlines()]
+    assert lines[0]["epochs_done"] == 1 and [l["epoch"] for l in lines[1:]] == [2]
+    assert not (tmp_path / "resumed" / CHECKPOINT).exists()
+    h0, h1 = straight.config["training"]["history"], resumed.config["training"]["history"]
+    assert [r["loss"] for r in h0] == [r["loss"] for r in h1] and h1[-1]["steps"] == 4
+    a, b = straight.torch_model().state_dict(), resumed.torch_model().state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], bundle.torch_model().state_dict()[k]) for k in a if a[k].is_floating_point())
 
 
 def test_waveform_part_counts_only_verified_flips_and_resumes(bundle, data_dir, tmp_path):

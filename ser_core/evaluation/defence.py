@@ -10,11 +10,18 @@ gradient descent in the same Linf ball (random start, `pgd_steps` steps of 2.5 e
 the model also sees the iterative attacks (BIM, PGD) that broke the FGSM-trained models.
 
 Adversarial examples are crafted here on the training model directly (not through the attack
-registry), because registry attacks score through the bundle's fixed ONNX session."""
+registry), because registry attacks score through the bundle's fixed ONNX session.
+
+Resuming: after every epoch the model, the optimiser and every random generator are saved to
+`<out>/defence-checkpoint.pt` (written atomically). Run the same command again after an
+interruption and training goes on from the last finished epoch, to the same weights as an
+uninterrupted run (tested); a checkpoint from another recipe or base model is refused with a
+ParameterError naming the difference. The checkpoint is deleted once the bundle is written."""
 from __future__ import annotations
 
 import copy
 import json
+import os
 import platform
 import sys
 import time
@@ -28,6 +35,7 @@ import torch.nn.functional as F
 from ..errors import ParameterError
 
 METHODS = ("fgsm", "pgd")
+CHECKPOINT = "defence-checkpoint.pt"
 
 
 @dataclass(frozen=True)
@@ -114,8 +122,22 @@ def adversarial_train(bundle, out, cfg: DefenceConfig = DefenceConfig(), data_di
     model = copy.deepcopy(bundle.torch_model()).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, eps=1e-7)
     gen = torch.Generator().manual_seed(cfg.seed)
-    history, steps, t_start = [], 0, time.time()
-    for epoch in range(cfg.epochs):
+    history, steps, t_start, before = [], 0, time.time(), 0.0
+    ckpt = Path(out) / CHECKPOINT
+    recipe = {**asdict(cfg), "base": bundle.name, "base_weights": c.get("weights_sha"),
+              "train_rows_used": int(len(train))}
+    state = _load_checkpoint(ckpt, recipe)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = state["numpy_rng"]
+        gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        history, steps, before = state["history"], state["steps"], state["seconds"]
+        print(json.dumps({"resumed": str(ckpt), "epochs_done": len(history), "steps": steps}), file=log, flush=True)
+    for epoch in range(len(history), cfg.epochs):
+        if cfg.max_steps and steps >= cfg.max_steps:
+            break
         t0 = time.time()
         perm = rng.permutation(len(x_tr))
         total, correct, n = 0.0, 0, 0
@@ -146,9 +168,11 @@ def adversarial_train(bundle, out, cfg: DefenceConfig = DefenceConfig(), data_di
         row = {"epoch": epoch + 1, "loss": round(total / n, 5), "accuracy": round(correct / n, 4),
                "steps": steps, "seconds": round(time.time() - t0, 1)}
         history.append(row)
+        _save_checkpoint(ckpt, {"recipe": recipe, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                                "numpy_rng": rng.bit_generator.state, "generator": gen.get_state(),
+                                "torch_rng": torch.get_rng_state(), "history": history, "steps": steps,
+                                "seconds": before + time.time() - t_start})
         print(json.dumps(row), file=log, flush=True)
-        if cfg.max_steps and steps >= cfg.max_steps:
-            break
     model = quantize_roundtrip(model.eval().cpu(), c.get("weights_dtype", "float32"))
     out = Path(out)
     config = dict(c, name=out.name,
@@ -156,7 +180,7 @@ def adversarial_train(bundle, out, cfg: DefenceConfig = DefenceConfig(), data_di
                            "reference": "Goodfellow et al. 2015 (FGSM AT, as the study)" if cfg.method == "fgsm"
                            else "Madry et al. 2018 (PGD AT)"},
                   training={"epochs": len(history), "best_epoch": len(history), "steps": steps,
-                            "seconds": round(time.time() - t_start, 1), "precision": "fp32",
+                            "seconds": round(before + time.time() - t_start, 1), "precision": "fp32",
                             "hardware": f"{platform.machine()}, {torch.get_num_threads()} threads"
                                         + (", CUDA" if device.startswith("cuda") else ""),
                             "history": history, "from": str(bundle.folder)},
@@ -178,4 +202,25 @@ def adversarial_train(bundle, out, cfg: DefenceConfig = DefenceConfig(), data_di
         f"({steps} steps), lr {d['learning_rate']}, batch {d['batch_size']}"
         + (f", capped at {cfg.max_steps} steps (smoke run, not a trained defence)" if cfg.max_steps else "")
         + (f", on {cfg.train_rows} training examples (smoke run)" if cfg.train_rows else "") + ".\n"))
+    ckpt.unlink(missing_ok=True)
     return ModelBundle.from_folder(out)
+
+
+def _save_checkpoint(path: Path, state: dict):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path, recipe: dict) -> dict | None:
+    """The saved training state if `path` holds one for this recipe; None if there is none."""
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    saved = state.get("recipe", {})
+    diff = sorted(k for k in set(saved) | set(recipe) if saved.get(k) != recipe.get(k))
+    if diff:
+        what = "; ".join(f"{k}: {saved.get(k)!r} there, {recipe.get(k)!r} now" for k in diff)
+        raise ParameterError(f"{path} was written for another recipe ({what}); delete it or pass another --out")
+    return state
