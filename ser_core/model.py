@@ -19,8 +19,8 @@ times faster at small batches, the same numbers within 1e-5 (tested). ONNX expor
 
 `use_channels_last()` (also set by `ModelBundle.torch_model()`) stores the CNN's weights and
 runs its blocks in channels-last memory order. oneDNN's pooling and convolutions are faster in
-that order on CPU: a forward and input-gradient pass of 8 clips takes about 0.6 of the time
-(benchmarks/model_speed.py). The values are the same up to float rounding (tested); ONNX
+that order on CPU: a forward and input-gradient pass of 1, 8 or 32 clips takes about 0.7 of
+the time (benchmarks/model_speed.py, one thread). The values are the same up to float rounding (tested); ONNX
 export is unaffected, as ONNX has no memory order."""
 from __future__ import annotations
 
