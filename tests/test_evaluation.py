@@ -6,6 +6,7 @@ do not depend on the cost of the study's attacks; the registry's own attacks are
 `python -m export evaluate`."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import io
 import json
@@ -160,6 +161,31 @@ def test_grid_writes_one_row_per_cell_and_subset(grid_run, bundle):
         assert 0 <= r["confidence_after"] <= 1 and 0 < r["confidence_before"] <= 1
         assert r["linf"] <= bundle.clip_range[1] - bundle.clip_range[0]
         assert r["mean_abs"] <= r["linf"] + 1e-6 and r["seconds"] > 0
+
+
+def test_grid_redoes_the_cells_of_a_retrained_model_of_the_same_name(grid_run, bundle, four, tmp_path):
+    out = tmp_path / "results.jsonl"
+    out.write_text(grid_run[0].read_text())
+    assert {r["weights_sha"] for r in grid.read_rows(out)} == {bundle.config["weights_sha"]}
+
+    class Counting(SignStep):
+        calls = 0
+
+        def __call__(self, *a, **k):
+            Counting.calls += 1
+            return super().__call__(*a, **k)
+
+    attacks, profile = {"signstep": Counting, "randomsign": RandomSign}, grid.Profile("test", 4, batch=3)
+    grid.run_grid([bundle], attacks, out, profile, device="cpu", test_sets={bundle.name: four})
+    assert Counting.calls == 0  # same weights: nothing redone
+    retrained = copy.copy(bundle)
+    retrained.config = dict(bundle.config, weights_sha="0123456789abcdef")
+    done = grid.read_rows(out)
+    assert grid.project([bundle], attacks, profile, done, {})["total_seconds"] == 0
+    assert grid.project([retrained], attacks, profile, done, {})["total_seconds"] > 0
+    rows = grid.run_grid([retrained], attacks, out, profile, device="cpu", test_sets={bundle.name: four})
+    assert Counting.calls == 4  # 2 signstep settings x 2 batches of the 4 examples (batch 3)
+    assert len(rows) == 9 and {r["weights_sha"] for r in rows} == {"0123456789abcdef"}
 
 
 def test_grid_accuracy_is_consistent_with_flips(grid_run):

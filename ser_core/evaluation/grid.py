@@ -171,10 +171,11 @@ def summarise(cells: dict[str, np.ndarray], ts: TestSet, base: dict) -> list[dic
     return rows
 
 
-def _cell_dir(results: Path, model: str, attack: str, key: str, rows: np.ndarray) -> Path:
-    """Per-cell folder, named by the setting and the examples attacked (a different count
-    must not reuse another count's batches)."""
-    h = hashlib.sha256(key.encode() + np.asarray(rows, np.int64).tobytes()).hexdigest()[:10]
+def _cell_dir(results: Path, model: str, attack: str, key: str, rows: np.ndarray, weights: str | None = None) -> Path:
+    """Per-cell folder, named by the setting, the examples attacked and the model's weights (a
+    different count, or a retrained model of the same name, must not reuse another's batches)."""
+    h = hashlib.sha256(key.encode() + np.asarray(rows, np.int64).tobytes()
+                       + (weights or "").encode()).hexdigest()[:10]
     return results.parent / (results.stem + ".cells") / model / f"{attack}-{h}"
 
 
@@ -254,10 +255,15 @@ class Projection:
         return None if spe is None else spe * n
 
 
-def _done(rows) -> dict:
-    """(model, attack, setting_key) -> examples behind its rows, for cells with all three rows."""
+def _done(rows, bundles=()) -> dict:
+    """(model, attack, setting_key) -> examples behind its rows, for cells with all three rows.
+    Rows written for other weights than those of the same-named bundle in `bundles` (a
+    retrained model) do not count; rows from before weights were recorded do."""
+    weights = {b.name: b.config.get("weights_sha") for b in bundles}
     have = {}
     for r in rows:
+        if r.get("weights_sha") not in (None, weights.get(r["model"], r.get("weights_sha"))):
+            continue
         have.setdefault((r["model"], r["attack"], r["setting_key"]), {})[r["subset"]] = r["n"]
     return {k: v["all"] for k, v in have.items() if set(SUBSETS) <= set(v)}
 
@@ -282,7 +288,7 @@ def project(bundles, attacks: dict, profile: Profile, rows=(), costs: dict | Non
     attacks per bundle), per bundle, and in total (including a per-bundle overhead: loading
     the test set and the model)."""
     proj = Projection(rows, load_costs() if costs is None else costs)
-    done = _done(rows)
+    done = _done(rows, bundles)
     per_attack: dict[str, dict] = {}
     per_bundle: dict[str, float] = {}
     unknown = []
@@ -319,7 +325,7 @@ def format_projection(p: dict, profile: Profile) -> str:
 
 def bundle_meta(bundle) -> dict:
     c = bundle.config
-    meta = {"model": bundle.name, "corpus": c["corpus"], "language": c.get("language"),
+    meta = {"model": bundle.name, "weights_sha": c.get("weights_sha"), "corpus": c["corpus"], "language": c.get("language"),
             "protocol": c.get("protocol", c["split"]["protocol"]),
             "defence": (c.get("defence") or {}).get("method"),
             "base_model": (c.get("defence") or {}).get("base", bundle.name)}
@@ -345,7 +351,7 @@ def run_grid(bundles, attacks: dict, results, profile: Profile = PROFILES["quick
     results.parent.mkdir(parents=True, exist_ok=True)
     device = resolve_device(device)
     done_rows = read_rows(results)
-    done = _done(done_rows)
+    done = _done(done_rows, bundles)
     proj = Projection(done_rows, load_costs() if costs is None else costs)
     t_start = time.perf_counter()
     plan = plan_grid(bundles, attacks)
@@ -366,7 +372,8 @@ def run_grid(bundles, attacks: dict, results, profile: Profile = PROFILES["quick
         ts = total.take(np.sort(pick))
         attack = cls(bundle, **settings)
         t0 = time.perf_counter()
-        cells = run_cell(attack, ts, profile.batch, _cell_dir(results, bundle.name, name, key, ts.rows), log)
+        cells = run_cell(attack, ts, profile.batch, _cell_dir(results, bundle.name, name, key, ts.rows,
+                                                                 bundle.config.get("weights_sha")), log)
         base = dict(bundle_meta(bundle), profile=profile.name, attack=name, kind=cls.kind, goal=cls.goal,
                     setting=settings, setting_key=key, device=device,
                     selection="whole test set" if len(ts) == len(total) else
