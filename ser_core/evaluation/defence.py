@@ -133,6 +133,8 @@ def adversarial_train(bundle, out, cfg: DefenceConfig = DefenceConfig(), data_di
         rng.bit_generator.state = state["numpy_rng"]
         gen.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         history, steps, before = state["history"], state["steps"], state["seconds"]
         print(json.dumps({"resumed": str(ckpt), "epochs_done": len(history), "steps": steps}), file=log, flush=True)
     for epoch in range(len(history), cfg.epochs):
@@ -170,7 +172,9 @@ def adversarial_train(bundle, out, cfg: DefenceConfig = DefenceConfig(), data_di
         history.append(row)
         _save_checkpoint(ckpt, {"recipe": recipe, "model": model.state_dict(), "optimizer": opt.state_dict(),
                                 "numpy_rng": rng.bit_generator.state, "generator": gen.get_state(),
-                                "torch_rng": torch.get_rng_state(), "history": history, "steps": steps,
+                                "torch_rng": torch.get_rng_state(),
+                                "cuda_rng": torch.cuda.get_rng_state_all() if device.startswith("cuda") else None,
+                                "history": history, "steps": steps,
                                 "seconds": before + time.time() - t_start})
         print(json.dumps(row), file=log, flush=True)
     model = quantize_roundtrip(model.eval().cpu(), c.get("weights_dtype", "float32"))
