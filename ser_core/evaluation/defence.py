@@ -107,7 +107,6 @@ def adversarial_train(bundle, out, cfg: DefenceConfig = DefenceConfig(), data_di
 
     cfg.check()
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     c = bundle.config
     corpus = read_corpus(c["corpus"], Path(data_dir or data_root()) / c["corpus"], tuple(bundle.labels))
@@ -122,6 +121,9 @@ def adversarial_train(bundle, out, cfg: DefenceConfig = DefenceConfig(), data_di
     model = copy.deepcopy(bundle.torch_model()).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, eps=1e-7)
     gen = torch.Generator().manual_seed(cfg.seed)
+    # seeded here, after the data and model are loaded: seeded before them, the first run in a
+    # process took other dropout draws than a second run of the same recipe (found by the resume test)
+    torch.manual_seed(cfg.seed)
     history, steps, t_start, before = [], 0, time.time(), 0.0
     ckpt = Path(out) / CHECKPOINT
     recipe = {**asdict(cfg), "base": bundle.name, "base_weights": c.get("weights_sha"),
