@@ -153,23 +153,13 @@ class PassCounter:
         return out
 
 
-_COUNTERS: dict[int, PassCounter] = {}
-
-
-def pass_counter(bundle) -> PassCounter:
-    model = bundle.torch_model()
-    if id(model) not in _COUNTERS:
-        _COUNTERS[id(model)] = PassCounter(model)
-    return _COUNTERS[id(model)]
-
-
-def compare(bundle, name: str, x: np.ndarray, art_batch: int | None, variants=(None,)) -> list[dict]:
+def compare(bundle, name: str, x: np.ndarray, art_batch: int | None, passes: PassCounter,
+            variants=(None,)) -> list[dict]:
     """ART once, then ours once per variant (parameter overrides on the study's setting)."""
     clean = bundle.predict_features(x).argmax(1)
     np.random.seed(0)
     torch.manual_seed(0)
     attack = art_attack(bundle, name, art_batch)
-    passes = pass_counter(bundle)
     passes.take()
     t0, c0 = time.perf_counter(), time.process_time()
     x_art = attack.generate(x[..., None] if name == "pixel" else x.copy())
@@ -257,6 +247,7 @@ def main(argv=None) -> int:
         caps[k] = int(v)
     bundle = ModelBundle.load(args.model)
     x_all = test_examples(bundle, args.data, args.n)
+    passes = PassCounter(bundle.torch_model())  # the module both toolboxes run
     counts = {a: min(args.n, caps.get(a, args.n)) for a in names}
     print(f"model {bundle.name}, examples per attack: {counts}", file=sys.stderr)
     rows = []
@@ -267,7 +258,7 @@ def main(argv=None) -> int:
         variants = {"boundary": (None, {"init_steps": 10, "persist": True}),
                     "bim": (None, {"early_stop": True}),
                     "deepfool": (None, {"range_scaled_step": False})}.get(name, (None,))
-        new = compare(bundle, name, x_all[:counts[name]], args.art_batch_size, variants)
+        new = compare(bundle, name, x_all[:counts[name]], args.art_batch_size, passes, variants)
         rows += new
         print("\n".join(table(new).splitlines()[2:]), file=sys.stderr, flush=True)
     print(f"\nModel `{bundle.name}`; examples per attack: "
