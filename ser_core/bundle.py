@@ -138,6 +138,14 @@ class ModelBundle:
     def name(self) -> str:
         return self.config.get("name", self.folder.name)
 
+    @property
+    def held_out_speakers(self) -> list[str]:
+        """Speakers whose clips the model never trained on: the test speakers of a speaker-split
+        bundle, or the validation speakers of a shipped recipe bundle (ser_core/ship.py); none
+        for the paper protocol."""
+        speakers = self.config["split"].get("speakers", {})
+        return list(speakers.get("test") or speakers.get("held_out") or [])
+
     # --- the pieces ----------------------------------------------------------------------
     def _tensors(self) -> dict:
         from safetensors.torch import load_file
@@ -158,7 +166,8 @@ class ModelBundle:
             if self._torch is None:
                 hp = self.config["hyperparameters"]
                 m = CNNLSTM(len(self.labels), hp["dropout"], hp["lstm_input_dropout"],
-                            self.feature_config.input_shape)
+                            self.feature_config.input_shape,
+                            input_norm=hp.get("input_norm", "none"))
                 missing, unexpected = m.load_state_dict(_unpack_weights(self._tensors()), strict=False)
                 missing = [k for k in missing if not k.endswith("num_batches_tracked")]
                 if missing or unexpected:

@@ -253,3 +253,4 @@ def train_bundle(corpus_name: str, data_dir, out, protocol: str = "speaker", cla
     (out / "config.json").write_text(json.dumps(config, indent=1))
     (out / "README.md").write_text(render(config))
     return ModelBundle.from_folder(out)
+

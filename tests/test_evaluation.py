@@ -310,7 +310,7 @@ def test_waveform_part_counts_only_verified_flips_and_resumes(bundle, data_dir, 
     plan = WaveformPlan(1, snrs=(20.0,), pgd_steps=2, cw_steps=2, cw_binary_steps=1)
     clips = test_clips(bundle, 1, data_dir=data_dir)
     assert [u.gender for u in clips] == ["male", "female"]
-    assert {u.speaker for u in clips} <= set(bundle.config["split"]["speakers"]["test"])
+    assert {u.speaker for u in clips} <= set(bundle.held_out_speakers)
     out = tmp_path / "waveform.jsonl"
     rows = run_waveform([bundle], out, plan, data_dir)
     assert len(rows) == 2 * 2 and {r["attack"] for r in rows} == {"pgd", "cw"}
