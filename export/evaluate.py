@@ -156,7 +156,11 @@ def run_evaluate(args):
 def run_waveform_part(args, bundles, out: Path):
     import dataclasses
     from ser_core.evaluation import grid, report
+    from ser_core.errors import ParameterError
     from ser_core.evaluation.waveform import WAVEFORM_PROFILES, project_waveform, run_waveform
+    if args.profile not in WAVEFORM_PROFILES:
+        raise ParameterError(f"--waveform --profile {args.profile}: the waveform part has the profiles "
+                             f"{', '.join(WAVEFORM_PROFILES)} (set the clips with --clips)")
     plan = WAVEFORM_PROFILES[args.profile]
     if args.clips is not None:
         plan = dataclasses.replace(plan, clips_per_gender=args.clips)

@@ -216,12 +216,13 @@ class ModelBundle:
     def configure_onnx(self, threads: int | None = None, cuda: bool | None = None) -> None:
         """How the ONNX Runtime session is built: `threads` intra-op threads (None: ONNX Runtime's
         default, one per core; a worker given n CPUs should use n) and CUDA or not (None: when
-        present). A session already built is dropped and rebuilt on next use."""
+        present). A session built with other options is dropped and rebuilt on next use."""
         if threads is not None and (not isinstance(threads, int) or threads < 1):
             raise ModelBundleError(f"{self.folder}: ONNX threads {threads!r} (accepted: an integer >= 1, or None)")
         with self._lock:
-            self._onnx_options = {"threads": threads, "cuda": cuda}
-            self._session = None
+            if self._onnx_options != {"threads": threads, "cuda": cuda}:
+                self._onnx_options = {"threads": threads, "cuda": cuda}
+                self._session = None
 
     # --- prediction ----------------------------------------------------------------------
     def features(self, y: np.ndarray) -> np.ndarray:

@@ -67,8 +67,7 @@ def attack_task(key: str, files_ref: list, cls, settings: dict, x):
     torch.set_num_threads(threads)
     gpu = bool(ray.get_gpu_ids()) and torch.cuda.is_available()
     bundle = _worker_bundle(key, files_ref)
-    if bundle.onnx_threads != threads or bundle._onnx_options.get("cuda") != gpu:
-        bundle.configure_onnx(threads=threads, cuda=gpu)
+    bundle.configure_onnx(threads=threads, cuda=gpu)  # no-op when this worker's bundle has them already
     if cls.kind == "white-box":
         bundle.torch_model().to("cuda" if gpu else "cpu")
     return attack_batch(cls(bundle, **settings), x, "ray")

@@ -159,7 +159,7 @@ def attack_batch(attack, x: np.ndarray, executor: str = "local") -> dict:
     """Per-example outcomes of one attack call, what a row is summarised from, and the batch's
     own facts (BATCH_META): the device it ran on, its process CPU time (all threads; CPU time
     is what projects a run on an idle machine from a loaded one), its wall seconds, the torch
-    and ONNX Runtime threads, and the executor. cpu_seconds and seconds per example are the
+    and ONNX Runtime intra-op threads (0: ONNX Runtime's default, one per core), and the executor. cpu_seconds and seconds per example are the
     batch's shared equally."""
     bundle = attack.bundle
     if attack.kind == "white-box":
@@ -176,7 +176,7 @@ def attack_batch(attack, x: np.ndarray, executor: str = "local") -> dict:
     if attack.kind == "white-box":
         out["torch_pred"] = torch_probabilities(bundle, res.x_adv).argmax(1)
     out.update(device=device, batch_cpu_seconds=cpu, batch_seconds=res.seconds, threads=torch.get_num_threads(),
-               onnx_threads=bundle.onnx_threads or 0, executor=executor)
+               onnx_threads=bundle.onnx_session().get_session_options().intra_op_num_threads, executor=executor)
     return out
 
 
