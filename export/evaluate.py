@@ -138,6 +138,10 @@ def run_evaluate(args):
                                  f"or leave --executor out for the local loop") from None
         executor = RayExecutor(args.address, args.cpus_per_task,
                                0.0 if args.device == "cpu" else args.gpus_per_task)
+        if args.device.startswith("cuda") and executor.gpus_per_task == 0:
+            executor.close()
+            raise ParameterError(f"--device {args.device} with --executor ray: the cluster has no GPU "
+                                 f"(accepted: --device auto or cpu)")
     t0 = time.perf_counter()
     rows = grid.run_grid(bundles, attacks, results, profile, args.device, args.data_dir, executor=executor)
     wall = time.perf_counter() - t0

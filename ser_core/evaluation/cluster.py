@@ -26,7 +26,9 @@ virtual environment, or a Ray runtime environment that provides them). With equa
 counts the rows equal the local loop's apart from timing fields (`grid.TIMING_FIELDS`)."""
 from __future__ import annotations
 
+import atexit
 import math
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -52,6 +54,7 @@ def _worker_bundle(key: str, files_ref: list):
     if b is None:
         from ..bundle import ModelBundle
         folder = Path(tempfile.mkdtemp(prefix=f"ser-bundle-{key}-"))
+        atexit.register(shutil.rmtree, folder, True)
         for name, data in ray.get(files_ref[0]).items():
             (folder / name).write_bytes(data)
         b = _WORKER_BUNDLES[key] = ModelBundle.from_folder(folder)

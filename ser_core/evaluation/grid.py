@@ -487,7 +487,7 @@ def format_plan(cells: list[dict], profile: Profile) -> str:
         cost = "?" if c["cpu_seconds"] is None else f"{c['cpu_seconds'] / 3600:.2f}"
         lines.append(f"  {c['model']:16} {c['attack']:9} {c['settings']:8d} {ex:>16} {hw:>22} {cost:>7}")
     known = [c["cpu_seconds"] for c in cells if c["cpu_seconds"] is not None]
-    lines.append(f"  * whole test set. Total {sum(known) / 3600:.1f} CPU-hours over {len({c['model'] for c in cells})} models "
+    lines.append(f"  * whole test set. Total {sum(known) / 3600:.2f} CPU-hours over {len({c['model'] for c in cells})} models "
                  f"and {sum(c['settings'] for c in cells)} cells"
                  + ("" if len(known) == len(cells) else f" (+ {len(cells) - len(known)} unmeasured attack x model pairs)")
                  + " (+ loading test sets and models)")
