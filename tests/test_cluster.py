@@ -164,3 +164,22 @@ def test_an_interrupted_ray_run_resumes_with_the_missing_batches(cluster, bundle
     # 4 signstep batches in all; the one on disk is not redone (one more may have been in flight)
     assert len(_calls(cluster, CountedSign)) - first == 3
     assert _strip(rows) == _strip(local_rows)
+
+
+def _square_failing_once(k: int):
+    """k squared and the torch threads of the task; raises on the first attempt at each k."""
+    import torch
+    folder = Path(os.environ["SER_TEST_CALLS"]) / "square"
+    folder.mkdir(exist_ok=True)
+    first = not (folder / str(k)).exists()
+    (folder / str(k)).touch()
+    if first:
+        raise RuntimeError("simulated failure of a task's first attempt")
+    return k * k, torch.get_num_threads()
+
+
+def test_map_tasks_runs_one_task_per_item_retried_with_the_tasks_threads(cluster):
+    from ser_core.evaluation.cluster import map_tasks
+    got = list(map_tasks(_square_failing_once, [(k,) for k in range(4)], cpus_per_task=2))
+    assert sorted(args for args, _ in got) == [(k,) for k in range(4)]  # each once
+    assert all(res == (args[0] ** 2, 2) for args, res in got)  # 2 CPUs per task: 2 torch threads

@@ -61,13 +61,69 @@ def _worker_bundle(key: str, files_ref: list):
     return b
 
 
+def _task_threads() -> int:
+    """Set torch's threads to the CPUs Ray gave this task; return that count."""
+    import torch
+    threads = max(1, math.floor(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
+    torch.set_num_threads(threads)
+    return threads
+
+
+def as_completed(submit, items, in_flight: int, pending: dict | None = None):
+    """Submit `submit(item)` for each item, at most `in_flight` ahead of the results, and yield
+    (item, result) in the order they finish. `pending` (ref -> item) is left holding what was
+    still running if the caller stops early, for it to cancel."""
+    pending = {} if pending is None else pending
+    items = iter(items)
+    more = True
+    while True:
+        while more and len(pending) < in_flight:
+            item = next(items, None)
+            if item is None:
+                more = False
+                break
+            pending[submit(item)] = item
+        if not pending:
+            return
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        for ref in ready:
+            item = pending.pop(ref)
+            yield item, ray.get(ref)
+
+
+@ray.remote
+def _call(fn, args: tuple):
+    _task_threads()
+    return fn(*args)
+
+
+def map_tasks(fn, args_list, cpus_per_task: float = 1, gpus_per_task: float = 0, max_retries: int = 3,
+              in_flight: int | None = None):
+    """One Ray task per argument tuple, `fn(*args)` with torch's threads set to the task's CPUs,
+    retried on an exception or a dead worker; yields (args, result) as each finishes, so that
+    the caller, alone, writes each result (the pattern of the grid's batches, for other work
+    such as training cross-validation folds, one task per fold). Stopping early cancels the
+    tasks still running."""
+    if in_flight is None:
+        in_flight = 2 * max(1, int(ray.cluster_resources().get("CPU", 1) // cpus_per_task))
+    pending: dict = {}
+
+    def submit(args):
+        return _call.options(num_cpus=cpus_per_task, num_gpus=gpus_per_task, max_retries=max_retries,
+                             retry_exceptions=True).remote(fn, tuple(args))
+    try:
+        yield from as_completed(submit, args_list, in_flight, pending)
+    finally:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+
+
 @ray.remote
 def attack_task(key: str, files_ref: list, cls, settings: dict, x):
     """One batch on a Ray worker: threads from the CPUs Ray assigned, the GPU if it gave one."""
     import torch
     from .grid import attack_batch
-    threads = max(1, math.floor(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
-    torch.set_num_threads(threads)
+    threads = _task_threads()
     gpu = bool(ray.get_gpu_ids()) and torch.cuda.is_available()
     bundle = _worker_bundle(key, files_ref)
     bundle.configure_onnx(threads=threads, cuda=gpu)  # no-op when this worker's bundle has them already
@@ -126,21 +182,7 @@ class RayExecutor:
         """Submit jobs (at most `in_flight` ahead) and yield (job, result) as each finishes. A
         task that still fails after its retries raises here, once the batches that finished
         before it have been handed back."""
-        jobs = iter(jobs)
-        more = True
-        while True:
-            while more and len(self._pending) < self.in_flight:
-                job = next(jobs, None)
-                if job is None:
-                    more = False
-                    break
-                self._pending[self._submit(job)] = job
-            if not self._pending:
-                return
-            ready, _ = ray.wait(list(self._pending), num_returns=1)
-            for ref in ready:
-                job = self._pending.pop(ref)
-                yield job, ray.get(ref)
+        yield from as_completed(self._submit, jobs, self.in_flight, self._pending)
 
     def close(self) -> None:
         """Cancel what is still in flight (an interrupted or failed run) and stop the local
