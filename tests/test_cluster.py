@@ -183,3 +183,18 @@ def test_map_tasks_runs_one_task_per_item_retried_with_the_tasks_threads(cluster
     got = list(map_tasks(_square_failing_once, [(k,) for k in range(4)], cpus_per_task=2))
     assert sorted(args for args, _ in got) == [(k,) for k in range(4)]  # each once
     assert all(res == (args[0] ** 2, 2) for args, res in got)  # 2 CPUs per task: 2 torch threads
+
+
+def test_white_box_tasks_ask_for_a_gpu_when_the_cluster_has_one(cluster, monkeypatch):
+    from ser_core.errors import ParameterError
+    from ser_core.evaluation.cluster import RayExecutor
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0, "GPU": 2.0})
+    ex = RayExecutor(cpus_per_task=2, log=io.StringIO())
+    assert ex.resources("white-box") == {"num_cpus": 2, "num_gpus": 1.0}
+    assert ex.resources("black-box") == {"num_cpus": 2, "num_gpus": 0}
+    assert RayExecutor(gpus_per_task=0.25, log=io.StringIO()).resources("white-box")["num_gpus"] == 0.25
+    assert ex.in_flight == 2 * 4  # twice the tasks 8 CPUs run at once
+    with pytest.raises(ParameterError, match="GPUs"):
+        RayExecutor(gpus_per_task=3, log=io.StringIO())
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+    assert RayExecutor(log=io.StringIO()).resources("white-box")["num_gpus"] == 0  # no GPU: CPU only

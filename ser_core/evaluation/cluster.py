@@ -171,11 +171,15 @@ class RayExecutor:
             key = f"{bundle.name}-{bundle.config.get('weights_sha') or 'unhashed'}"
             self._bundles[bundle.name] = (key, [ray.put(bundle_files(bundle))])
 
+    def resources(self, kind: str) -> dict:
+        """What a task of this attack kind asks Ray for: white-box tasks the GPUs, black-box
+        tasks (ONNX Runtime queries only) CPUs alone."""
+        return {"num_cpus": self.cpus_per_task, "num_gpus": self.gpus_per_task if kind == "white-box" else 0}
+
     def _submit(self, job):
         cell = job.cell
         key, files_ref = self._bundles[cell.bundle.name]
-        gpus = self.gpus_per_task if cell.cls.kind == "white-box" else 0
-        return attack_task.options(num_cpus=self.cpus_per_task, num_gpus=gpus, max_retries=self.max_retries,
+        return attack_task.options(**self.resources(cell.cls.kind), max_retries=self.max_retries,
                                    retry_exceptions=True).remote(key, files_ref, cell.cls, cell.settings, job.x)
 
     def run(self, jobs):
