@@ -95,6 +95,7 @@ class ModelBundle:
         self._torch = None
         self._session = None
         self._standardizer = None
+        self._onnx_options: dict = {}
         self._lock = threading.RLock()
 
     # --- locating and loading -------------------------------------------------------------
@@ -213,8 +214,24 @@ class ModelBundle:
         if self._session is None:
             with self._lock:
                 if self._session is None:
-                    self._session = _make_session(self.onnx_path())
+                    self._session = _make_session(self.onnx_path(), **self._onnx_options)
         return self._session
+
+    @property
+    def onnx_threads(self) -> int | None:
+        """Intra-op threads of the ONNX Runtime session (None: ONNX Runtime's default)."""
+        return self._onnx_options.get("threads")
+
+    def configure_onnx(self, threads: int | None = None, cuda: bool | None = None) -> None:
+        """How the ONNX Runtime session is built: `threads` intra-op threads (None: ONNX Runtime's
+        default, one per core; a worker given n CPUs should use n) and CUDA or not (None: when
+        present). A session built with other options is dropped and rebuilt on next use."""
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise ModelBundleError(f"{self.folder}: ONNX threads {threads!r} (accepted: an integer >= 1, or None)")
+        with self._lock:
+            if self._onnx_options != {"threads": threads, "cuda": cuda}:
+                self._onnx_options = {"threads": threads, "cuda": cuda}
+                self._session = None
 
     # --- prediction ----------------------------------------------------------------------
     def features(self, y: np.ndarray) -> np.ndarray:
@@ -263,11 +280,17 @@ class ModelBundle:
         return ModelBundle.from_folder(folder)
 
 
-def _make_session(path: Path):
+def _make_session(path: Path, threads: int | None = None, cuda: bool | None = None):
     import onnxruntime as ort
     ort.set_default_logger_severity(3)
     opts = ort.SessionOptions()
+    if threads is not None:
+        # a fixed pool that does not spin: on a shared or loaded CPU, spinning threads burn CPU
+        # time that other workers need
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = ["CPUExecutionProvider"]
-    if torch.cuda.is_available() and "CUDAExecutionProvider" in ort.get_available_providers():
+    if cuda is not False and torch.cuda.is_available() and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
     return ort.InferenceSession(str(path), opts, providers=providers)

@@ -116,3 +116,18 @@ def test_push_uploads_config_weights_and_card(bundle):
     assert up["folder_path"] == str(bundle.folder)
     with pytest.raises(ModelBundleError, match="not a Hub repo id"):
         push(bundle, "no-slash", api=api)
+
+
+def test_onnx_threads_follow_the_configuration_and_keep_the_outputs(bundle, test_examples):
+    b = ModelBundle.from_folder(bundle.folder)
+    x = test_examples[0][:6]
+    default = b.predict_features(x)
+    assert b.onnx_session().get_session_options().intra_op_num_threads == 0  # ONNX Runtime's default
+    b.configure_onnx(threads=1)
+    session = b.onnx_session()
+    assert session.get_session_options().intra_op_num_threads == 1 and b.onnx_threads == 1
+    assert np.array_equal(b.predict_features(x), default)
+    b.configure_onnx(threads=1)
+    assert b.onnx_session() is session  # the same options keep the session
+    with pytest.raises(ModelBundleError, match="threads"):
+        b.configure_onnx(threads=0)
