@@ -20,6 +20,11 @@ def register(sub):
     p.add_argument("--run-dir", default="runs/crossval", help="fold results and checkpoints")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--executor", default="local", choices=["local", "ray"],
+                   help="ray: one Ray task per fold (pip install -r requirements-cluster.txt)")
+    p.add_argument("--address", help="Ray cluster address (default: start a local one)")
+    p.add_argument("--cpus-per-task", type=float, default=1)
+    p.add_argument("--gpus-per-task", type=float, help="default: 1 when the cluster has a GPU")
     p.add_argument("--baselines-only", action="store_true",
                    help="only chance, majority and eGeMAPS + SVM, and the report")
     p.set_defaults(func=run)
@@ -32,8 +37,12 @@ def run(args):
         crossval.write_report(args.out)
         emit({k: {"accuracy": v["accuracy"], "uar": v["uar"]} for k, v in b.items() if k != "corpus"})
         return
+    executor = None
+    if args.executor == "ray":
+        executor = crossval.ray_folds(args.address, args.cpus_per_task, args.gpus_per_task)
     s = crossval.run_crossval(args.corpus, args.data_dir, args.recipe, args.folds, args.max_epochs,
-                              args.out, args.run_dir, args.precision, args.device)
+                              args.out, args.run_dir, args.precision, args.device,
+                              executor=executor)
     emit({k: s[k] for k in ("name", "accuracy", "accuracy_speaker_bootstrap95", "uar",
                             "uar_speaker_bootstrap95", "macro_f1", "min_class_recall", "n_clips",
                             "n_speakers") if k in s} if "accuracy" in s else s)

@@ -142,6 +142,55 @@ def train_fold(table, fold: int, recipe, run_dir: Path, precision="auto", device
     return record
 
 
+def fold_task(corpus_name: str, data_dir: str, fold: int, recipe_dict: dict, precision="auto",
+              device=None) -> dict:
+    """One fold trained from scratch where it runs (a Ray worker: its checkpoints in a scratch
+    folder there), its record handed back for the driver to write."""
+    import tempfile
+    from .recipe import Recipe
+    table = build_table(read_corpus(corpus_name, data_dir), PAPER_FEATURES, augmentation=False,
+                        progress=False)
+    with tempfile.TemporaryDirectory(prefix="ser-fold-") as tmp:
+        return train_fold(table, fold, Recipe(**recipe_dict), Path(tmp), precision, device,
+                          log=open(Path(tmp) / "log", "w"))
+
+
+def ray_folds(address=None, cpus_per_task: float = 1, gpus_per_task: float | None = None):
+    """An executor for `run_crossval`: one Ray task per fold not yet on disk (retried on
+    failure), each fold's record written by the driver alone as it arrives, so a killed run
+    resumes losing only the folds in flight. Every node needs the code and the corpus at the
+    same data_dir."""
+    import ray
+    from .evaluation.cluster import map_tasks
+
+    def run(table, todo, recipe, run_dir, data_dir, precision, device, log=sys.stderr):
+        started = not ray.is_initialized()
+        if started:
+            ray.init(address=address, include_dashboard=False)
+        gpus = gpus_per_task
+        if gpus is None:
+            gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+        records = {f: json.loads((run_dir / f"fold-{f}.json").read_text())
+                   for f in todo if (run_dir / f"fold-{f}.json").is_file()}
+        args = [(table.corpus.name, str(data_dir), f, recipe.to_dict(), precision,
+                 None if gpus else "cpu") for f in todo if f not in records]
+        try:
+            for a, record in map_tasks(fold_task, args, cpus_per_task, gpus):
+                out = run_dir / f"fold-{a[2]}.json"
+                if not out.is_file():  # a duplicate result never overwrites the first
+                    tmp = out.with_suffix(".tmp")
+                    tmp.write_text(json.dumps(record))
+                    tmp.replace(out)
+                records[a[2]] = json.loads(out.read_text())
+                print(f"[{table.corpus.name} {recipe.name}] fold {a[2] + 1} done on ray "
+                      f"({record['cpu_seconds']} CPU s)", file=log, flush=True)
+        finally:
+            if started:
+                ray.shutdown()
+        return [records[f] for f in todo]
+    return run
+
+
 def baseline_folds(table, egemaps_x: np.ndarray) -> dict[str, list[dict]]:
     """Chance, majority class and eGeMAPS + SVM on the same folds, as per-clip records."""
     from .baseline import svm_predict
@@ -193,7 +242,7 @@ def run_crossval(corpus_name: str, data_dir, recipe_name: str = "ours", folds=No
     todo = all_folds if folds is None else list(folds)
     t0 = time.time()
     if executor is not None:
-        records = executor(table, todo, recipe, run_dir)
+        records = executor(table, todo, recipe, run_dir, data_dir, precision, device, log)
     else:
         records = [train_fold(table, f, recipe, run_dir, precision, device, log) for f in todo]
     if sorted(todo) != all_folds:

@@ -198,3 +198,25 @@ def test_white_box_tasks_ask_for_a_gpu_when_the_cluster_has_one(cluster, monkeyp
         RayExecutor(gpus_per_task=3, log=io.StringIO())
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
     assert RayExecutor(log=io.StringIO()).resources("white-box")["num_gpus"] == 0  # no GPU: CPU only
+
+
+def test_crossval_folds_as_ray_tasks_give_the_local_records_written_once(cluster, tmp_path, data_dir):
+    from ser_core.crossval import ray_folds, run_crossval
+    from tests.test_crossval import tiny_emodb
+    (tmp_path / "emodb").mkdir()
+    corpus = tiny_emodb(tmp_path / "emodb", data_dir)
+    local = run_crossval("emodb", corpus, "ours", folds=[0, 1], max_epochs=1, run_root=tmp_path / "a",
+                         out_dir=tmp_path / "ra")
+    remote = run_crossval("emodb", corpus, "ours", folds=[0, 1], max_epochs=1, run_root=tmp_path / "b",
+                          out_dir=tmp_path / "rb", executor=ray_folds())
+    assert local["folds_done"] == remote["folds_done"] == [0, 1]
+    for k in (0, 1):
+        a = json.loads(next((tmp_path / "a").glob(f"*/fold-{k}.json")).read_text())
+        b = json.loads(next((tmp_path / "b").glob(f"*/fold-{k}.json")).read_text())
+        assert [c["file"] for c in a["clips"]] == [c["file"] for c in b["clips"]]
+        assert np.allclose([c["probs"] for c in a["clips"]], [c["probs"] for c in b["clips"]], atol=1e-4)
+    # a rerun finds both folds on disk and submits nothing
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "b").glob("*/fold-*.json")}
+    run_crossval("emodb", corpus, "ours", folds=[0, 1], max_epochs=1, run_root=tmp_path / "b",
+                 out_dir=tmp_path / "rb", executor=ray_folds())
+    assert {p: p.stat().st_mtime_ns for p in before} == before

@@ -112,11 +112,9 @@ def test_utterance_norm_model_exports_to_onnx_with_parity(tmp_path):
     assert check_parity(model, _make_session(path), x)["same_decisions"]
 
 
-@pytest.fixture(scope="module")
-def tiny_corpus(tmp_path_factory, data_dir):
+def tiny_emodb(root, data_dir):
     """EmoDB cut to one clip per speaker and class it has (49 clips: speaker 08 recorded no
-    disgust): all ten speakers, fast to train."""
-    root = tmp_path_factory.mktemp("emodb-tiny")
+    disgust) as links in `root`: all ten speakers, fast to train."""
     picked = {}
     for f in sorted((data_dir / "emodb" / "wav").glob("*.flac")):
         key = (f.name[:2], f.name[5])
@@ -125,6 +123,11 @@ def tiny_corpus(tmp_path_factory, data_dir):
     for f in picked.values():
         os.symlink(f, root / f.name)
     return root
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory, data_dir):
+    return tiny_emodb(tmp_path_factory.mktemp("emodb-tiny"), data_dir)
 
 
 def test_tiny_crossval_runs_every_fold_resumes_and_reports(tiny_corpus, tmp_path):
