@@ -18,9 +18,9 @@ import pytest
 import soundfile as sf
 
 REPO = Path(__file__).resolve().parent.parent
-EXAMPLE = REPO / "examples" / "ravdess-happiness-actor06f.wav"
+EXAMPLE = REPO / "examples" / "ravdess-happiness-actor02f.wav"
 # flips under the app's default waveform attack (PGD, 30 dB SNR, 40 steps) on the emodb bundle
-WAVEFORM_EXAMPLE = REPO / "examples" / "ravdess-disgust-actor04f.wav"
+WAVEFORM_EXAMPLE = REPO / "examples" / "ravdess-disgust-actor02f.wav"
 MODEL = os.environ.get("SER_TEST_MODEL", "emodb")
 START_TIMEOUT = 180
 
