@@ -21,7 +21,7 @@ def register(sub):
     p.add_argument("--weights-dtype", default="float32", choices=["float32", "float16", "int8"])
     p.add_argument("--seed", type=int)
     p.add_argument("--run-dir", help="checkpoint folder (resumes if a checkpoint is there)")
-    p.add_argument("--recipe", help="one of our training recipes (ser_core/recipe.py, e.g. ours): "
+    p.add_argument("--recipe", help="one of our training recipes (ser_core/recipe.py, e.g. ours-global, the default models' one): "
                    "trains on every speaker but the two validation speakers of "
                    "ser_core/folds.SHIP_VALIDATION and quotes the recipe's cross-validation; "
                    "without it, the study's recipe under --protocol")

@@ -85,7 +85,7 @@ def render(config: dict) -> str:
         f"- Citation: {lic['citation']}.",
         "",
         "## Protocol",
-        f"- Protocol: **{split['protocol']}** (seed {split['seed']}). "
+        f"- Protocol: **{split['protocol']}**" + (f" (seed {split['seed']}). " if "seed" in split else ". ")
         + ("Stratified random 80/20 split over the augmented chunks, as in the study: augmented "
            "copies of one utterance and every speaker are on both sides, so the test accuracy is "
            "optimistic." if split["protocol"] == "paper" else
@@ -100,7 +100,7 @@ def render(config: dict) -> str:
         f"{split['speakers'].get('test', 'random 20 % of chunks')}.",
         f"- Rows (3 s chunks): {split['rows']}.",
         f"- Features: 16 kHz, trimmed, 3 s windows, log-Mel 128 x 261 (dB re. minimum), "
-        f"standardised per {hp.get('standardizer', 'cell')}; clip range for attacks {config['clip_range']}.",
+        f"standardised ({ {'cell': 'one mean and scale per cell', 'band': 'per Mel band', 'global': 'one mean and scale for all cells'}[hp.get('standardizer', 'cell')] }); clip range for attacks {config['clip_range']}.",
         hp_line,
         f"- Weights stored as {config.get('weights_dtype')}; metrics below are measured with "
         "the stored weights.",

@@ -100,7 +100,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     _r("ours-nonorm", "ours without per-utterance normalisation (cell standardiser)",
        standardizer="cell", input_norm="none"),
 ]}
-DEFAULT_RECIPE = "ours"
+DEFAULT_RECIPE = "ours-global"
 
 
 def get_recipe(name: str, **overrides) -> Recipe:

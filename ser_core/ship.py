@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .recipe import DEFAULT_RECIPE
 from .train import classification_metrics, clip_range, predict_rows
 
 
-def train_shipped_bundle(corpus_name: str, data_dir, out, recipe_name: str = "ours",
+def train_shipped_bundle(corpus_name: str, data_dir, out, recipe_name: str = DEFAULT_RECIPE,
                         weights_dtype: str = "float32", max_epochs: int | None = None,
                         precision: str = "auto", run_dir=None, name: str | None = None,
                         crossval_dir="reports/crossval", command: str = ""):
@@ -26,7 +27,7 @@ def train_shipped_bundle(corpus_name: str, data_dir, out, recipe_name: str = "ou
     from .bundle import ModelBundle, quantize_roundtrip
     from .config import PAPER_FEATURES
     from .corpora import DATA_LICENCES, read_corpus
-    from .crossval import summarise
+    from .crossval import result_name, summarise
     from .dataset import build_table
     from .folds import ship_split
     from .model import keras_parameter_count
@@ -56,7 +57,7 @@ def train_shipped_bundle(corpus_name: str, data_dir, out, recipe_name: str = "ou
         "validation speakers, clip level",
         [{"label": corpus.label_index(u), "probs": p.tolist(), "gender": u.gender,
           "speaker": u.speaker} for u, p in zip(utts, clip)], corpus.classes)
-    cv_path = Path(crossval_dir) / f"{corpus_name}-{recipe.name}.json"
+    cv_path = Path(crossval_dir) / f"{result_name(corpus_name, recipe)}.json"
     crossval = None
     if cv_path.is_file():
         cv = json.loads(cv_path.read_text())
