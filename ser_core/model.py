@@ -87,8 +87,9 @@ class CNNLSTM(nn.Module):
                 nn.init.zeros_(p)
                 p.requires_grad_(False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (batch, 261, 128) standardised log-Mel -> (batch, n_classes) logits."""
+    def blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, 261, 128) standardised log-Mel -> (batch * 9, 1, 29, 128) CNN input blocks,
+        after the input normalisation of our recipes."""
         if self.input_norm == "utterance":
             # per-chunk mean of each band over time removed: a recording's level, noise floor
             # (the dB reference is the chunk's own minimum) and channel colour no longer shift
@@ -97,11 +98,15 @@ class CNNLSTM(nn.Module):
         elif self.input_norm == "global":
             # one offset per chunk: level and noise floor go, the spectral shape stays
             x = x - x.mean(dim=(1, 2), keepdim=True)
-        b = x.shape[0]
-        blocks = x.reshape(b * self.n_blocks, 1, self.block_frames, x.shape[-1])
+        blocks = x.reshape(x.shape[0] * self.n_blocks, 1, self.block_frames, x.shape[-1])
         if self.channels_last and not torch.onnx.is_in_onnx_export():
             blocks = blocks.contiguous(memory_format=torch.channels_last)
-        z = self.cnn(blocks).reshape(b, self.n_blocks, -1)
+        return blocks
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (batch, 261, 128) standardised log-Mel -> (batch, n_classes) logits."""
+        b = x.shape[0]
+        z = self.cnn(self.blocks(x)).reshape(b, self.n_blocks, -1)
         z = self.dropout(z)
         if self.training and self.lstm_input_dropout > 0:
             # one input mask per sequence, reused at every step, as Keras's LSTM(dropout=...)

@@ -14,6 +14,11 @@ changes only how the same layer stack is trained and fed:
     changes), SpecAugment masks (Park et al., Interspeech 2019), mixup (Zhang et al., ICLR
     2018);
   - AdamW with weight decay, label smoothing, a cosine learning-rate schedule;
+  - BatchNorm statistics recomputed on the clean training rows after every epoch
+    (`bn_recalibrate`): mixup and masks shrink the activations BatchNorm sees in training, so its
+    running statistics lag behind clean input and the eval-mode model collapses onto one class
+    (measured: a RAVDESS fold answered one class for 91 of 96 validation chunks in eval mode and
+    0.44 accuracy with batch statistics);
   - model selection on validation unweighted average recall (UAR, clip level), early stopping
     on it.
 Each recipe is a named, frozen object; the cross-validation report has one ablation row per
@@ -61,6 +66,7 @@ class Recipe:
     max_epochs: int = 80
     patience: int = 30
     select_on: str = "val_uar"  # or "val_loss"
+    bn_recalibrate: bool = True
     schedule: str = "cosine"  # or "constant"
     seed: int = 1938
     describe: str = ""
@@ -87,11 +93,11 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
        "validation loss), on speaker folds", standardizer="cell", input_norm="none",
        time_roll=False, mel_shift=0, freq_masks=0, time_masks=0, mixup_alpha=0.0,
        label_smoothing=0.0, weight_decay=0.0, learning_rate=1e-3, select_on="val_loss",
-       schedule="constant"),
+       schedule="constant", bn_recalibrate=False),
     _r("norm", "+ per-band standardiser and per-utterance normalisation", input_norm="utterance",
        standardizer="band", time_roll=False, mel_shift=0, freq_masks=0, time_masks=0,
        mixup_alpha=0.0, label_smoothing=0.0, weight_decay=0.0, learning_rate=1e-3,
-       select_on="val_loss", schedule="constant"),
+       select_on="val_loss", schedule="constant", bn_recalibrate=False),
     _r("norm-uar", "+ selection on validation UAR, AdamW 5e-4 with cosine schedule, label smoothing",
        time_roll=False, mel_shift=0, freq_masks=0, time_masks=0, mixup_alpha=0.0),
     _r("ours", "+ augmentation: time shift, Mel shift, SpecAugment, mixup"),
@@ -159,6 +165,26 @@ def uar(labels: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
     """Unweighted average recall over the classes present in `labels`."""
     recalls = [np.mean(pred[labels == k] == k) for k in range(n_classes) if np.any(labels == k)]
     return float(np.mean(recalls)) if recalls else float("nan")
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: CNNLSTM, x: torch.Tensor, device="cpu", amp=None, batch=128):
+    """Recompute every BatchNorm layer's running statistics as the plain average over the clean
+    rows x (the CNN alone runs: BatchNorm sits there), as after stochastic weight averaging."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    saved = [(m.momentum, m.training) for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+        m.train()
+    for i in range(0, len(x), batch):
+        with torch.autocast(**(amp or {"device_type": "cpu", "enabled": False})):
+            model.cnn(model.blocks(x[i:i + batch].to(device)))
+    for m, (momentum, training) in zip(bns, saved):
+        m.momentum = momentum
+        m.train(training)
 
 
 @torch.no_grad()
@@ -259,6 +285,8 @@ def train_recipe(table: ChunkTable, train_rows: np.ndarray, val_rows: np.ndarray
             loss.backward()
             opt.step()
             total += loss.item() * len(idx); n += len(idx)
+        if recipe.bn_recalibrate:
+            recalibrate_batchnorm(model, x_tr, device, amp)
         probs = predict_tensor(model, x_va, device, amp)
         val_loss = float(F.nll_loss(torch.log(torch.from_numpy(probs).clamp_min(1e-12)),
                                     torch.from_numpy(y_va_chunks).long()))
