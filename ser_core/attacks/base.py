@@ -63,7 +63,7 @@ class Param:
                     raise bad
                 return int(f)
             return self.type(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float range
             raise bad from None
 
 
