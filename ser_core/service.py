@@ -102,6 +102,11 @@ def get_bundle(name: str):
                              f"(accepted: {', '.join(served) or 'none: no model bundle under models/'})")
     with _bundles_lock:
         if name not in _bundles:
+            if name.startswith(bundle_module.HUB_PREFIX):
+                _, revision = bundle_module.parse_hub_id(name)
+                if not (revision and re.fullmatch(r"[0-9a-f]{40}", revision)):
+                    raise ModelBundleError(f"{name}: a served Hub model must be pinned to a commit "
+                                           f"(accepted: {bundle_module.HUB_PREFIX}user/repo@<40-hex commit>)")
             _bundles[name] = bundle_module.ModelBundle.load(name)
         return _bundles[name]
 

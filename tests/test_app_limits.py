@@ -348,3 +348,14 @@ def test_a_refused_upload_is_deleted_and_nothing_else(tmp_path, monkeypatch):
         sf.write(str(short), np.zeros(100) + 0.1, 16000)
         app.predict(str(short), MODEL)
     assert short.exists()
+
+
+def test_the_app_serves_hub_models_only_pinned_to_a_commit(monkeypatch):
+    import huggingface_hub
+    monkeypatch.setattr(huggingface_hub, "snapshot_download",
+                        lambda *a, **k: pytest.fail("went to the Hub"))
+    monkeypatch.setenv("SER_APP_MODELS", "hf://someone/ser-emodb,hf://someone/ser-emodb@main")
+    from ser_core.errors import ModelBundleError
+    for name in ("hf://someone/ser-emodb", "hf://someone/ser-emodb@main"):
+        with pytest.raises(ModelBundleError, match="must be pinned to a commit"):
+            service.get_bundle(name)
