@@ -65,9 +65,15 @@ def running_app(model: str = MODEL, env: dict | None = None, app_dir: Path = REP
 
 
 @pytest.fixture(scope="module")
-def client():
+def gradio_cache(tmp_path_factory):
+    """The served app's Gradio cache folder (uploads land there)."""
+    return tmp_path_factory.mktemp("gradio-cache")
+
+
+@pytest.fixture(scope="module")
+def client(gradio_cache):
     from gradio_client import Client
-    with running_app() as url:
+    with running_app(env={"GRADIO_TEMP_DIR": str(gradio_cache)}) as url:
         yield Client(url, verbose=False)
 
 
@@ -183,7 +189,7 @@ def _text(path: Path) -> Path:
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
-def test_bad_audio_gets_a_clear_error_and_the_app_keeps_serving(client, bundle, tmp_path, case):
+def test_bad_audio_gets_a_clear_error_and_the_app_keeps_serving(client, bundle, tmp_path, gradio_cache, case):
     from gradio_client.exceptions import AppError
     make, endpoint, error = BAD_INPUTS[case]
     path = make(tmp_path)
@@ -195,6 +201,7 @@ def test_bad_audio_gets_a_clear_error_and_the_app_keeps_serving(client, bundle, 
     message = str(info.value)
     assert error in message and path.name in message and "accepted" in message
     assert str(tmp_path) not in message  # the server's copy of the upload is not leaked
+    assert not list(gradio_cache.rglob(path.name))  # the refused upload is deleted
     assert _predict(client, EXAMPLE)[0]["label"] in bundle.labels
 
 

@@ -100,11 +100,14 @@ def test_record_from_the_microphone_predict_and_attack(tmp_path):
             record.wait_for(timeout=30_000)
             record.click()
             page.wait_for_timeout(3_000)
-            audio.get_by_role("button", name="Stop").or_(audio.locator("button.stop-button")).first.click()
+            # the recording is uploaded when it stops: predict only once the server has it
+            with page.expect_response(lambda r: "/upload" in r.url and r.request.method == "POST",
+                                      timeout=60_000):
+                audio.get_by_role("button", name="Stop").or_(audio.locator("button.stop-button")).first.click()
             audio.locator("audio, .waveform-container").first.wait_for(state="attached", timeout=30_000)
             page.locator("#predict-btn").click()
             note = page.locator("#prediction-note")
-            note.get_by_text("Model:").wait_for(timeout=60_000)
+            note.get_by_text("Model:").wait_for(timeout=120_000)
             assert "accuracy" in note.inner_text().lower()
             page.locator("#attack-btn").click()
             page.locator("#summary").get_by_role("heading").wait_for(timeout=120_000)
