@@ -187,6 +187,9 @@ def summary_markdown(r: dict) -> str:
     speech = r.get("speech") or {}
     if speech.get("note"):
         notes.append(f"**Note:** {speech['note']}")
+    unsure = service.confidence_note(r.get("probabilities_before") or {})
+    if unsure:
+        notes.append(f"**Before the attack:** {unsure}")
     def both(a, b, fmt):  # a row of two figures, only when both were measured
         return fmt(_fmt(r[a]), _fmt(r[b])) if r.get(a) is not None and r.get(b) is not None else None
 

@@ -232,6 +232,9 @@ def test_summary_keeps_the_attack_row_when_a_parameter_is_none():
     assert "| attack | pgd (snr_db=30, steps=40) |" in text
     assert "eps_16bit" not in text and "None" not in text
     assert "| model queries | 12 |" in text
+    assert "unsure" not in text
+    r["probabilities_before"] = {"anger": 0.45, "sadness": 0.40, "neutral": 0.15}
+    assert "**Before the attack:** The model is unsure: its top emotion, anger" in app.summary_markdown(r)
 
 
 # --- accuracy and notes beside a prediction ----------------------------------------------------
