@@ -41,10 +41,11 @@ attacks perturb the samples and verify the flip on the written 16-bit WAV.
 ```python
 from gradio_client import Client, handle_file
 client = Client("<user>/<space>")
-result, label = client.predict(handle_file("clip.wav"), "{model}", api_name="/predict")
+result, label, note = client.predict(handle_file("clip.wav"), "{model}", api_name="/predict")
 out = client.predict(handle_file("clip.wav"), "{model}", "fgsm", '{{"eps": 1.25}}', "features",
                      api_name="/attack")
-result = out[0]   # JSON: label_before, label_after, flipped, probabilities, perturbation, ...
+result = out[0]   # JSON: label_before, label_after, flipped, probabilities, perturbation,
+                  # stopped_early (at the Space's time limit), speech check, model accuracy, ...
 ```
 
 ## Models shipped here
