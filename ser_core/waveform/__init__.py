@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..audio import load_audio, validate_waveform
+from ..control import stop_reason
 from ..errors import ParameterError
 from .base import WaveformAttack, from_pcm, snr_db, to_pcm
 from .chunkmap import chunk_index_map
@@ -41,7 +42,8 @@ class WaveformAttackResult:
     the adversarial samples before rounding to 16 bits. snr_db (inf when nothing changed),
     linf_16bit and l2 (full scale 1) measure the written clip against the clean one. queries:
     clip scorings the attack spent (model forward passes and serving-path calls; the clean and
-    verification scorings are not counted)."""
+    verification scorings are not counted). stop_reason: 'deadline' or 'cancelled' when the run
+    (ser_core.control) stopped the attack before it finished; the result is then the best so far."""
 
     model: str
     attack: str
@@ -62,6 +64,11 @@ class WaveformAttackResult:
     sample_rate: int = 16_000
     chunking_unchanged: bool = True
     extra: dict = field(default_factory=dict)
+    stop_reason: str | None = None
+
+    @property
+    def stopped_early(self) -> bool:
+        return self.stop_reason is not None
 
     def to_dict(self) -> dict:
         return {"model": self.model, "attack": self.attack, "params": self.params,
@@ -73,6 +80,7 @@ class WaveformAttackResult:
                 "linf_16bit": self.linf_16bit, "l2": self.l2, "queries": self.queries,
                 "seconds": round(self.seconds, 3), "wav_path": str(self.wav_path),
                 "chunking_unchanged": self.chunking_unchanged,
+                "stopped_early": self.stopped_early, "stop_reason": self.stop_reason,
                 "extra": {k: (None if isinstance(v, float) and math.isinf(v) else v)
                           for k, v in self.extra.items()}}
 
@@ -126,6 +134,7 @@ def attack_waveform_clip(bundle, audio, attack: str = "pgd", params: dict | None
     t0 = time.perf_counter()
     adv, queries, extra = runner.run(pcm, label, index_map, progress)
     seconds = time.perf_counter() - t0
+    stopped = stop_reason()
 
     out_dir = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="ser-waveform-"))
     adv_pcm = to_pcm(adv / 32768.0)
@@ -146,7 +155,7 @@ def attack_waveform_clip(bundle, audio, attack: str = "pgd", params: dict | None
         l2=float(np.linalg.norm(diff)), queries=int(queries), seconds=seconds, wav_path=wav_path,
         adversarial_audio=read_back, sample_rate=sr,
         chunking_unchanged=bool(np.array_equal(chunk_index_map(read_back, bundle.feature_config), index_map)),
-        extra=extra)
+        extra=extra, stop_reason=stopped)
 
 
 __all__ = ["attack_waveform_clip", "WaveformAttackResult", "WAVEFORM_ATTACKS", "describe_waveform_attacks",
