@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .recipe import DEFAULT_RECIPE
-from .train import classification_metrics, clip_range, predict_rows
+from .train import classification_metrics, clip_range, predict_rows, save_exported_bundle
 
 
 def train_shipped_bundle(corpus_name: str, data_dir, out, recipe_name: str = DEFAULT_RECIPE,
@@ -24,17 +24,14 @@ def train_shipped_bundle(corpus_name: str, data_dir, out, recipe_name: str = DEF
     (reports/crossval/<corpus>-<recipe>.json, copied into config["crossval"]); the validation
     speakers' figures are recorded as `metrics.test` with `subset` saying what they are."""
     import platform
-    from .bundle import ModelBundle, quantize_roundtrip
+    from .bundle import quantize_roundtrip
     from .config import PAPER_FEATURES
     from .corpora import DATA_LICENCES, read_corpus
     from .crossval import result_name, summarise
     from .dataset import build_table
     from .folds import ship_split
     from .model import keras_parameter_count
-    from .model_card import render
-    from .onnx_export import check_parity, export_onnx
     from .recipe import clip_probabilities, get_recipe, train_recipe
-    from . import bundle as bundle_mod
 
     corpus = read_corpus(corpus_name, data_dir)
     table = build_table(corpus, PAPER_FEATURES, augmentation=False, progress=False)
@@ -74,7 +71,7 @@ def train_shipped_bundle(corpus_name: str, data_dir, out, recipe_name: str = DEF
                     "per_class_recall": cv["per_class_recall"],
                     "baseline": None if base is None else {"name": base["name"], "accuracy": base["accuracy"],
                                                            "uar": base["uar"]},
-                    "report": f"reports/crossval/README.md"}
+                    "report": "reports/crossval/README.md"}
     held_out = split.speakers["val"]
     config = {
         "name": name or out.name, "corpus": corpus_name, "language": corpus.spec.language,
@@ -98,12 +95,5 @@ def train_shipped_bundle(corpus_name: str, data_dir, out, recipe_name: str = DEF
         "retrain_command": command or (f"python -m export train --corpus {corpus_name} --data-dir "
                                        f"{data_dir} --recipe {recipe.name} --out {out}"),
     }
-    bundle = ModelBundle.save(out, model, result.standardizer, config, weights_dtype)
-    onnx = export_onnx(bundle.torch_model(), out / bundle_mod.ONNX, PAPER_FEATURES.input_shape)
-    x = result.standardizer.transform(table.features[np.sort(rows[:64])])
-    parity = check_parity(bundle.torch_model(), bundle_mod._make_session(onnx), x)
-    config = json.loads((out / "config.json").read_text())
-    config["onnx_parity"] = parity
-    (out / "config.json").write_text(json.dumps(config, indent=1))
-    (out / "README.md").write_text(render(config))
-    return ModelBundle.from_folder(out)
+    return save_exported_bundle(out, model, result.standardizer, config, weights_dtype,
+                                table.features[np.sort(rows[:64])])
