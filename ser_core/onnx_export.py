@@ -12,7 +12,11 @@ import torch
 
 from .errors import ModelBundleError
 
-PARITY_ATOL = 1e-4
+# ONNX Runtime's CPU convolutions and torch's (oneDNN) round differently: on the retrained emovo
+# model the CNN's output differed by up to 2.8e-4 (relative 5e-5) while torch float32 matched
+# float64 within 5e-7, and the probabilities by 1.9e-4 with every decision the same (emovo-paper,
+# the study's model: 9.1e-5). The bound leaves room for that rounding, not for a wrong graph.
+PARITY_ATOL = 5e-4
 
 
 class _WithProbabilities(torch.nn.Module):
