@@ -2,7 +2,7 @@
 
 Gradio wiring only. Everything shown comes from `ser_core.service`, which the tests call too.
 Endpoints (gradio_client): /predict (audio, model) and /attack (audio, model, attack, params,
-domain; the defaults are the page's: a PGD waveform attack at 30 dB SNR whose adversarial WAV is
+domain, target emotion or "none"; the defaults are the page's: a PGD waveform attack at 30 dB SNR whose adversarial WAV is
 verified by the serving path); each returns its JSON result first. Attacks queue one at a time (a 2-vCPU Space has no
 room for two); prediction has its own queue so it stays responsive while an attack runs.
 
@@ -77,11 +77,12 @@ def predict(audio, model):
 
 
 @typed_errors
-def attack(audio, model, attack_name, params, domain, progress=gr.Progress()):
-    """Attack a clip; JSON result first, then what the page shows and offers for download."""
+def attack(audio, model, attack_name, params, domain, target=None, progress=gr.Progress()):
+    """Attack a clip; JSON result first, then what the page shows and offers for download.
+    target: the emotion to land on (waveform attacks), or none/'' for any other emotion."""
     progress(0.0, desc="decoding")
     out = service.run_attack(audio, model, attack_name, params, domain,
-                             progress=lambda f, m="": progress(float(f), desc=m or None))
+                             progress=lambda f, m="": progress(float(f), desc=m or None), target=target)
     r = out.result
     before = r.get("probabilities_before") or {}
     after = r.get("probabilities_after") or {}
@@ -94,6 +95,9 @@ def summary_markdown(r: dict) -> str:
     flipped = r.get("flipped")
     head = (f"## {'Flipped' if flipped else 'Not flipped'}: "
             f"{r.get('label_before')} → {r.get('label_after')}")
+    if r.get("target"):
+        head = (f"## {'Landed on' if r.get('target_reached') else 'Did not reach'} {r['target']}: "
+                f"{r.get('label_before')} → {r.get('label_after')}")
     rows = [("attack", f"{r.get('attack')} {r.get('params')}"),
             ("chunks flipped", f"{r.get('chunks_flipped')} of {r.get('chunks')}"),
             ("mean perturbation (standardised units)", _fmt(r.get("mean_perturbation"))),
@@ -112,9 +116,13 @@ def summary_markdown(r: dict) -> str:
     if lc:
         rows += [("listening copy re-scored", f"{lc['label']} (flip {'survives' if lc['flipped'] else 'lost'})"),
                  ("clean features inverted, re-scored", lc["clean_inversion_label"])]
-    for key in ("snr_db", "linf_16bit", "verified_flipped", "chunking_unchanged"):
+    for key in ("target", "target_reached", "snr_db", "linf_16bit", "verified_flipped", "chunking_unchanged"):
         if key in r:
             rows.append((key.replace("_", " "), _fmt(r[key])))
+    perceptual = r.get("perceptual") or {}
+    if perceptual.get("pmr_p95_db") is not None:
+        rows.append(("cells above the clip's masking threshold / their 95th-percentile perturbation-to-mask ratio",
+                     f"{perceptual['mask_exceeded_fraction']:.1%} / {perceptual['pmr_p95_db']:+.1f} dB"))
     rows = [(k, v) for k, v in rows if v is not None and "None" not in str(v)]
     return head + "\n\n| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
 
@@ -134,6 +142,22 @@ def params_help(attack_name, domain) -> str:
         rng = f"choices {p['choices']}" if p.get("choices") else f"range [{p.get('low')}, {p.get('high')}]"
         lines.append(f"- `{k}` (default {p['default']}, {rng}): {p.get('help', '')}")
     return "\n".join(lines)
+
+
+NO_TARGET = "none"
+
+
+def target_choices(model) -> list[tuple[str, str]]:
+    """'none' (any other emotion) first, then the model's emotions."""
+    try:
+        labels = service.model_info(model)["labels"] if model else []
+    except Exception:  # an unknown model is named by the attack itself
+        labels = []
+    return [("none: any other emotion", NO_TARGET)] + [(label, label) for label in labels]
+
+
+def on_model(model):
+    return gr.update(choices=target_choices(model), value=NO_TARGET)
 
 
 def on_domain(domain):
@@ -206,6 +230,9 @@ def build_app() -> gr.Blocks:
                                          label="Strength (waveform: SNR budgets; features: the study's settings)")
                     params = gr.Textbox(_json(params0), label="Parameters (JSON; edit to go beyond the presets)",
                                         elem_id="params")
+                    target = gr.Dropdown(target_choices(models[0] if models else None), value=NO_TARGET,
+                                         label="Target emotion (waveform attacks; none: any other emotion)",
+                                         elem_id="target", allow_custom_value=True)
                     params_doc = gr.Markdown()
                     with gr.Row():
                         predict_btn = gr.Button("Predict only", elem_id="predict-btn")
@@ -255,13 +282,14 @@ def build_app() -> gr.Blocks:
 
         ui = dict(queue=False, api_visibility="private")
         domain.change(on_domain, domain, attack_name, **ui)
+        model.change(on_model, model, target, **ui)
         attack_name.change(on_attack, [attack_name, domain], [preset, params, params_doc], **ui)
         preset.change(on_preset, [preset, attack_name, domain], params, **ui)
         demo.load(on_attack, [attack_name, domain], [preset, params, params_doc], **ui)
 
         predict_btn.click(predict, [audio_in, model], [result_json, label_before],
                           api_name="predict", concurrency_id="predict", concurrency_limit=2)
-        attack_btn.click(attack, [audio_in, model, attack_name, params, domain],
+        attack_btn.click(attack, [audio_in, model, attack_name, params, domain, target],
                          [result_json, label_before, label_after, summary, img_before, img_after,
                           img_diff, original_audio, attacked_audio, downloads],
                          api_name="attack", concurrency_id="attack", concurrency_limit=1)

@@ -170,8 +170,8 @@ def table(rows, snrs, specs, models) -> str:
 def masking_table(rows, snrs, specs, models) -> str:
     """Markdown: per corpus, attack and SNR, over the verified flips, the median fraction of STFT
     cells where the written perturbation is above the clip's masking threshold and the median
-    perturbation-to-mask ratio (masking.py)."""
-    lines = ["| corpus | attack | " + " | ".join(f"{s:g} dB: cells over mask, PMR" for s in snrs) + " |",
+    95th-percentile perturbation-to-mask ratio (masking.py)."""
+    lines = ["| corpus | attack | " + " | ".join(f"{s:g} dB: cells over mask, PMR p95" for s in snrs) + " |",
              "|" + "---|" * (2 + len(snrs))]
     for model in models:
         for spec in specs:
@@ -182,7 +182,7 @@ def masking_table(rows, snrs, specs, models) -> str:
             for s in snrs:
                 ok = [r["perceptual"] for r in sel if r["snr_requested"] in (None, s) and flipped_at(r, s)]
                 cells.append(f"{np.median([p['mask_exceeded_fraction'] for p in ok]):.1%}, "
-                             f"{np.median([p['pmr_db'] for p in ok]):+.1f} dB" if ok else "-")
+                             f"{np.median([p['pmr_p95_db'] for p in ok]):+.1f} dB" if ok else "-")
             lines.append(f"| {sel[0]['corpus']} | {spec} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -286,15 +286,28 @@ def output_folder() -> Path:
     return Path(tempfile.mkdtemp(prefix="attack-", dir=root))
 
 
+def parse_target(target) -> str | None:
+    """The emotion a targeted attack should land on; None, '' or 'none' mean untargeted."""
+    if target is None or (isinstance(target, str) and target.strip().lower() in ("", "none")):
+        return None
+    if not isinstance(target, str):
+        raise ParameterError(f"target must be an emotion name, not {type(target).__name__} "
+                             "(accepted: one of the model's emotions, or none)")
+    return target.strip()
+
+
 def run_attack(path, model: str, attack: str, params=None, domain: str | None = None,
-               max_seconds: float = MAX_ATTACK_SECONDS, progress=None, out_dir=None) -> AttackOutcome:
+               max_seconds: float = MAX_ATTACK_SECONDS, progress=None, out_dir=None,
+               target=None) -> AttackOutcome:
     """Attack a clip with `attack` on `model` and gather what the app shows.
 
     domain None: the default domain (waveform where available). Waveform domain: the attack
     perturbs the samples; the playable audio is its adversarial 16-bit WAV, and `flipped` is
     the serving path's decision on that file. Feature domain (the study): attack_clip attacks
     the standardised log-Mel chunks; the playable audio is a listening copy made by Griffin-Lim
-    inversion, re-scored by the serving path. params '' or None: the attack's own defaults."""
+    inversion, re-scored by the serving path. params '' or None: the attack's own defaults.
+    target: an emotion of the model to land on (waveform attacks; the result's `target_reached`
+    is the serving path's decision on the written WAV), or None/'none' for any other emotion."""
     t0 = time.perf_counter()
     domain = domain or default_domain()
     if domain not in domains():
@@ -302,6 +315,12 @@ def run_attack(path, model: str, attack: str, params=None, domain: str | None = 
     b = get_bundle(model)
     params = parse_params(params)
     check_params(b, attack, params, domain)
+    target = parse_target(target)
+    if target is not None:
+        if domain != DOMAIN_WAVEFORM:
+            raise ParameterError(f"a target emotion is for waveform attacks, not {domain} attacks "
+                                 f"(accepted: domain {DOMAIN_WAVEFORM!r}, or target none)")
+        _waveform_module().check_target(b, target)
     sr = b.feature_config.sample_rate
     y = read_clip(path, max_seconds, sr)
     out = Path(out_dir) if out_dir else output_folder()
@@ -309,7 +328,7 @@ def run_attack(path, model: str, attack: str, params=None, domain: str | None = 
     if domain == DOMAIN_FEATURES:
         outcome = _feature_attack(b, y, attack, params, max_seconds, progress, out)
     else:
-        outcome = _waveform_attack(b, y, attack, params, max_seconds, progress, out)
+        outcome = _waveform_attack(b, y, attack, params, max_seconds, progress, out, target)
     outcome.result.update(domain=domain, model=model, language=b.config.get("language"),
                           seconds_of_audio=round(len(y) / sr, 3),
                           total_seconds=round(time.perf_counter() - t0, 3))
@@ -334,11 +353,11 @@ def _feature_attack(b, y, attack, params, max_seconds, progress, out: Path) -> A
     return AttackOutcome(result, out, images, copy.path, features)
 
 
-def _waveform_attack(b, y, attack, params, max_seconds, progress, out: Path) -> AttackOutcome:
+def _waveform_attack(b, y, attack, params, max_seconds, progress, out: Path, target=None) -> AttackOutcome:
     wf = _waveform_module()
     sr = b.feature_config.sample_rate
     r = wf.attack_waveform_clip(b, y, attack=attack, params=params, sample_rate=sr,
-                                max_seconds=max_seconds, out_dir=out, progress=progress)
+                                max_seconds=max_seconds, out_dir=out, progress=progress, target=target)
     result = r.to_dict()
     result["flipped"] = r.verified_flipped  # only the decision on the written WAV counts
     wav = Path(r.wav_path)

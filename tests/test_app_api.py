@@ -143,6 +143,28 @@ def test_default_attack_is_a_verified_waveform_attack(client, bundle):
         assert Path(img).stat().st_size > 1000
 
 
+def test_a_waveform_attack_lands_on_the_emotion_asked_for(client, bundle):
+    """/attack's trailing target: APGD at 30 dB SNR takes this clip (happiness) to boredom, and the
+    written WAV is scored as boredom by the serving path."""
+    from gradio_client import handle_file
+    out = client.predict(handle_file(str(WAVEFORM_EXAMPLE)), MODEL, "apgd", json.dumps({"snr_db": 30, "steps": 40}),
+                         "waveform", "boredom", api_name="/attack")
+    r, summary, attacked = out[0], out[3], out[8]
+    assert r["label_before"] == "happiness" and r["target"] == "boredom"
+    assert r["target_reached"] is True and r["label_after"] == "boredom"
+    assert bundle.predict_clip(attacked).label == "boredom"
+    assert "Landed on boredom" in summary and r["snr_db"] >= 30.0
+    assert 0 <= r["perceptual"]["mask_exceeded_fraction"] <= 1
+
+
+def test_a_target_for_a_feature_attack_is_refused(client):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+    with pytest.raises(AppError, match="a target emotion is for waveform attacks"):
+        client.predict(handle_file(str(EXAMPLE)), MODEL, "fgsm", json.dumps({"eps": 0.25}), "features", "sadness",
+                       api_name="/attack")
+
+
 def test_a_feature_attack_named_without_its_domain_is_told_which_domain(client):
     from gradio_client import handle_file
     from gradio_client.exceptions import AppError

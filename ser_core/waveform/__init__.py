@@ -52,8 +52,8 @@ class WaveformAttackResult:
     land on (None: untargeted); target_reached: whether the serving path's decision on the
     written WAV is that emotion (untargeted: the same as verified_flipped). perceptual: the
     written perturbation against the clean clip's masking threshold (masking.py):
-    mask_exceeded_fraction of STFT cells above it, pmr_db (mean perturbation-to-mask power
-    ratio), pmr_max_db (worst cell)."""
+    mask_exceeded_fraction of STFT cells above it, pmr_p95_db (95th percentile of the cells'
+    perturbation-to-mask ratio, dB), pmr_max_db (worst cell)."""
 
     model: str
     attack: str

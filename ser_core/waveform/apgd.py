@@ -18,26 +18,41 @@ on the clip log-probabilities z (sorted z_pi1 >= z_pi2 >= ...):
   targeted    (max_{j != t} z_j - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)   (four classes or more),
 minimised (the paper maximises its negative); both are < 0 exactly when the goal is reached.
 
-Budgets: `linf` keeps every sample within eps of the clean one (eps_16bit, or from snr_db as
-LinfBudget computes it: the SNR is guaranteed). `masking` keeps the perturbation's short-time
-spectrum under the clip's own frequency masking threshold shifted by mask_margin_db
-(masking.py, the psychoacoustic model of Qin et al. 2019): the attack then works on the STFT of
-the perturbation X, a step moves each cell by eta * cap in the direction of its gradient
-(eta starts at 2, as 2 eps does for linf), P caps each cell's magnitude at the threshold, and
-the waveform is the inverse STFT. The cap holds on X; the STFT of the written, 16-bit perturbation
-can exceed it slightly (overlap-add, rounding), so the result reports the measured fraction of
-cells above the threshold and the perturbation-to-mask ratio beside the SNR, for both budgets.
+Budgets (all guarantee the SNR after rounding to 16 bits when snr_db is given):
+  `l2` (default): the L2 ball of the SNR, radius sqrt(clip energy) 10^(-snr/20) less the most
+    that 16-bit rounding adds; the step is eta * radius * grad / |grad|_2 (APGD's L2 version).
+    Every perturbation of that SNR is in it, Linf ones included, so the attack may put the
+    noise where the model listens instead of spreading it evenly; measured, it flips more
+    held-out clips than the linf budget at the same SNR (README.md, "Waveform attacks").
+  `linf`: every sample within eps of the clean one (eps_16bit, or from snr_db as LinfBudget
+    computes it), steps eta * eps * sign(grad) as in the paper.
+  `masking`: the perturbation's short-time spectrum under the clip's own frequency masking
+    threshold shifted by mask_margin_db (masking.py, the psychoacoustic model of Qin et al.
+    2019), and within the SNR's L2 ball when snr_db is given. The attack works on the STFT X of
+    the perturbation: a step moves each cell by eta * cap along its gradient (eta starts at 2,
+    as 2 eps does for linf), P caps each cell's magnitude, then scales X into the L2 ball, and
+    the waveform is the inverse STFT, so the noise follows the clip's own spectrum. The cap holds
+    on X; the STFT of the written 16-bit perturbation can exceed it slightly (overlap-add,
+    rounding).
+Every result reports, beside the SNR, the measured fraction of STFT cells where the written
+perturbation is above the clip's masking threshold and the perturbation-to-mask ratio.
+Samples within 320 of a trim bound stay clean (chunkmap.trim_guard), so that the chunking the
+white-box model holds fixed is the one the serving path computes from the written WAV.
 
 As pgd.py: white-box through the torch front-end and model with the chunking fixed; whenever the
 model's margin is < 0 at a new lowest margin, the rounded clip is scored by the serving path and
 the attack stops at the first clip whose serving decision reaches the goal (untargeted: differs
-from the clean one; targeted: is the target). Restarts (from a uniform random point of the
+from the clean one; targeted: is the target). A flip found with the first steps sits on the
+budget's edge; `shrink` bisection steps then scale the perturbation down as far as the serving
+path still reaches the goal (a higher SNR for the same flip). Restarts (from a uniform random point of the
 budget, seeded) run only when a run ends without that. Checks `should_stop()` (control.py)
 once per step and then returns the best clip so far with `stopped` set.
 queries: forward passes of the clip model plus serving-path scorings, exactly.
 
-Arguments: snr_db | eps_16bit (linf budget), budget ('linf'), mask_margin_db (0.0), steps (40,
-per run), loss ('margin'), restarts (0), rho (0.75), alpha (0.75), seed (0).
+Arguments: snr_db (l2, linf or masking budget) | eps_16bit (linf), budget ('l2': the L2 ball of
+the SNR, which holds every perturbation of that SNR, Linf ones included), mask_margin_db (0.0),
+steps (40, per run), loss ('margin'), restarts (0), rho (0.75), alpha (0.75), seed (0),
+shrink (4).
 Input: one clip; output: adversarial 16-bit samples (on the integer grid).
 
 Example: attack_waveform_clip(bundle, "clip.wav", "apgd", {"snr_db": 30}, target="sadness")"""
@@ -78,25 +93,6 @@ def dlr(log_probs: torch.Tensor, objective: Objective) -> torch.Tensor:
     else:
         scale = (srt[:, 0] - (srt[:, 2] + srt[:, 3]) / 2) if z.shape[1] >= 4 else torch.ones_like(srt[:, 0])
     return objective.margin(z) / (scale + 1e-12)
-
-
-def chunk_margin(chunk_log_probs: torch.Tensor, clip_log_probs: torch.Tensor, objective: Objective) -> torch.Tensor:
-    """(batch, n_chunks, classes), (batch, classes) -> (batch,) mean over chunks of each chunk's
-    own margin, towards the clip's strongest other class (untargeted) or the target. Unlike the
-    clip margin (log of the mean chunk probability), its gradient does not vanish on a chunk
-    the model is sure of: a saturated chunk still pulls."""
-    z = chunk_log_probs
-    if objective.target is None:
-        others = clip_log_probs.detach().clone()
-        others[:, objective.label] = -math.inf
-        runner_up = others.argmax(1)
-        rows = torch.arange(z.shape[0])
-        per_chunk = z[rows, :, objective.label] - z[rows, :, runner_up]
-    else:
-        rest = z.clone()
-        rest[:, :, objective.target] = -math.inf
-        per_chunk = rest.amax(2) - z[:, :, objective.target]
-    return per_chunk.mean(1)
 
 
 class _Linf:
@@ -196,12 +192,13 @@ class AutoPGD(LinfBudget, WaveformAttack):
                              "under the clip's masking threshold"),
         "mask_margin_db": Param(0.0, float, -40.0, 40.0, help="masking budget: threshold shifted by this, dB"),
         "steps": Param(40, int, 1, 2000, help="gradient steps per run"),
-        "loss": Param("margin", str, choices=("margin", "dlr", "chunks"),
-                      help="loss minimised: clip margin, DLR, or the mean of the chunks' margins"),
+        "loss": Param("margin", str, choices=("margin", "dlr"), help="loss minimised: clip margin or DLR"),
         "restarts": Param(0, int, 0, 20, help="further runs from random points, only while none reached the goal"),
         "rho": Param(0.75, float, 0.0, 1.0, help="checkpoint: halve the step when fewer steps improved"),
         "alpha": Param(0.75, float, 0.0, 1.0, help="weight of the new step against the previous move"),
         "seed": Param(0, int, 0, 2 ** 31 - 1, help="seed of the restarts' random starts"),
+        "shrink": Param(4, int, 0, 20, help="after a verified flip, bisection steps scaling the "
+                        "perturbation down while the flip holds (one serving query each; 0: off)"),
     }
 
     def _validate(self):
@@ -243,8 +240,7 @@ class AutoPGD(LinfBudget, WaveformAttack):
             radius = None if s["snr_db"] is None else self.l2_radius(pcm, int(used.sum()))
             space = _Masking(mask.amplitude_cap(s["mask_margin_db"]), used, radius)
             extra["l2_radius_16bit"] = None if radius is None else round(radius, 2)
-        loss_fn = {"margin": lambda clp, lp: objective.margin(lp), "dlr": lambda clp, lp: dlr(lp, objective),
-                   "chunks": lambda clp, lp: chunk_margin(clp, lp, objective)}[s["loss"]]
+        loss_fn = (lambda lp: objective.margin(lp)) if s["loss"] == "margin" else (lambda lp: dlr(lp, objective))
         steps, marks = s["steps"], checkpoints(s["steps"])
         total = steps * (s["restarts"] + 1)
         state = {"forwards": 0, "best": None, "best_margin": math.inf, "found": False}
@@ -253,9 +249,8 @@ class AutoPGD(LinfBudget, WaveformAttack):
             """Loss, its gradient in v, and the bookkeeping of the lowest margin and the early stop."""
             v = v.detach().requires_grad_(True)
             x = (x0 + space.delta(v)).clamp(PCM_MIN, PCM_MAX)
-            clp = model.chunk_log_probs(x[None])
-            lp = model.clip_log_probs(clp)
-            loss = loss_fn(clp, lp)[0]
+            lp = model(x[None])
+            loss = loss_fn(lp)[0]
             state["forwards"] += 1
             grad, = torch.autograd.grad(loss, v)
             m = objective.margin(lp.detach())[0].item()
@@ -301,6 +296,23 @@ class AutoPGD(LinfBudget, WaveformAttack):
                 progress(done / total, f"apgd step {done}: margin {state['best_margin']:.3f}, step {eta:.3g}")
             if state["found"] or should_stop():
                 break
+        best = state["best"]
+        if state["found"] and s["shrink"]:
+            best = self._shrink(pcm, best, objective, serving, s["shrink"])
         extra.update(iterations=state["forwards"], runs=run + 1, model_reached=state["found"] or state["best_margin"] < 0,
                      final_margin=round(state["best_margin"], 4), stopped=stop_reason())
-        return state["best"], state["forwards"] + serving.count, extra
+        return best, state["forwards"] + serving.count, extra
+
+    @staticmethod
+    def _shrink(pcm, adv, objective, serving, steps):
+        """Bisection on a factor in (0, 1] that scales the found perturbation down, keeping the
+        smallest one the serving path still scores as reaching the objective (one query each)."""
+        delta, lo, hi = adv - pcm, 0.0, 1.0
+        for _ in range(steps):
+            mid = (lo + hi) / 2
+            cand = np.clip(np.round(pcm + mid * delta), PCM_MIN, PCM_MAX)
+            if objective.serving_margin(serving(cand[None]))[0] < 0:
+                hi, adv = mid, cand
+            else:
+                lo = mid
+        return adv

@@ -9,7 +9,7 @@ released code), itself after MPEG-1 psychoacoustic model 1 as described by Lin &
     constants for 16 kHz), PSD p(k) = 10 log10 |s(k) / N|^2, normalised to a 96 dB SPL peak:
     p_bar = 96 - max over the whole clean clip of p + p;
   - tonal maskers: local maxima of p_bar above the absolute threshold of hearing (ATH, Terhardt's
-    formula; none below 1 Bark, as in their code), power summed over the peak and its two
+    formula, held at its 20 Hz value below 20 Hz; their code has none below 1 Bark), power summed over the peak and its two
     neighbours, and of maskers closer than 0.5 Bark only the stronger kept;
   - each masker spreads with the two-slope function on the Bark scale
     (27 dB/Bark below, 27 - 0.37 max(P - 40, 0) dB/Bark above) less 6.025 + 0.275 b dB;
@@ -42,11 +42,11 @@ def bark(f: np.ndarray) -> np.ndarray:
 
 
 def absolute_threshold(f: np.ndarray) -> np.ndarray:
-    """Terhardt's absolute threshold of hearing in dB SPL; -inf below 1 Bark (Qin et al.'s code)."""
-    f = np.asarray(f, np.float64)
-    khz = np.maximum(f, 1.0) / 1000.0
-    ath = 3.64 * khz ** -0.8 - 6.5 * np.exp(-0.6 * (khz - 3.3) ** 2) + 1e-3 * khz ** 4
-    return np.where(bark(f) > 1.0, ath, -np.inf)
+    """Terhardt's absolute threshold of hearing in dB SPL, held at its 20 Hz value below 20 Hz.
+    (Qin et al.'s code sets none below 1 Bark, about 100 Hz; that leaves a silent frame's low
+    bins with no threshold at all, and any perturbation there infinitely far above it.)"""
+    khz = np.maximum(np.asarray(f, np.float64), 20.0) / 1000.0
+    return 3.64 * khz ** -0.8 - 6.5 * np.exp(-0.6 * (khz - 3.3) ** 2) + 1e-3 * khz ** 4
 
 
 def window() -> torch.Tensor:
@@ -84,7 +84,7 @@ def _frame_threshold(p: np.ndarray, b: np.ndarray, ath: np.ndarray) -> np.ndarra
         if keep[i] and j < len(peaks) and b[peaks[j]] - b[peaks[i]] < 0.5:
             keep[j if power[i] >= power[j] else i] = False
     peaks, power = peaks[keep], power[keep]
-    total = 10 ** (np.where(np.isfinite(ath), ath, -200.0) / 10)
+    total = 10 ** (ath / 10)
     if len(peaks):
         dz = b[None, :] - b[peaks][:, None]  # maskee - masker, Bark
         upper = -27.0 + 0.37 * np.maximum(power - 40.0, 0.0)
@@ -118,11 +118,13 @@ class MaskingThreshold:
 
     def report(self, perturbation: np.ndarray) -> dict:
         """How a perturbation (16-bit units) stands against the threshold, over every STFT cell:
-        `mask_exceeded_fraction` (cells whose perturbation PSD is above the threshold) and
-        `pmr_db` (10 log10 of the mean ratio of perturbation power to threshold power: < 0 dB
-        means under the mask on average), `pmr_max_db` (the worst cell)."""
-        p = psd_db(perturbation) + self.offset_db
-        excess = p - self.threshold_db
+        `mask_exceeded_fraction` (cells whose perturbation PSD is above the threshold),
+        `pmr_p95_db` (the 95th percentile of the cells' perturbation-to-mask ratio, dB: in 95 %
+        of the cells the perturbation is at least that far under the mask when negative) and
+        `pmr_max_db` (the worst cell); the ratios are None for no perturbation."""
+        if not np.any(perturbation):
+            return {"mask_exceeded_fraction": 0.0, "pmr_p95_db": None, "pmr_max_db": None}
+        excess = psd_db(perturbation) + self.offset_db - self.threshold_db
         return {"mask_exceeded_fraction": round(float(np.mean(excess > 0)), 4),
-                "pmr_db": round(float(10 * np.log10(np.mean(10 ** (excess / 10)))), 2),
+                "pmr_p95_db": round(float(np.percentile(excess, 95)), 2),
                 "pmr_max_db": round(float(excess.max()), 2)}
