@@ -2,7 +2,7 @@
 
 Gradio wiring only. Everything shown comes from `ser_core.service`, which the tests call too.
 Endpoints (gradio_client): /predict (audio, model) and /attack (audio, model, attack, params,
-domain, target emotion or "none"; the defaults are the page's: a PGD waveform attack at 30 dB SNR whose adversarial WAV is
+domain, target emotion or "none"; the defaults are the page's: an Auto-PGD waveform attack at 30 dB SNR whose adversarial WAV is
 verified by the serving path); each returns its JSON result first. Attacks queue one at a time (a 2-vCPU Space has no
 room for two); prediction has its own queue so it stays responsive while an attack runs.
 
