@@ -38,7 +38,8 @@ from .pgd import LinfPGD
 from .square import LinfSquare
 from .verify import verify, write_wav16
 
-WAVEFORM_ATTACKS: dict[str, type[WaveformAttack]] = {c.name: c for c in (LinfPGD, AutoPGD, CarliniWagnerL2, LinfSquare)}
+WAVEFORM_ATTACKS: dict[str, type[WaveformAttack]] = {c.name: c for c in (LinfPGD, AutoPGD, CarliniWagnerL2,
+                                                                          LinfSquare)}
 
 
 @dataclass
@@ -183,5 +184,6 @@ def check_target(bundle, target) -> None:
                              f"(accepted: {', '.join(bundle.labels)}, or none for untargeted)")
 
 
-__all__ = ["attack_waveform_clip", "check_target", "Objective", "WaveformAttackResult", "WAVEFORM_ATTACKS", "describe_waveform_attacks",
+__all__ = ["attack_waveform_clip", "check_target", "Objective", "WaveformAttackResult", "WAVEFORM_ATTACKS",
+           "describe_waveform_attacks",
            "get_waveform_attack", "chunk_index_map", "snr_db"]

@@ -66,8 +66,8 @@ import torch
 from ..attacks.base import Param
 from ..control import should_stop, stop_reason
 from ..errors import ParameterError
-from .base import (DEFAULT_SNR_DB, PCM_MAX, PCM_MIN, ClipModel, LinfBudget, Objective, ServingPath, WaveformAttack, as_objective,
-                   from_pcm)
+from .base import (DEFAULT_SNR_DB, PCM_MAX, PCM_MIN, ClipModel, LinfBudget, Objective, ServingPath,
+                   WaveformAttack, as_objective, from_pcm)
 from .chunkmap import trim_guard
 from .masking import MaskingThreshold, istft
 
@@ -96,9 +96,7 @@ def dlr(log_probs: torch.Tensor, objective: Objective) -> torch.Tensor:
 
 
 class _Linf:
-    """The linf budget: the variable is the perturbation itself, steps are eta * sign(grad)."""
-
-    eta0_unit = "eps"
+    """The linf budget: the variable is the perturbation itself, steps are eta * eps * sign(grad)."""
 
     def __init__(self, eps: float, used: torch.Tensor):
         self.eps, self.used = eps, used
@@ -180,7 +178,7 @@ class _Masking:
 
 
 class AutoPGD(LinfBudget, WaveformAttack):
-    """Auto-PGD on the waveform, linf (SNR dB / 16-bit units) or masking-threshold budget (Croce & Hein 2020)."""
+    """Auto-PGD on the waveform, budget an SNR (L2 ball), Linf, or the masking threshold (Croce & Hein 2020)."""
 
     name = "apgd"
     kind = "white-box"
@@ -193,7 +191,8 @@ class AutoPGD(LinfBudget, WaveformAttack):
         "mask_margin_db": Param(0.0, float, -40.0, 40.0, help="masking budget: threshold shifted by this, dB"),
         "steps": Param(40, int, 1, 2000, help="gradient steps per run"),
         "loss": Param("margin", str, choices=("margin", "dlr"), help="loss minimised: clip margin or DLR"),
-        "restarts": Param(0, int, 0, 20, help="further runs from random points, only while none reached the goal"),
+        "restarts": Param(0, int, 0, 20, help="further runs from random points, only while none reached "
+                           "the goal"),
         "rho": Param(0.75, float, 0.0, 1.0, help="checkpoint: halve the step when fewer steps improved"),
         "alpha": Param(0.75, float, 0.0, 1.0, help="weight of the new step against the previous move"),
         "seed": Param(0, int, 0, 2 ** 31 - 1, help="seed of the restarts' random starts"),
@@ -240,7 +239,7 @@ class AutoPGD(LinfBudget, WaveformAttack):
             radius = None if s["snr_db"] is None else self.l2_radius(pcm, int(used.sum()))
             space = _Masking(mask.amplitude_cap(s["mask_margin_db"]), used, radius)
             extra["l2_radius_16bit"] = None if radius is None else round(radius, 2)
-        loss_fn = (lambda lp: objective.margin(lp)) if s["loss"] == "margin" else (lambda lp: dlr(lp, objective))
+        loss_fn = objective.margin if s["loss"] == "margin" else (lambda lp: dlr(lp, objective))
         steps, marks = s["steps"], checkpoints(s["steps"])
         total = steps * (s["restarts"] + 1)
         state = {"forwards": 0, "best": None, "best_margin": math.inf, "found": False}
@@ -299,7 +298,8 @@ class AutoPGD(LinfBudget, WaveformAttack):
         best = state["best"]
         if state["found"] and s["shrink"]:
             best = self._shrink(pcm, best, objective, serving, s["shrink"])
-        extra.update(iterations=state["forwards"], runs=run + 1, model_reached=state["found"] or state["best_margin"] < 0,
+        extra.update(iterations=state["forwards"], runs=run + 1,
+                     model_reached=state["found"] or state["best_margin"] < 0,
                      final_margin=round(state["best_margin"], 4), stopped=stop_reason())
         return best, state["forwards"] + serving.count, extra
 

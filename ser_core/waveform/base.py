@@ -114,7 +114,8 @@ class WaveformAttack:
     def _validate(self):
         """Cross-parameter checks; raise ParameterError."""
 
-    def run(self, pcm: np.ndarray, objective: Objective, index_map: np.ndarray, progress) -> tuple[np.ndarray, int, dict]:
+    def run(self, pcm: np.ndarray, objective: Objective, index_map: np.ndarray,
+            progress) -> tuple[np.ndarray, int, dict]:
         """pcm: clean clip as 16-bit sample values; objective: its clean decision and the target,
         if any (a bare int is an untargeted objective); index_map: its chunks (chunkmap). Return
         (adversarial 16-bit sample values, possibly off the integer grid; queries spent; extra

@@ -9,8 +9,8 @@ released code), itself after MPEG-1 psychoacoustic model 1 as described by Lin &
     constants for 16 kHz), PSD p(k) = 10 log10 |s(k) / N|^2, normalised to a 96 dB SPL peak:
     p_bar = 96 - max over the whole clean clip of p + p;
   - tonal maskers: local maxima of p_bar above the absolute threshold of hearing (ATH, Terhardt's
-    formula, held at its 20 Hz value below 20 Hz; their code has none below 1 Bark), power summed over the peak and its two
-    neighbours, and of maskers closer than 0.5 Bark only the stronger kept;
+    formula, held at its 20 Hz value below 20 Hz; their code has none below 1 Bark), power summed
+    over the peak and its two neighbours, and of maskers closer than 0.5 Bark only the stronger kept;
   - each masker spreads with the two-slope function on the Bark scale
     (27 dB/Bark below, 27 - 0.37 max(P - 40, 0) dB/Bark above) less 6.025 + 0.275 b dB;
   - the global threshold of a cell is the power sum of the ATH and every masker's contribution.
