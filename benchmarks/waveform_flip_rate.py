@@ -9,7 +9,8 @@ Torch and ONNX Runtime run on --threads threads; seconds are CPU seconds of the 
 (process time: on one thread, the time it takes on an idle core), given per clip and per 3 s
 chunk. One JSON line per attacked clip (a file already there is resumed); prints a markdown
 table: verified flips k/n with the Wilson 95 % interval, median CPU seconds per clip (per chunk),
-per corpus x attack x SNR.
+per corpus x attack x SNR. A run the attack refuses (a budget under one 16-bit step for a quiet
+clip: Linf at 40 dB) is written with its error and counts as no flip.
 
     OMP_NUM_THREADS=1 nice -n 15 .venv/bin/python benchmarks/waveform_flip_rate.py \\
         --models emodb emovo ravdess --clips 30 --snr 20 30 40 --attacks pgd apgd cw \\
@@ -34,6 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from ser_core.bundle import ModelBundle  # noqa: E402
+from ser_core.errors import ParameterError  # noqa: E402
 from ser_core.evaluation.stats import wilson  # noqa: E402
 from ser_core.evaluation.waveform import held_out_clips  # noqa: E402
 from ser_core.waveform import WAVEFORM_ATTACKS, attack_waveform_clip, chunk_index_map  # noqa: E402
@@ -111,11 +113,21 @@ def main(argv=None):
                     if (bundle.name, utt.path.name, spec, snr) in done:
                         continue
                     cpu, wall = time.process_time(), time.perf_counter()
-                    r = attack_waveform_clip(bundle, utt.path, attack, params, out_dir=tmp)
+                    head = {"model": bundle.name, "corpus": bundle.config["corpus"], "clip": utt.path.name,
+                            "speaker": utt.speaker, "gender": utt.gender, "emotion": utt.emotion, "spec": spec,
+                            "snr_requested": snr}
+                    try:
+                        r = attack_waveform_clip(bundle, utt.path, attack, params, out_dir=tmp)
+                    except ParameterError as exc:  # e.g. a budget under one 16-bit step: no attack, no flip
+                        row = {**head, "error": str(exc), "verified_flipped": False, "snr_db": None,
+                               "cpu_seconds": 0.0, "chunks": 1, "perceptual": {}}
+                        with args.out.open("a") as fh:
+                            fh.write(json.dumps(row) + "\n")
+                        rows.append(row)
+                        print(f"{bundle.name} {utt.path.name} {spec} {snr}: not run ({exc})", flush=True)
+                        continue
                     cpu = time.process_time() - cpu
-                    row = {"model": bundle.name, "corpus": bundle.config["corpus"], "clip": utt.path.name,
-                           "speaker": utt.speaker, "gender": utt.gender, "emotion": utt.emotion, "spec": spec,
-                           "snr_requested": snr, "cpu_seconds": round(cpu, 3),
+                    row = {**head, "cpu_seconds": round(cpu, 3),
                            "wall_seconds": round(time.perf_counter() - wall, 3),
                            "clip_seconds": round(len(r.adversarial_audio) / r.sample_rate, 3),
                            "chunks": int(chunk_index_map(r.adversarial_audio, bundle.feature_config).shape[0]),
@@ -161,9 +173,12 @@ def table(rows, snrs, specs, models) -> str:
                 k, n = sum(flipped_at(r, s) for r in at), len(at)
                 lo, hi = wilson(k, n)
                 cells.append(f"{k}/{n} ({k / n:.0%}, {lo:.0%}-{hi:.0%})" if n else "-")
-            cpu = np.median([r["cpu_seconds"] for r in sel])
-            per_chunk = np.median([r["cpu_seconds"] / r["chunks"] for r in sel])
-            lines.append(f"| {sel[0]['corpus']} | {spec} | " + " | ".join(cells) + f" | {cpu:.2f} ({per_chunk:.2f}) |")
+            ran = [r for r in sel if "error" not in r]
+            cpu = np.median([r["cpu_seconds"] for r in ran])
+            per_chunk = np.median([r["cpu_seconds"] / r["chunks"] for r in ran])
+            refused = len(sel) - len(ran)
+            lines.append(f"| {sel[0]['corpus']} | {spec} | " + " | ".join(cells) + f" | {cpu:.2f} ({per_chunk:.2f})"
+                         + (f"; {refused} run(s) refused: budget under one 16-bit step |" if refused else " |"))
     return "\n".join(lines)
 
 
