@@ -1,28 +1,56 @@
 """The Space: upload or record a clip, pick a language model and an attack, watch the emotion flip.
 
 Gradio wiring only. Everything shown comes from `ser_core.service`, which the tests call too.
-Endpoints (gradio_client): /predict (audio, model) and /attack (audio, model, attack, params,
-domain, target emotion or "none"; the defaults are the page's: an Auto-PGD waveform attack at 30 dB SNR whose adversarial WAV is
-verified by the serving path); each returns its JSON result first. Attacks queue one at a time (a 2-vCPU Space has no
-room for two); prediction has its own queue so it stays responsive while an attack runs.
+Endpoints (gradio_client): /predict (audio, model) -> (result, label, note) and /attack (audio,
+model, attack, params, domain, target emotion or "none"; the defaults are the page's: an Auto-PGD
+waveform attack at 30 dB SNR, untargeted, whose adversarial WAV is verified by the serving path);
+each returns its JSON result first.
+
+Limits for a 2-vCPU Space: attacks run one at a time (ser_core.admission.AttackQueue: at most
+SER_APP_ATTACK_QUEUE waiting, SER_APP_ATTACKS_PER_CLIENT per client, refused beyond with a
+BusyError) under a wall-clock deadline (SER_APP_ATTACK_DEADLINE_S, default 60 s) and parameter
+caps (service.SPACE_CAPS); Stop (or a client's cancel) stops the attack loop itself. Attacks
+never wait in Gradio's queue, so /predict keeps its own (two at a time, up to 32 waiting). Every
+model's ONNX session is built and checked before the server starts. Files: Gradio's cache and
+the attack outputs live in folders of this instance, capped in bytes and age; a refused upload
+is deleted at once.
 
     python app.py    # serves on GRADIO_SERVER_NAME:GRADIO_SERVER_PORT (127.0.0.1:7860)"""
 from __future__ import annotations
 
+import atexit
 import functools
 import os
+import shutil
+import tempfile
+import threading
 from pathlib import Path
+
+if not os.environ.get("GRADIO_TEMP_DIR"):
+    # Gradio reads this at import: one cache folder per instance, removed at exit, instead of
+    # the host-wide /tmp/gradio every instance shares
+    os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix=f"ser-space-gradio-{os.getpid()}-")
+    atexit.register(shutil.rmtree, os.environ["GRADIO_TEMP_DIR"], True)
 
 import gradio as gr
 
 from ser_core import service
-from ser_core.errors import SERError
+from ser_core.admission import AttackQueue
+from ser_core.errors import AudioError, SERError
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES = sorted((HERE / "examples").glob("*.wav"))
 DOMAIN_LABELS = {service.DOMAIN_WAVEFORM: "waveform (verified)",
                  service.DOMAIN_FEATURES: "log-Mel features (the study)"}
 MAX_FILE_SIZE = "25mb"
+GRADIO_CACHE = Path(os.environ["GRADIO_TEMP_DIR"])
+# Gradio's cache (uploads, copies of outputs): files older than CACHE_AGE_S go every
+# CACHE_EVERY_S (Gradio's delete_cache), and the oldest first beyond MAX_CACHE_BYTES after
+# every request (entries younger than 2 minutes stay: a page may still be fetching them).
+CACHE_EVERY_S, CACHE_AGE_S = 300, 1800
+MAX_CACHE_BYTES = int(float(os.environ.get("SER_APP_MAX_CACHE_MB", "300")) * 1e6)
+ATTACKS = AttackQueue(max_waiting=int(os.environ.get("SER_APP_ATTACK_QUEUE", "4")),
+                      per_client=int(os.environ.get("SER_APP_ATTACKS_PER_CLIENT", "2")))
 
 STUDY = """
 ### The study
@@ -52,43 +80,101 @@ LIMITS = """
   are a demonstration, not a measurement of how you feel.
 - Five classes per corpus and different ones per corpus; a model can only answer with its own.
 - Clips are cut into 3 s windows; the clip's decision is the mean of the windows' probabilities.
-- Attacks here run on 2 CPU cores: up to 30 s of audio per attack, 120 s for prediction.
+- Attacks here run on 2 CPU cores: up to 30 s of audio per attack, 120 s for prediction. Each
+  attack stops after {deadline} s and shows the best it found by then, marked *stopped early*;
+  the iteration counts are capped below the attacks' full ranges (the command-line tool
+  `python -m export attack` has the full ranges). One attack runs at a time; *Stop* ends it.
+- A speech detector (Silero VAD) checks each clip; for a clip with little or no speech the
+  emotion is still shown but flagged: the models only know acted speech.
 - RAVDESS models and examples are CC BY-NC-SA 4.0: non-commercial use only.
 """
+
+
+def _refused(exc: SERError, audio) -> gr.Error:
+    """gr.Error with the typed error's text; a refused upload is deleted from Gradio's cache."""
+    if isinstance(exc, AudioError):
+        forget_upload(audio)
+    return gr.Error(f"{type(exc).__name__}: {exc}", print_exception=False)
+
+
+def forget_upload(audio) -> None:
+    """Delete an uploaded file (and its folder, when left empty) if it lies in this instance's
+    Gradio cache; files anywhere else (the examples) are never touched."""
+    if not audio or not isinstance(audio, (str, os.PathLike)):
+        return
+    path = Path(audio).resolve()
+    if GRADIO_CACHE.resolve() not in path.parents:
+        return
+    path.unlink(missing_ok=True)
+    parent = path.parent
+    while parent != GRADIO_CACHE.resolve() and GRADIO_CACHE.resolve() in parent.parents:
+        try:
+            parent.rmdir()  # only when empty
+        except OSError:
+            break
+        parent = parent.parent
+
+
+def keep_cache_small() -> None:
+    service.prune(GRADIO_CACHE, MAX_CACHE_BYTES, CACHE_AGE_S, min_age=120.0)
 
 
 def typed_errors(fn):
     """Typed project errors become gr.Error with their own text (shown in the page and returned
     by the API); the app keeps serving."""
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    def wrapper(audio, *args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            return fn(audio, *args, **kwargs)
         except SERError as exc:
-            raise gr.Error(f"{type(exc).__name__}: {exc}", print_exception=False) from None
+            raise _refused(exc, audio) from None
+        finally:
+            keep_cache_small()
     return wrapper
 
 
 @typed_errors
 def predict(audio, model):
-    """Emotion of a clip: JSON result and the probabilities for the label view."""
+    """Emotion of a clip: JSON result, the probabilities for the label view, and the notes and
+    model accuracy shown beside them."""
     result = service.predict(audio, model)
-    return result, result["probabilities"]
+    return result, result["probabilities"], service.prediction_markdown(result)
 
 
-@typed_errors
-def attack(audio, model, attack_name, params, domain, target=None, progress=gr.Progress()):
+async def attack(audio, model, attack_name, params, domain, target=None, request: gr.Request = None,
+                 progress=gr.Progress()):
     """Attack a clip; JSON result first, then what the page shows and offers for download.
-    target: the emotion to land on (waveform attacks), or none/'' for any other emotion."""
-    progress(0.0, desc="decoding")
-    out = service.run_attack(audio, model, attack_name, params, domain,
-                             progress=lambda f, m="": progress(float(f), desc=m or None), target=target)
+    target: the emotion to land on (waveform attacks), or none/'' for any other emotion.
+    Waits its turn in ATTACKS; cancelling (Stop, a client's cancel) stops the attack loop."""
+    cancel = threading.Event()
+    client = getattr(request, "session_hash", None) or "anonymous"
+
+    def work():
+        progress(0.0, desc="decoding")
+        return service.run_attack(audio, model, attack_name, params, domain, cancel=cancel, target=target,
+                                  progress=lambda f, m="": progress(float(f), desc=m or None))
+    try:
+        if ATTACKS.running:
+            progress(0.0, desc="waiting for the attack before yours")
+        out = await ATTACKS.run(client, work, cancel)
+    except SERError as exc:
+        raise _refused(exc, audio) from None
+    finally:
+        keep_cache_small()
     r = out.result
     before = r.get("probabilities_before") or {}
     after = r.get("probabilities_after") or {}
     return (r, before, after, summary_markdown(r),
             str(out.images["before"]), str(out.images["after"]), str(out.images["difference"]),
             audio, str(out.attacked_audio), [str(out.attacked_audio), str(out.features)])
+
+
+def format_params(params) -> str:
+    """Parameters as k=v, leaving out those not given (None): the waveform attacks' budget is
+    snr_db or eps_16bit, so one of them is always None."""
+    if not isinstance(params, dict):
+        return "" if params is None else str(params)
+    return ", ".join(f"{k}={_fmt(v)}" for k, v in params.items() if v is not None)
 
 
 def summary_markdown(r: dict) -> str:
@@ -98,10 +184,25 @@ def summary_markdown(r: dict) -> str:
     if r.get("target"):
         head = (f"## {'Landed on' if r.get('target_reached') else 'Did not reach'} {r['target']}: "
                 f"{r.get('label_before')} → {r.get('label_after')}")
-    rows = [("attack", f"{r.get('attack')} {r.get('params')}"),
-            ("chunks flipped", f"{r.get('chunks_flipped')} of {r.get('chunks')}"),
+    notes = []
+    if r.get("stopped_early"):
+        why = ("the Space's time limit" if r.get("stop_reason") == "deadline" else "a cancel")
+        notes.append(f"**Stopped early** by {why} after {_fmt(r.get('seconds'))} s "
+                     f"(limit {_fmt(r.get('deadline_seconds'))} s): the best result found by then.")
+    speech = r.get("speech") or {}
+    if speech.get("note"):
+        notes.append(f"**Note:** {speech['note']}")
+    unsure = service.confidence_note(r.get("probabilities_before") or {})
+    if unsure:
+        notes.append(f"**Before the attack:** {unsure}")
+    def both(a, b, fmt):  # a row of two figures, only when both were measured
+        return fmt(_fmt(r[a]), _fmt(r[b])) if r.get(a) is not None and r.get(b) is not None else None
+
+    rows = [("attack", f"{r.get('attack')} ({format_params(r.get('params'))})"),
+            ("chunks flipped", both("chunks_flipped", "chunks", lambda a, b: f"{a} of {b}")),
             ("mean perturbation (standardised units)", _fmt(r.get("mean_perturbation"))),
-            ("L2 / Linf", f"{_fmt(r.get('l2'))} / {_fmt(r.get('linf'))}"),
+            ("L2 / Linf", both("l2", "linf", lambda a, b: f"{a} / {b}")),
+            ("L2", _fmt(r.get("l2")) if r.get("linf") is None else None),
             ("changed cells", r.get("changed_cells")),
             ("model queries", r.get("queries")),
             ("attack time (s)", _fmt(r.get("seconds"))),
@@ -121,10 +222,17 @@ def summary_markdown(r: dict) -> str:
             rows.append((key.replace("_", " "), _fmt(r[key])))
     perceptual = r.get("perceptual") or {}
     if perceptual.get("pmr_p95_db") is not None:
-        rows.append(("cells above the clip's masking threshold / their 95th-percentile perturbation-to-mask ratio",
+        rows.append(("cells above the clip's masking threshold / their 95th-percentile "
+                     "perturbation-to-mask ratio",
                      f"{perceptual['mask_exceeded_fraction']:.1%} / {perceptual['pmr_p95_db']:+.1f} dB"))
-    rows = [(k, v) for k, v in rows if v is not None and "None" not in str(v)]
-    return head + "\n\n| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+    if r.get("stopped_early"):
+        rows.append(("stopped early", r.get("stop_reason")))
+    acc = (r.get("model_accuracy") or {}).get("text")
+    if acc:
+        rows.append(("model accuracy", acc))
+    rows = [(k, v) for k, v in rows if v is not None]
+    return (head + "\n\n" + "".join(n + "\n\n" for n in notes)
+            + "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows))
 
 
 def _fmt(v):
@@ -137,10 +245,14 @@ def attack_choices(domain):
 
 def params_help(attack_name, domain) -> str:
     entry = next(a for a in service.attack_catalogue(domain) if a["name"] == attack_name)
+    caps = service.space_caps(attack_name, domain)
     lines = [f"**{entry['name']}**: {entry.get('doc', '')}", ""]
     for k, p in entry["params"].items():
-        rng = f"choices {p['choices']}" if p.get("choices") else f"range [{p.get('low')}, {p.get('high')}]"
-        lines.append(f"- `{k}` (default {p['default']}, {rng}): {p.get('help', '')}")
+        low, high = caps.get(k, (p.get("low"), p.get("high")))
+        rng = f"choices {p['choices']}" if p.get("choices") else f"range [{low}, {high}]"
+        here = " in this Space" if k in caps else ""
+        lines.append(f"- `{k}` (default {p['default']}, {rng}{here}): {p.get('help', '')}")
+    lines.append(f"\nEach attack stops after {service.ATTACK_DEADLINE_S:g} s with the best result so far.")
     return "\n".join(lines)
 
 
@@ -205,7 +317,8 @@ def build_app() -> gr.Blocks:
     attack0, preset0, params0 = service.default_preset(domain0)
     presets0 = [label for label, _ in service.presets(attack0, domain0)]
 
-    with gr.Blocks(title="Speech emotion under adversarial attack") as demo:
+    with gr.Blocks(title="Speech emotion under adversarial attack",
+                   delete_cache=(CACHE_EVERY_S, CACHE_AGE_S)) as demo:
         gr.Markdown("# Speech emotion recognition under adversarial attack\n"
                     "Upload or record a short clip, pick the model of a language and an attack, "
                     "and see whether the predicted emotion flips. By default the attack changes the audio itself "
@@ -237,10 +350,12 @@ def build_app() -> gr.Blocks:
                     with gr.Row():
                         predict_btn = gr.Button("Predict only", elem_id="predict-btn")
                         attack_btn = gr.Button("Run attack", variant="primary", elem_id="attack-btn")
+                        stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn")
                     if EXAMPLES:
                         gr.Examples([[str(p)] for p in EXAMPLES], inputs=[audio_in],
                                     label="Example clips (RAVDESS, CC BY-NC-SA 4.0)")
                 with gr.Column():
+                    prediction_note = gr.Markdown(elem_id="prediction-note")
                     summary = gr.Markdown(label="Summary", elem_id="summary")
                     with gr.Row():
                         label_before = gr.Label(label="Before", num_top_classes=5)
@@ -267,7 +382,7 @@ def build_app() -> gr.Blocks:
         with gr.Tab("About"):
             gr.Markdown(STUDY)
             gr.Markdown("### The attacks\n" + attacks_table())
-            gr.Markdown(LIMITS)
+            gr.Markdown(LIMITS.replace("{deadline}", f"{service.ATTACK_DEADLINE_S:g}"))
             gr.Markdown("### Model cards")
             for m in models:
                 info = service.model_info(m)
@@ -287,21 +402,49 @@ def build_app() -> gr.Blocks:
         preset.change(on_preset, [preset, attack_name, domain], params, **ui)
         demo.load(on_attack, [attack_name, domain], [preset, params, params_doc], **ui)
 
-        predict_btn.click(predict, [audio_in, model], [result_json, label_before],
+        predict_btn.click(predict, [audio_in, model], [result_json, label_before, prediction_note],
                           api_name="predict", concurrency_id="predict", concurrency_limit=2)
-        attack_btn.click(attack, [audio_in, model, attack_name, params, domain, target],
-                         [result_json, label_before, label_after, summary, img_before, img_after,
-                          img_diff, original_audio, attacked_audio, downloads],
-                         api_name="attack", concurrency_id="attack", concurrency_limit=1)
+        # no Gradio limit: ATTACKS runs one at a time and refuses beyond its short queue, so
+        # attacks never fill Gradio's queue (which /predict shares)
+        attack_event = attack_btn.click(
+            attack, [audio_in, model, attack_name, params, domain, target],
+            [result_json, label_before, label_after, summary, img_before, img_after,
+             img_diff, original_audio, attacked_audio, downloads],
+            api_name="attack", concurrency_id="attack", concurrency_limit=None)
+        stop_btn.click(None, None, None, cancels=[attack_event], api_visibility="private")
     demo.queue(max_size=32)
     return demo
 
 
 def main():
+    import time
+    t0 = time.perf_counter()
+    warm = service.warm_up()  # ONNX sessions built and checked now, not on the first click
     demo = build_app()
     demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                 server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-                max_file_size=MAX_FILE_SIZE, footer_links=["api", "gradio"])
+                max_file_size=MAX_FILE_SIZE, footer_links=["api", "gradio"], prevent_thread_lock=True)
+    http = warm_http(demo.local_url)
+    print(f"warm start: models {warm}, first HTTP /predict {http} s, ready after "
+          f"{time.perf_counter() - t0:.1f} s", flush=True)
+    demo.block_thread()
+
+
+def warm_http(url: str) -> float | None:
+    """One /predict through the server's own HTTP stack (upload, queue, events) before anyone
+    calls: Gradio's first request costs about 0.6 s more than the next ones otherwise."""
+    models = service.available_models()
+    if not models or not EXAMPLES:
+        return None
+    import time
+    try:
+        from gradio_client import Client, handle_file
+        t0 = time.perf_counter()
+        Client(url, verbose=False).predict(handle_file(str(EXAMPLES[0])), models[0], api_name="/predict")
+        return round(time.perf_counter() - t0, 3)
+    except Exception as exc:  # serving matters more than warming
+        print(f"warm start: the HTTP warm-up failed ({type(exc).__name__}: {exc})", flush=True)
+        return None
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-CLIP = REPO / "examples" / "ravdess-fear-actor03m.wav"  # 3.3 s: one 3 s chunk after trimming
+CLIP = REPO / "examples" / "ravdess-fear-actor01m.wav"  # 1.9 s: one 3 s chunk (looped)
 TARGETS = {"predict": 0.3, "waveform": 5.0, "fgsm": 1.5, "bim": 5.0}
 
 

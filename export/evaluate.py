@@ -12,8 +12,11 @@ from .cli import emit
 def register(sub):
     p = sub.add_parser("evaluate", help="every attack at every study setting, on every bundle, by gender "
                                         "(resumable; results as JSON lines, report and plots)")
-    p.add_argument("--profile", default="quick", choices=["quick", "full"],
-                   help="quick: per attack family, the first n of a class- and gender-balanced order of each test set (counts in ser_core/evaluation/grid.py PROFILES, projected to fit 30 min here); full: whole test sets")
+    p.add_argument("--profile", default="quick", choices=["quick", "standard", "full"],
+                   help="quick: per attack family, the first n of a class- and gender-balanced order of each test set "
+                        "(counts in ser_core/evaluation/grid.py PROFILES, projected to fit 30 min here); standard: "
+                        "enough examples that every 95 %% Wilson interval is within +/-5 points (+/-10 for C&W L2, "
+                        "Pixel, Boundary), whole test sets for FGSM, DeepFool, C&W Linf; full: whole test sets")
     p.add_argument("--models", help="comma-separated bundle names or folders (default: every shipped bundle)")
     p.add_argument("--attacks", help="comma-separated attack names (default: every registered attack)")
     p.add_argument("--out", default="reports", help="folder for results-<profile>.jsonl, README.md, plots/")
@@ -23,7 +26,18 @@ def register(sub):
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
     p.add_argument("--data-dir", help="folder holding emodb/, emovo/, ravdess/ (default ../shared/data)")
     p.add_argument("--no-report", action="store_true", help="only write the results rows")
-    p.add_argument("--dry-run", action="store_true", help="print the plan and its projected time, run nothing")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (examples per cell, their Wilson "
+                                                           "half-widths, projected CPU-hours) and run nothing")
+    p.add_argument("--executor", default="local", choices=["local", "ray"],
+                   help="local: every batch in this process (default); ray: batches as Ray tasks on a local or "
+                        "running cluster (pip install -r requirements-cluster.txt)")
+    p.add_argument("--address", help="ray: the cluster to join ('auto', 'ray://HOST:10001'; default: start a local "
+                                     "one with this machine's CPUs)")
+    p.add_argument("--cpus-per-task", type=float, default=1.0,
+                   help="ray: CPUs per batch task; torch and ONNX Runtime use that many threads (default 1)")
+    p.add_argument("--gpus-per-task", type=float,
+                   help="ray: GPUs per white-box task (default 1 when the cluster has GPUs, else 0; a fraction "
+                        "shares a GPU); black-box tasks stay on CPU")
     p.add_argument("--waveform", action="store_true",
                    help="run the waveform part instead (ser_core.waveform on held-out speakers' clips, "
                         "verified flips against SNR; results-<profile>-waveform.jsonl)")
@@ -91,6 +105,9 @@ def run_evaluate(args):
     if not names:
         raise ParameterError("no bundles to evaluate: none shipped under models/ yet (pass --models)")
     bundles = [ModelBundle.load(n) for n in names]
+    if args.threads:
+        for b in bundles:
+            b.configure_onnx(threads=args.threads)
     out = Path(args.out)
     if args.waveform:
         return run_waveform_part(args, bundles, out)
@@ -104,10 +121,29 @@ def run_evaluate(args):
     proj = grid.project(bundles, attacks, profile, grid.read_rows(results))
     print(grid.format_projection(proj, profile), file=sys.stderr, flush=True)
     if args.dry_run:
-        emit({"projected_minutes": round(proj["total_seconds"] / 60, 1), "unmeasured_cells": proj["unmeasured"]})
+        cells = grid.plan_cells(bundles, attacks, profile)
+        print(grid.format_plan(cells, profile), file=sys.stderr, flush=True)
+        emit({"profile": profile.name, "projected_minutes": round(proj["total_seconds"] / 60, 1),
+              "projected_cpu_hours_whole_profile": round(sum(c["cpu_seconds"] or 0 for c in cells) / 3600, 2),
+              "unmeasured_cells": proj["unmeasured"],
+              "cells": [{k: c[k] for k in ("model", "attack", "settings", "examples", "male", "female", "half_width")}
+                        for c in cells]})
         return
+    executor = None
+    if args.executor == "ray":
+        try:
+            from ser_core.evaluation.cluster import RayExecutor  # the optional install, imported only here
+        except ImportError as exc:
+            raise ParameterError(f"--executor ray needs Ray ({exc}): pip install -r requirements-cluster.txt, "
+                                 f"or leave --executor out for the local loop") from None
+        executor = RayExecutor(args.address, args.cpus_per_task,
+                               0.0 if args.device == "cpu" else args.gpus_per_task)
+        if args.device.startswith("cuda") and executor.gpus_per_task == 0:
+            executor.close()
+            raise ParameterError(f"--device {args.device} with --executor ray: the cluster has no GPU "
+                                 f"(accepted: --device auto or cpu)")
     t0 = time.perf_counter()
-    rows = grid.run_grid(bundles, attacks, results, profile, args.device, args.data_dir)
+    rows = grid.run_grid(bundles, attacks, results, profile, args.device, args.data_dir, executor=executor)
     wall = time.perf_counter() - t0
     if args.save_costs:
         grid.save_costs(rows, args.save_costs, overhead_per_bundle=None)
@@ -124,7 +160,11 @@ def run_evaluate(args):
 def run_waveform_part(args, bundles, out: Path):
     import dataclasses
     from ser_core.evaluation import grid, report
+    from ser_core.errors import ParameterError
     from ser_core.evaluation.waveform import WAVEFORM_PROFILES, project_waveform, run_waveform
+    if args.profile not in WAVEFORM_PROFILES:
+        raise ParameterError(f"--waveform --profile {args.profile}: the waveform part has the profiles "
+                             f"{', '.join(WAVEFORM_PROFILES)} (set the clips with --clips)")
     plan = WAVEFORM_PROFILES[args.profile]
     if args.clips is not None:
         plan = dataclasses.replace(plan, clips_per_gender=args.clips)

@@ -4,9 +4,13 @@
 
 Writes README.md (front matter from space.yaml, then what the Space is), app.py, ser_core/,
 requirements.txt (space.yaml's export.requirements), models/<name>/ for every shipped bundle
-(config.json, model.safetensors, README.md, and model.onnx when built), examples/ (the clips
-and their licence), reports/ when present, and a .gitattributes that stores the binary files
-with Git LFS as the Hub requires."""
+(config.json, model.safetensors, README.md), examples/ (the clips and their licence), reports/
+when present, and a .gitattributes that stores the binary files with Git LFS as the Hub
+requires.
+
+What ships: no file over MAX_FILE_BYTES (10 MB). model.onnx (16 MB of float32 per model) does
+not: the Space builds it from the int8 weights at start-up and checks it against them (parity)
+before it serves, which the white-box attacks need anyway (torch is in the Space)."""
 from __future__ import annotations
 
 import shutil
@@ -17,6 +21,7 @@ from .cli import emit
 REPO = Path(__file__).resolve().parent.parent
 SPACE_YAML = REPO / "space.yaml"
 LFS_PATTERNS = ("*.safetensors", "*.onnx", "*.npy", "*.wav", "*.png")
+MAX_FILE_BYTES = 10_000_000
 
 BODY = """
 # Speech emotion recognition under adversarial attack
@@ -36,10 +41,11 @@ attacks perturb the samples and verify the flip on the written 16-bit WAV.
 ```python
 from gradio_client import Client, handle_file
 client = Client("<user>/<space>")
-result, label = client.predict(handle_file("clip.wav"), "{model}", api_name="/predict")
+result, label, note = client.predict(handle_file("clip.wav"), "{model}", api_name="/predict")
 out = client.predict(handle_file("clip.wav"), "{model}", "fgsm", '{{"eps": 1.25}}', "features",
                      api_name="/attack")
-result = out[0]   # JSON: label_before, label_after, flipped, probabilities, perturbation, ...
+result = out[0]   # JSON: label_before, label_after, flipped, probabilities, perturbation,
+                  # stopped_early (at the Space's time limit), speech check, model accuracy, ...
 ```
 
 ## Models shipped here
@@ -107,7 +113,7 @@ def render_space(out: Path, force: bool = False, repo: Path = REPO) -> dict:
     lines = []
     for b in bundles:
         (out / "models" / b.name).mkdir(parents=True)
-        for f in list(wanted) + ["model.onnx"]:
+        for f in wanted:
             if (b / f).is_file():
                 shutil.copy2(b / f, out / "models" / b.name / f)
         lines.append(f"- `{b.name}` ([model card](models/{b.name}/README.md))")
@@ -128,6 +134,10 @@ def render_space(out: Path, force: bool = False, repo: Path = REPO) -> dict:
     (out / ".gitattributes").write_text("".join(f"{p} filter=lfs diff=lfs merge=lfs -text\n"
                                                 for p in LFS_PATTERNS))
     files = [p for p in out.rglob("*") if p.is_file()]
+    big = [f"{p.relative_to(out)} ({p.stat().st_size / 1e6:.1f} MB)" for p in files if p.stat().st_size > MAX_FILE_BYTES]
+    if big:
+        raise ParameterError(f"{out}: files over {MAX_FILE_BYTES / 1e6:g} MB would ship: {', '.join(big)} "
+                             "(accepted: smaller files; model.onnx is built at start-up)")
     return {"out": str(out), "models": [b.name for b in bundles], "files": len(files),
             "megabytes": round(sum(p.stat().st_size for p in files) / 1e6, 2)}
 

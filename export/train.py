@@ -21,6 +21,10 @@ def register(sub):
     p.add_argument("--weights-dtype", default="float32", choices=["float32", "float16", "int8"])
     p.add_argument("--seed", type=int)
     p.add_argument("--run-dir", help="checkpoint folder (resumes if a checkpoint is there)")
+    p.add_argument("--recipe", help="one of our training recipes (ser_core/recipe.py, e.g. ours-global, the default models' one): "
+                   "trains on every speaker but the two validation speakers of "
+                   "ser_core/folds.SHIP_VALIDATION and quotes the recipe's cross-validation; "
+                   "without it, the study's recipe under --protocol")
     p.set_defaults(func=run_train)
 
     o = sub.add_parser("onnx", help="(re)build a bundle's model.onnx and check parity with torch")
@@ -33,10 +37,21 @@ def register(sub):
 
 
 def run_train(args):
+    command = "python -m export " + shlex.join(sys.argv[1:])
+    if args.recipe:
+        from ser_core.ship import train_shipped_bundle
+        b = train_shipped_bundle(args.corpus, args.data_dir, args.out, args.recipe,
+                                 args.weights_dtype, args.max_epochs, args.precision, args.run_dir,
+                                 command=command)
+        emit({"bundle": str(b.folder), "crossval": b.config["crossval"],
+              "held_out_clips": {k: b.config["metrics"]["held_out_clips"][k]
+                                 for k in ("accuracy", "uar", "n_clips", "per_class_recall")},
+              "onnx_parity": b.config["onnx_parity"], "training_seconds": b.config["training"]["seconds"]})
+        return
     from ser_core.train import train_bundle
     b = train_bundle(args.corpus, args.data_dir, args.out, args.protocol, args.classes,
                      not args.no_augmentation, args.max_epochs, args.precision, args.weights_dtype,
-                     args.seed, args.run_dir, command="python -m export " + shlex.join(sys.argv[1:]))
+                     args.seed, args.run_dir, command=command)
     emit({"bundle": str(b.folder), "metrics": b.config["metrics"]["test"],
           "onnx_parity": b.config["onnx_parity"], "training_seconds": b.config["training"]["seconds"]})
 

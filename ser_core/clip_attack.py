@@ -41,7 +41,8 @@ class ClipAttackResult:
                 "chunks_flipped": int(r.flipped.sum()),
                 "mean_perturbation": float(r.mean_abs.mean()), "l2": float(r.l2.mean()),
                 "linf": float(r.linf.max()), "changed_cells": int(r.changed_cells.sum()),
-                "queries": int(r.queries.sum()), "seconds": round(float(r.seconds), 4)}
+                "queries": int(r.queries.sum()), "seconds": round(float(r.seconds), 4),
+                "stopped_early": r.stopped_early, "stop_reason": r.stop_reason}
 
 
 def attack_clip(bundle, audio, attack: str, params: dict | None = None, sample_rate: int | None = None,

@@ -53,3 +53,11 @@ class ParameterError(SERError, ValueError):
 
 class ModelBundleError(SERError, ValueError):
     """A model bundle that is missing files, is inconsistent, or fails its ONNX parity check."""
+
+
+class BusyError(SERError, RuntimeError):
+    """The server has no room for this request now (a queue is full); try again later."""
+
+
+class AttackCancelledError(SERError, RuntimeError):
+    """The caller cancelled the attack; nothing more is computed for it."""

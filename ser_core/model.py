@@ -3,7 +3,10 @@
 The 261 x 128 input is cut along time into 9 blocks of 29 frames; one CNN (shared weights, as
 Keras TimeDistributed) maps each block to 1664 values; dropout; a bidirectional LSTM (256 per
 direction, dropout on its inputs); the last states of both directions; a dense layer. The
-softmax is left to the caller (`probabilities`) so attacks get logits.
+softmax is left to the caller (`probabilities`) so attacks get logits. `input_norm="utterance"`
+(our speaker recipes, not the study's) removes each chunk's per-band mean over time before the
+stack, `input_norm="global"` each chunk's mean over all cells: a parameter-free step, exported to ONNX with the rest, so serving, attacks and training
+see the same function.
 
 Parameter count: Keras counts 3,960,389 including BatchNorm's moving statistics and one LSTM
 bias per gate. torch's LSTM carries two biases (b_ih + b_hh); b_hh is fixed at zero and frozen,
@@ -28,10 +31,17 @@ import torch
 from torch import nn
 
 
+INPUT_NORMS = ("none", "utterance", "global")
+
+
 class CNNLSTM(nn.Module):
     def __init__(self, n_classes: int = 5, dropout: float = 0.3, lstm_input_dropout: float = 0.2,
-                 input_shape: tuple[int, int] = (261, 128), n_blocks: int = 9, lstm_units: int = 256):
+                 input_shape: tuple[int, int] = (261, 128), n_blocks: int = 9, lstm_units: int = 256,
+                 input_norm: str = "none"):
         super().__init__()
+        if input_norm not in INPUT_NORMS:
+            raise ValueError(f"input_norm {input_norm!r} (accepted: {', '.join(INPUT_NORMS)})")
+        self.input_norm = input_norm
         frames, bands = input_shape
         if frames % n_blocks:
             raise ValueError(f"{frames} frames do not split into {n_blocks} equal blocks")
@@ -77,13 +87,26 @@ class CNNLSTM(nn.Module):
                 nn.init.zeros_(p)
                 p.requires_grad_(False)
 
+    def blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, 261, 128) standardised log-Mel -> (batch * 9, 1, 29, 128) CNN input blocks,
+        after the input normalisation of our recipes."""
+        if self.input_norm == "utterance":
+            # per-chunk mean of each band over time removed: a recording's level, noise floor
+            # (the dB reference is the chunk's own minimum) and channel colour no longer shift
+            # the input (our speaker recipe, ser_core/recipe.py; the study's model has "none")
+            x = x - x.mean(dim=1, keepdim=True)
+        elif self.input_norm == "global":
+            # one offset per chunk: level and noise floor go, the spectral shape stays
+            x = x - x.mean(dim=(1, 2), keepdim=True)
+        blocks = x.reshape(x.shape[0] * self.n_blocks, 1, self.block_frames, x.shape[-1])
+        if self.channels_last and not torch.onnx.is_in_onnx_export():
+            blocks = blocks.contiguous(memory_format=torch.channels_last)
+        return blocks
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (batch, 261, 128) standardised log-Mel -> (batch, n_classes) logits."""
         b = x.shape[0]
-        blocks = x.reshape(b * self.n_blocks, 1, self.block_frames, x.shape[-1])
-        if self.channels_last and not torch.onnx.is_in_onnx_export():
-            blocks = blocks.contiguous(memory_format=torch.channels_last)
-        z = self.cnn(blocks).reshape(b, self.n_blocks, -1)
+        z = self.cnn(self.blocks(x)).reshape(b, self.n_blocks, -1)
         z = self.dropout(z)
         if self.training and self.lstm_input_dropout > 0:
             # one input mask per sequence, reused at every step, as Keras's LSTM(dropout=...)

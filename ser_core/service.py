@@ -3,15 +3,21 @@
 `app.py` is Gradio wiring only; every value it shows comes from here:
   available_models / get_bundle   the shipped bundles under models/ (lazily loaded, cached)
   attack_catalogue / presets      the registry's attacks, their parameters, the study's settings
-  predict(path, model)            clip -> emotion and probabilities (serving path, ONNX)
+  predict(path, model)            clip -> emotion and probabilities (serving path, ONNX), the
+                                  model's measured accuracy, a speech check, an "unsure" note
   run_attack(path, model, ...)    clip -> attacked clip: decisions before/after, perturbation,
-                                  log-Mel images, playable audio, features for download
+                                  log-Mel images, playable audio, features for download; under
+                                  this Space's wall-clock deadline and parameter caps
+  warm_up(models)                 load bundles and build/check ONNX sessions before serving
 Every bad input raises a typed error of `errors.py` whose text says what was wrong and what is
 accepted; the app shows that text as is, in the page and through the API."""
 from __future__ import annotations
 
+import atexit
 import json
+import math
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -23,7 +29,8 @@ import numpy as np
 
 from . import bundle as bundle_module
 from .audio import load_audio
-from .errors import AudioError, EmptyAudioError, ParameterError, TooLongAudioError
+from .control import run_control, stop_reason
+from .errors import AttackCancelledError, AudioError, EmptyAudioError, ModelBundleError, ParameterError, TooLongAudioError
 
 MAX_PREDICT_SECONDS = 120.0   # prediction is cheap: a couple of minutes of speech
 MAX_ATTACK_SECONDS = 30.0     # white-box attacks cost per chunk: ten 3 s chunks at most
@@ -32,6 +39,14 @@ DOMAIN_WAVEFORM = "waveform"
 # Shipped speaker-protocol models first, in the study's order; any other bundle after them.
 PREFERRED = ("emodb", "emovo", "ravdess")
 OUTPUT_TTL_SECONDS = 3600
+# Every attack request stops at this wall-clock deadline (seconds; SER_APP_ATTACK_DEADLINE_S)
+# and returns the best result so far, marked stopped early. The CLI and the evaluation run
+# attacks without it (ser_core.control: no run_control, no deadline).
+ATTACK_DEADLINE_S = float(os.environ.get("SER_APP_ATTACK_DEADLINE_S", "60"))
+# Files one instance keeps: attack outputs in its own folder, oldest removed beyond this.
+MAX_OUTPUT_BYTES = int(float(os.environ.get("SER_APP_MAX_OUTPUT_MB", "200")) * 1e6)
+# Below this top probability the prediction comes with a plain "the model is unsure" sentence.
+UNSURE_BELOW = 0.5
 
 _bundles: dict[str, object] = {}
 _bundles_lock = threading.Lock()
@@ -87,6 +102,11 @@ def get_bundle(name: str):
                              f"(accepted: {', '.join(served) or 'none: no model bundle under models/'})")
     with _bundles_lock:
         if name not in _bundles:
+            if name.startswith(bundle_module.HUB_PREFIX):
+                _, revision = bundle_module.parse_hub_id(name)
+                if not (revision and re.fullmatch(r"[0-9a-f]{40}", revision)):
+                    raise ModelBundleError(f"{name}: a served Hub model must be pinned to a commit "
+                                           f"(accepted: {bundle_module.HUB_PREFIX}user/repo@<40-hex commit>)")
             _bundles[name] = bundle_module.ModelBundle.load(name)
         return _bundles[name]
 
@@ -199,20 +219,109 @@ def default_preset(domain: str | None = None) -> tuple[str, str, dict]:
     return attack, label, params
 
 
+MAX_PARAMS_CHARS = 2000
+MAX_NUMBER_CHARS = 30   # digits of one JSON number
+MAX_STRING_CHARS = 100  # one string value
+ACCEPTED_PARAMS = 'accepted: a flat JSON object of numbers, true/false or short strings, e.g. {"eps": 0.25}'
+
+
+def _json_int(text: str) -> int:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise ParameterError(f"a number of {len(text)} digits ({text[:12]}...) in the parameters "
+                             f"(accepted: at most {MAX_NUMBER_CHARS} digits)")
+    return int(text)
+
+
+def _json_float(text: str) -> float:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise ParameterError(f"a number of {len(text)} characters ({text[:12]}...) in the parameters "
+                             f"(accepted: at most {MAX_NUMBER_CHARS} characters)")
+    return float(text)
+
+
+def _json_constant(name: str):
+    raise ParameterError(f"{name} in the parameters is not a number (accepted: finite numbers)")
+
+
 def parse_params(params) -> dict:
-    """Attack parameters from a dict or its JSON text ('' or None: the attack's defaults)."""
+    """Attack parameters from a dict or its JSON text ('' or None: the attack's defaults).
+    Every malformed value is a ParameterError naming it: text over MAX_PARAMS_CHARS, invalid
+    JSON, numbers of more than MAX_NUMBER_CHARS digits, NaN/Infinity, nesting of any depth
+    (values are scalars), long strings."""
     if params is None or (isinstance(params, str) and not params.strip()):
         return {}
+    if isinstance(params, (bytes, bytearray)):
+        params = params.decode("utf-8", "replace")
     if isinstance(params, str):
+        if len(params) > MAX_PARAMS_CHARS:
+            raise ParameterError(f"parameters are {len(params)} characters long "
+                                 f"(accepted: at most {MAX_PARAMS_CHARS}; {ACCEPTED_PARAMS})")
         try:
-            params = json.loads(params)
-        except ValueError as exc:
+            params = json.loads(params, parse_int=_json_int, parse_float=_json_float,
+                                parse_constant=_json_constant)
+        except ParameterError:
+            raise
+        except json.JSONDecodeError as exc:
             raise ParameterError(f"parameters are not valid JSON ({exc.msg} at character {exc.pos}); "
-                                 'accepted: a JSON object such as {"eps": 0.25}') from None
+                                 f"{ACCEPTED_PARAMS}") from None
+        except RecursionError:
+            raise ParameterError(f"parameters are nested too deeply to read ({ACCEPTED_PARAMS})") from None
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise ParameterError(f"parameters cannot be read ({type(exc).__name__}); {ACCEPTED_PARAMS}") from None
     if not isinstance(params, dict):
         raise ParameterError(f"parameters must be a JSON object, not {type(params).__name__} "
-                             '(accepted: e.g. {"eps": 0.25})')
+                             f"({ACCEPTED_PARAMS})")
+    for k, v in params.items():
+        name = k if len(str(k)) <= 40 else f"{str(k)[:40]}..."
+        if isinstance(v, (dict, list, tuple)):
+            raise ParameterError(f"parameter {name!r} is a nested {type(v).__name__} ({ACCEPTED_PARAMS})")
+        if v is not None and not isinstance(v, (bool, int, float, str)):
+            raise ParameterError(f"parameter {name!r} is a {type(v).__name__} ({ACCEPTED_PARAMS})")
+        if isinstance(v, str) and len(v) > MAX_STRING_CHARS:
+            raise ParameterError(f"parameter {name!r} is a string of {len(v)} characters "
+                                 f"(accepted: at most {MAX_STRING_CHARS})")
+        if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 10 ** MAX_NUMBER_CHARS:
+            raise ParameterError(f"parameter {name!r} is an integer of {len(str(abs(v)))} digits "
+                                 f"(accepted: at most {MAX_NUMBER_CHARS} digits)")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ParameterError(f"parameter {name!r}={v} is not finite (accepted: finite numbers)")
     return params
+
+
+# What a 2-vCPU Space runs per attack request: (lowest, highest) accepted value of the settings
+# that multiply the work, tighter than the attacks' own ranges (which the CLI and the evaluation
+# keep). With them the defaults and the study's settings still run; each request also stops at
+# ATTACK_DEADLINE_S. Measured before these caps on a 30 s clip: square with 100k queries 2 h,
+# waveform cw 11.6 h, boundary and cw_l2 far more.
+SPACE_CAPS = {
+    (DOMAIN_WAVEFORM, "pgd"): {"steps": (1, 200)},
+    (DOMAIN_WAVEFORM, "apgd"): {"steps": (1, 200), "restarts": (0, 3), "shrink": (0, 8)},
+    (DOMAIN_WAVEFORM, "cw"): {"steps": (1, 100), "binary_steps": (1, 6)},
+    (DOMAIN_WAVEFORM, "square"): {"max_queries": (1, 1000), "population": (1, 16)},
+    (DOMAIN_FEATURES, "bim"): {"max_iter": (1, 200)},
+    (DOMAIN_FEATURES, "deepfool"): {"max_iter": (1, 50)},
+    (DOMAIN_FEATURES, "jsma"): {"max_iter": (1, 2000)},
+    (DOMAIN_FEATURES, "cw_l2"): {"binary_search_steps": (1, 20), "max_iter": (0, 20),
+                                 "max_halving": (1, 10), "max_doubling": (1, 10)},
+    (DOMAIN_FEATURES, "cw_linf"): {"max_iter": (0, 20), "const_factor": (2.0, 1000.0),
+                                   "decrease_factor": (1e-6, 0.9)},
+    (DOMAIN_FEATURES, "boundary"): {"max_iter": (0, 200), "num_trial": (1, 5), "sample_size": (1, 20),
+                                    "init_size": (1, 200), "init_steps": (0, 20)},
+    (DOMAIN_FEATURES, "pixel"): {"max_iter": (0, 40), "th": (1, 20)},
+}
+
+
+def space_caps(attack: str, domain: str) -> dict:
+    return SPACE_CAPS.get((domain, attack), {})
+
+
+def _check_caps(attack: str, domain: str, settings: dict) -> None:
+    for name, (low, high) in space_caps(attack, domain).items():
+        v = settings.get(name)
+        if v is not None and not low <= v <= high:
+            raise ParameterError(f"{attack}: {name}={v!r} is outside this Space's limits [{low}, {high}] "
+                                 "(2 vCPU; the command-line tool `python -m export attack` accepts "
+                                 "the attack's full range)")
 
 
 def check_params(bundle, attack: str, params: dict, domain: str) -> None:
@@ -223,9 +332,10 @@ def check_params(bundle, attack: str, params: dict, domain: str) -> None:
     _attack_entry(attack, domain)  # an unknown name is told which domain it belongs to
     if domain == DOMAIN_FEATURES:
         from .attacks import get_attack
-        get_attack(attack, bundle, **params)
+        runner = get_attack(attack, bundle, **params)
     else:
-        _waveform_module().get_waveform_attack(attack, bundle, params)
+        runner = _waveform_module().get_waveform_attack(attack, bundle, params)
+    _check_caps(attack, domain, runner.settings)
 
 
 # --- audio ----------------------------------------------------------------------------------
@@ -250,15 +360,97 @@ def read_clip(path, max_seconds: float, sample_rate: int) -> np.ndarray:
 
 
 # --- prediction -----------------------------------------------------------------------------
+def model_accuracy(config: dict) -> dict:
+    """How well the model does, as measured, with how it was measured: the speaker-fold
+    cross-validation (config["crossval"]) when the bundle has one, else its test split."""
+    cv = config.get("crossval")
+    if isinstance(cv, dict) and isinstance(cv.get("accuracy"), (int, float)):
+        ci = cv.get("accuracy_ci95") or [None, None]
+        out = {"source": "crossval", "accuracy": cv["accuracy"], "accuracy_ci95": cv.get("accuracy_ci95"),
+               "uar": cv.get("uar"), "uar_ci95": cv.get("uar_ci95"), "protocol": cv.get("protocol"),
+               "folds": cv.get("folds"), "n_speakers": cv.get("n_speakers"), "n_clips": cv.get("n_clips"),
+               "baseline": cv.get("baseline"), "report": cv.get("report")}
+        text = f"Cross-validated accuracy {cv['accuracy']:.2f}"
+        if None not in ci:
+            text += f" (95% CI {ci[0]:.2f}-{ci[1]:.2f})"
+        text += (f": {cv.get('folds', '?')} {cv.get('protocol', 'folds')}, {cv.get('n_speakers', '?')} speakers, "
+                 f"{cv.get('n_clips', '?')} clips")
+        base = cv.get("baseline") or {}
+        if isinstance(base.get("accuracy"), (int, float)):
+            text += f"; baseline {base.get('name', '?')}: {base['accuracy']:.2f}"
+        out["text"] = text + "."
+        return out
+    test = (config.get("metrics") or {}).get("test") or {}
+    if isinstance(test.get("accuracy"), (int, float)):
+        split = ("held-out test speakers" if config.get("protocol") == "speaker"
+                 else "random test split (the study's protocol: its speakers were also trained on)")
+        return {"source": "test", "accuracy": test["accuracy"], "n": test.get("n"),
+                "protocol": config.get("protocol"),
+                "text": f"Accuracy {test['accuracy']:.2f} on {split}, n={test.get('n', '?')} clips."}
+    return {"source": None, "accuracy": None, "text": "No measured accuracy in this model bundle."}
+
+
+def confidence_note(probabilities: dict) -> str | None:
+    """A plain sentence when the top probability is below UNSURE_BELOW, else None."""
+    ranked = sorted(probabilities.items(), key=lambda kv: kv[1], reverse=True)
+    if not ranked or ranked[0][1] >= UNSURE_BELOW:
+        return None
+    (top, p), rest = ranked[0], ranked[1:]
+    second = f"; next is {rest[0][0]} at {rest[0][1]:.2f}" if rest else ""
+    return (f"The model is unsure: its top emotion, {top}, has probability {p:.2f} (below "
+            f"{UNSURE_BELOW:.2f}){second}. Treat this prediction as a guess.")
+
+
+def speech_check(y: np.ndarray, sample_rate: int) -> dict:
+    from .speech import check_speech
+    return check_speech(y, sample_rate).to_dict()
+
+
 def predict(path, model: str, max_seconds: float = MAX_PREDICT_SECONDS) -> dict:
-    """Emotion of a clip: label, clip probabilities (mean over 3 s chunks) and per-chunk ones."""
+    """Emotion of a clip: label, clip probabilities (mean over 3 s chunks) and per-chunk ones,
+    the model's measured accuracy, the speech check and, when the top probability is low, a
+    plain note. A clip with little or no speech is still scored; `speech.has_speech` is False
+    and `notes` says so."""
     t0 = time.perf_counter()
     b = get_bundle(model)
     y = read_clip(path, max_seconds, b.feature_config.sample_rate)
     pred = b.predict_clip(y, b.feature_config.sample_rate)
+    speech = speech_check(y, b.feature_config.sample_rate)
+    unsure = confidence_note(pred.probabilities)
     return jsonable(dict(pred.to_dict(), model=model, language=b.config.get("language"),
+                         confidence=max(pred.probabilities.values()), unsure=unsure is not None,
+                         speech=speech, model_accuracy=model_accuracy(b.config),
+                         notes=[n for n in (speech["note"], unsure) if n],
                          seconds_of_audio=round(len(y) / b.feature_config.sample_rate, 3),
                          latency_seconds=round(time.perf_counter() - t0, 4)))
+
+
+def prediction_markdown(result: dict) -> str:
+    """What the page shows beside a prediction: its notes, then the model's accuracy."""
+    lines = [f"**Note:** {n}" for n in result.get("notes") or []]
+    acc = (result.get("model_accuracy") or {}).get("text")
+    if acc:
+        lines.append(f"Model: {acc}")
+    return "\n\n".join(lines)
+
+
+def warm_up(models: list[str] | None = None) -> dict[str, float]:
+    """Load every served bundle, build or check its ONNX session and run it once, and load the
+    speech detector, so the first request is answered at full speed. Seconds per model."""
+    import soundfile as sf
+    seconds = {}
+    with tempfile.TemporaryDirectory(prefix="ser-warm-") as tmp:
+        # a whole request's path once: decoding, resampling, log-Mel (librosa's first calls
+        # are slow), ONNX Runtime, the speech detector
+        sr = 22_050
+        t = np.arange(int(1.5 * sr)) / sr
+        clip = Path(tmp) / "warm.wav"
+        sf.write(str(clip), 0.3 * np.sin(2 * np.pi * 180 * t) * np.sin(np.pi * t / 1.5), sr, subtype="PCM_16")
+        for name in models if models is not None else available_models():
+            t0 = time.perf_counter()
+            predict(str(clip), name)
+            seconds[name] = round(time.perf_counter() - t0, 3)
+    return seconds
 
 
 # --- attack ---------------------------------------------------------------------------------
@@ -273,17 +465,70 @@ class AttackOutcome:
     features: Path | None = None        # adversarial standardised features (.npy)
 
 
-def output_folder() -> Path:
-    """A fresh folder for one request's files; folders older than an hour are removed."""
-    root = Path(os.environ.get("SER_APP_OUTPUT_DIR", Path(tempfile.gettempdir()) / "ser-space"))
-    root.mkdir(parents=True, exist_ok=True)
+_output_root: Path | None = None
+
+
+def output_root() -> Path:
+    """This instance's folder for attack outputs: SER_APP_OUTPUT_DIR, or a fresh temporary
+    folder per process (removed at exit), never one shared by every instance on the host."""
+    global _output_root
+    if _output_root is None:
+        given = os.environ.get("SER_APP_OUTPUT_DIR")
+        if given:
+            _output_root = Path(given)
+            _output_root.mkdir(parents=True, exist_ok=True)
+        else:
+            _output_root = Path(tempfile.mkdtemp(prefix=f"ser-space-{os.getpid()}-"))
+            atexit.register(shutil.rmtree, _output_root, True)
+    return _output_root
+
+
+def folder_bytes(root) -> int:
+    """Bytes of the files under `root` (0 if absent)."""
+    total = 0
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def prune(root, max_bytes: int, max_age: float | None = None, min_age: float = 0.0,
+          pattern: str = "*") -> int:
+    """Remove entries of `root` matching `pattern`, oldest first, that are older than
+    `max_age`, then until the rest fit in `max_bytes`; entries younger than `min_age` seconds
+    stay (a page may still be fetching them). Returns the bytes removed."""
+    root = Path(root)
+    if not root.is_dir():
+        return 0
     now = time.time()
-    for old in root.glob("attack-*"):
+    entries = []
+    for p in root.glob(pattern):
         try:
-            if now - old.stat().st_mtime > OUTPUT_TTL_SECONDS:
-                shutil.rmtree(old, ignore_errors=True)
+            entries.append((p.stat().st_mtime, p, folder_bytes(p) if p.is_dir() else p.stat().st_size))
         except OSError:
             pass
+    entries.sort(key=lambda e: e[0])
+    total = sum(e[2] for e in entries)
+    removed = 0
+    for mtime, p, size in entries:
+        age = now - mtime
+        if age < min_age:
+            continue
+        if (max_age is not None and age > max_age) or total > max_bytes:
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            total -= size
+            removed += size
+    return removed
+
+
+def output_folder() -> Path:
+    """A fresh folder for one request's files. Older ones go after OUTPUT_TTL_SECONDS, and the
+    oldest first whenever this instance holds more than MAX_OUTPUT_BYTES."""
+    root = output_root()
+    prune(root, MAX_OUTPUT_BYTES, OUTPUT_TTL_SECONDS, min_age=30.0, pattern="attack-*")
     return Path(tempfile.mkdtemp(prefix="attack-", dir=root))
 
 
@@ -299,6 +544,7 @@ def parse_target(target) -> str | None:
 
 def run_attack(path, model: str, attack: str, params=None, domain: str | None = None,
                max_seconds: float = MAX_ATTACK_SECONDS, progress=None, out_dir=None,
+               deadline_s: float | None = None, cancel: threading.Event | None = None,
                target=None) -> AttackOutcome:
     """Attack a clip with `attack` on `model` and gather what the app shows.
 
@@ -308,8 +554,14 @@ def run_attack(path, model: str, attack: str, params=None, domain: str | None = 
     the standardised log-Mel chunks; the playable audio is a listening copy made by Griffin-Lim
     inversion, re-scored by the serving path. params '' or None: the attack's own defaults.
     target: an emotion of the model to land on (waveform attacks; the result's `target_reached`
-    is the serving path's decision on the written WAV), or None/'none' for any other emotion."""
+    is the serving path's decision on the written WAV), or None/'none' for any other emotion.
+
+    The attack runs under this Space's parameter caps (SPACE_CAPS) and wall-clock deadline
+    (deadline_s, default ATTACK_DEADLINE_S): at the deadline, or when `cancel` is set, it stops
+    and the result is the best so far, with stopped_early, stop_reason ('deadline' or
+    'cancelled') and the seconds spent."""
     t0 = time.perf_counter()
+    deadline_s = ATTACK_DEADLINE_S if deadline_s is None else float(deadline_s)
     domain = domain or default_domain()
     if domain not in domains():
         raise ParameterError(f"domain {domain!r} is not available (accepted: {', '.join(domains())})")
@@ -326,12 +578,14 @@ def run_attack(path, model: str, attack: str, params=None, domain: str | None = 
     y = read_clip(path, max_seconds, sr)
     out = Path(out_dir) if out_dir else output_folder()
     out.mkdir(parents=True, exist_ok=True)
-    if domain == DOMAIN_FEATURES:
-        outcome = _feature_attack(b, y, attack, params, max_seconds, progress, out)
-    else:
-        outcome = _waveform_attack(b, y, attack, params, max_seconds, progress, out, target)
+    with run_control(deadline_s=deadline_s, cancel=cancel):
+        if domain == DOMAIN_FEATURES:
+            outcome = _feature_attack(b, y, attack, params, max_seconds, progress, out)
+        else:
+            outcome = _waveform_attack(b, y, attack, params, max_seconds, progress, out, target)
     outcome.result.update(domain=domain, model=model, language=b.config.get("language"),
-                          seconds_of_audio=round(len(y) / sr, 3),
+                          seconds_of_audio=round(len(y) / sr, 3), deadline_seconds=deadline_s,
+                          model_accuracy=model_accuracy(b.config), speech=speech_check(y, sr),
                           total_seconds=round(time.perf_counter() - t0, 3))
     outcome.result = jsonable(outcome.result)
     return outcome
@@ -342,6 +596,7 @@ def _feature_attack(b, y, attack, params, max_seconds, progress, out: Path) -> A
     from .inversion import LABEL, listening_copy
     sr = b.feature_config.sample_rate
     r = attack_clip(b, y, attack, params, sample_rate=sr, max_seconds=max_seconds, progress=progress)
+    _stop_if_cancelled(attack)
     if progress:
         progress(0.95, "listening copy (Griffin-Lim inversion)")
     copy = listening_copy(b, y, r.features, r.adversarial_features, out)
@@ -359,6 +614,7 @@ def _waveform_attack(b, y, attack, params, max_seconds, progress, out: Path, tar
     sr = b.feature_config.sample_rate
     r = wf.attack_waveform_clip(b, y, attack=attack, params=params, sample_rate=sr,
                                 max_seconds=max_seconds, out_dir=out, progress=progress, target=target)
+    _stop_if_cancelled(attack)
     result = r.to_dict()
     result["flipped"] = r.verified_flipped  # only the decision on the written WAV counts
     wav = Path(r.wav_path)
@@ -371,6 +627,12 @@ def _waveform_attack(b, y, attack, params, max_seconds, progress, out: Path, tar
     np.save(features, x_adv)
     result["attacked_audio"] = "adversarial audio (16-bit WAV), its decision verified by the serving path"
     return AttackOutcome(result, out, _images(b, x, x_adv, out), wav, features)
+
+
+def _stop_if_cancelled(attack: str) -> None:
+    """A cancelled run skips the images, inversion and files nobody will see."""
+    if stop_reason() == "cancelled":
+        raise AttackCancelledError(f"{attack}: cancelled by the caller")
 
 
 def _images(b, x, x_adv, out: Path) -> dict[str, Path]:

@@ -198,15 +198,12 @@ def train_bundle(corpus_name: str, data_dir, out, protocol: str = "speaker", cla
     """Corpus folder -> trained, evaluated, ONNX-exported (parity-checked) bundle folder."""
     import dataclasses
     import platform
-    from .bundle import ModelBundle, quantize_roundtrip
+    from .bundle import quantize_roundtrip
     from .config import PAPER_FEATURES, PAPER_SEED, PAPER_TRAIN
     from .corpora import DATA_LICENCES, read_corpus
     from .dataset import build_table
     from .model import keras_parameter_count
-    from .model_card import render
-    from .onnx_export import check_parity, export_onnx
     from .splits import make_split
-    from . import bundle as bundle_mod
 
     corpus = read_corpus(corpus_name, data_dir, classes)
     table = build_table(corpus, PAPER_FEATURES, augmentation)
@@ -244,12 +241,24 @@ def train_bundle(corpus_name: str, data_dir, out, protocol: str = "speaker", cla
         "retrain_command": command or (f"python -m export train --corpus {corpus_name} --data-dir "
                                        f"{data_dir} --protocol {protocol} --out {out}"),
     }
-    bundle = ModelBundle.save(out, model, result.standardizer, config, weights_dtype)
-    onnx = export_onnx(bundle.torch_model(), out / bundle_mod.ONNX, PAPER_FEATURES.input_shape)
-    x = result.standardizer.transform(table.features[np.sort(split.test[:64])])
-    parity = check_parity(bundle.torch_model(), bundle_mod._make_session(onnx), x)
+    return save_exported_bundle(out, model, result.standardizer, config, weights_dtype,
+                                table.features[np.sort(split.test[:64])])
+
+
+def save_exported_bundle(out: Path, model, standardizer: Standardizer, config: dict,
+                         weights_dtype: str, parity_log_mel: np.ndarray):
+    """Bundle folder with weights, config, ONNX model (parity-checked on `parity_log_mel`, whose
+    result the config records) and model card."""
+    from .bundle import ModelBundle, _make_session
+    from .model_card import render
+    from .onnx_export import check_parity, export_onnx
+    from . import bundle as bundle_mod
+    bundle = ModelBundle.save(out, model, standardizer, config, weights_dtype)
+    onnx = export_onnx(bundle.torch_model(), out / bundle_mod.ONNX, bundle.feature_config.input_shape)
+    parity = check_parity(bundle.torch_model(), _make_session(onnx), standardizer.transform(parity_log_mel))
     config = json.loads((out / "config.json").read_text())
     config["onnx_parity"] = parity
     (out / "config.json").write_text(json.dumps(config, indent=1))
     (out / "README.md").write_text(render(config))
     return ModelBundle.from_folder(out)
+

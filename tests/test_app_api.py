@@ -18,9 +18,9 @@ import pytest
 import soundfile as sf
 
 REPO = Path(__file__).resolve().parent.parent
-EXAMPLE = REPO / "examples" / "ravdess-happiness-actor06f.wav"
+EXAMPLE = REPO / "examples" / "ravdess-happiness-actor02f.wav"
 # flips under the app's default waveform attack (APGD, 30 dB SNR, 40 steps) on the emodb bundle
-WAVEFORM_EXAMPLE = REPO / "examples" / "ravdess-disgust-actor04f.wav"
+WAVEFORM_EXAMPLE = REPO / "examples" / "ravdess-disgust-actor02f.wav"
 MODEL = os.environ.get("SER_TEST_MODEL", "emodb")
 START_TIMEOUT = 180
 
@@ -32,13 +32,14 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_app(model: str = MODEL):
-    """`python app.py` serving `model` on a free loopback port; yields its URL."""
+def running_app(model: str = MODEL, env: dict | None = None, app_dir: Path = REPO,
+                python: str = sys.executable):
+    """`python app.py` (of `app_dir`) serving `model` on a free loopback port; yields its URL."""
     port = free_port()
     env = dict(os.environ, GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port),
-               SER_APP_MODELS=model, GRADIO_ANALYTICS_ENABLED="False")
+               SER_APP_MODELS=model, GRADIO_ANALYTICS_ENABLED="False", **(env or {}))
     log = open(REPO / "tests" / f".app-{port}.log", "w")
-    proc = subprocess.Popen([sys.executable, str(REPO / "app.py")], cwd=REPO, env=env,
+    proc = subprocess.Popen([python, str(app_dir / "app.py")], cwd=app_dir, env=env,
                             stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
@@ -64,9 +65,15 @@ def running_app(model: str = MODEL):
 
 
 @pytest.fixture(scope="module")
-def client():
+def gradio_cache(tmp_path_factory):
+    """The served app's Gradio cache folder (uploads land there)."""
+    return tmp_path_factory.mktemp("gradio-cache")
+
+
+@pytest.fixture(scope="module")
+def client(gradio_cache):
     from gradio_client import Client
-    with running_app() as url:
+    with running_app(env={"GRADIO_TEMP_DIR": str(gradio_cache)}) as url:
         yield Client(url, verbose=False)
 
 
@@ -86,7 +93,15 @@ def test_named_endpoints(client):
 
 
 def test_predict_returns_a_distribution_over_the_labels(client, bundle):
-    result, label = _predict(client, EXAMPLE)
+    """Also the first prediction of this server: answered at once (ONNX built and checked at
+    start-up, not on the first click), with the model's accuracy and the speech check."""
+    t0 = time.monotonic()
+    result, label, note = _predict(client, EXAMPLE)
+    first = time.monotonic() - t0
+    assert first < 1.0, f"first /predict took {first:.2f} s"
+    assert result["model_accuracy"]["accuracy"] == bundle.config.get("crossval", bundle.config["metrics"]["test"])["accuracy"]
+    assert result["model_accuracy"]["text"] in note
+    assert result["speech"]["has_speech"] is True and result["speech"]["detector"].startswith("silero-vad")
     assert result["label"] in bundle.labels
     assert set(result["probabilities"]) == set(bundle.labels)
     assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
@@ -198,7 +213,7 @@ def _text(path: Path) -> Path:
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
-def test_bad_audio_gets_a_clear_error_and_the_app_keeps_serving(client, bundle, tmp_path, case):
+def test_bad_audio_gets_a_clear_error_and_the_app_keeps_serving(client, bundle, tmp_path, gradio_cache, case):
     from gradio_client.exceptions import AppError
     make, endpoint, error = BAD_INPUTS[case]
     path = make(tmp_path)
@@ -210,6 +225,7 @@ def test_bad_audio_gets_a_clear_error_and_the_app_keeps_serving(client, bundle, 
     message = str(info.value)
     assert error in message and path.name in message and "accepted" in message
     assert str(tmp_path) not in message  # the server's copy of the upload is not leaked
+    assert not list(gradio_cache.rglob(path.name))  # the refused upload is deleted
     assert _predict(client, EXAMPLE)[0]["label"] in bundle.labels
 
 
@@ -218,6 +234,10 @@ def test_bad_audio_gets_a_clear_error_and_the_app_keeps_serving(client, bundle, 
     ({"eps": -1}, "eps=-1.0 is outside"),
     ({"epsilon": 0.5}, "unknown parameters ['epsilon']"),
     ("{not json", "not valid JSON"),
+    ('{"eps": ' + "9" * 5000 + "}", "characters long"),
+    ('{"eps": ' + "9" * 1000 + "}", "a number of 1000 digits"),
+    ("[" * 999 + "]" * 999, "nested too deeply"),
+    ('{"eps": {"a": {"b": {"c": 1}}}}', "nested dict"),
 ])
 def test_bad_parameters_get_a_clear_error(client, bundle, params, expected):
     from gradio_client import handle_file
@@ -227,6 +247,79 @@ def test_bad_parameters_get_a_clear_error(client, bundle, params, expected):
         client.predict(handle_file(str(EXAMPLE)), MODEL, "fgsm", text, "features", api_name="/attack")
     assert expected in str(info.value)
     assert _predict(client, EXAMPLE)[0]["label"] in bundle.labels
+
+
+def test_a_space_cap_is_a_clear_error(client, bundle):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+    with pytest.raises(AppError, match="ParameterError: square: max_queries=100000 is outside this Space's limits"):
+        client.predict(handle_file(str(EXAMPLE)), MODEL, "square", json.dumps({"max_queries": 100000}),
+                       "waveform", api_name="/attack")
+    assert _predict(client, EXAMPLE)[0]["label"] in bundle.labels
+
+
+def test_a_tone_is_predicted_but_flagged_as_no_speech(client, tmp_path):
+    t = np.arange(32000) / 16000
+    path = _write(tmp_path / "tone.wav", 0.5 * np.sin(2 * np.pi * 440 * t))
+    result, label, note = _predict(client, path)
+    assert result["speech"]["has_speech"] is False and label["label"] == result["label"]
+    assert "no speech" in note
+
+
+def _long_clip(tmp_path, seconds: float = 29.0) -> Path:
+    from ser_core.audio import load_audio
+    y = load_audio(EXAMPLE)
+    return _write(tmp_path / "long.wav", np.resize(y, int(seconds * 16000)))
+
+
+def _wait_processing(job, timeout: float = 60.0):
+    from gradio_client.utils import Status
+    deadline = time.monotonic() + timeout
+    while job.status().code not in (Status.PROCESSING, Status.PROGRESS):
+        assert time.monotonic() < deadline, job.status()
+        time.sleep(0.1)
+
+
+def test_cancel_stops_the_attack_and_the_next_one_starts_at_once(client, bundle, tmp_path):
+    """A long attack (BIM, 200 steps on 29 s: longer than the 60 s deadline here) is cancelled
+    after 2 s; the next attack waits for it to end, which takes one step, not the rest of it."""
+    from gradio_client import handle_file
+    job = client.submit(handle_file(str(_long_clip(tmp_path))), MODEL, "bim",
+                        json.dumps({"eps": 0.01, "eps_step": 0.001, "max_iter": 200, "early_stop": False}),
+                        "features", api_name="/attack")
+    _wait_processing(job)
+    time.sleep(2.0)
+    t0 = time.monotonic()
+    job.cancel()
+    r = _attack(client, EXAMPLE, "fgsm", {"eps": 0.25})[0]
+    assert r["label_before"] in bundle.labels and r["stopped_early"] is False
+    assert time.monotonic() - t0 < 20.0
+
+
+def test_predict_answers_while_attacks_fill_their_queue(bundle, tmp_path):
+    """Attack queue of 2 behind the running one, 2 per client: a client's third attack and a
+    fourth waiting attack are refused at once with BusyError, and /predict answers meanwhile."""
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+    long = handle_file(str(_long_clip(tmp_path)))
+    params = json.dumps({"eps": 0.01, "eps_step": 0.001, "max_iter": 200, "early_stop": False})
+    env = {"SER_APP_ATTACK_QUEUE": "2", "SER_APP_ATTACKS_PER_CLIENT": "2", "SER_APP_ATTACK_DEADLINE_S": "20"}
+    with running_app(env=env) as url:
+        a, b, c = (Client(url, verbose=False) for _ in range(3))
+        jobs = [a.submit(long, MODEL, "bim", params, "features", api_name="/attack"),
+                a.submit(long, MODEL, "bim", params, "features", api_name="/attack")]
+        _wait_processing(jobs[0])
+        jobs.append(b.submit(long, MODEL, "bim", params, "features", api_name="/attack"))
+        time.sleep(1.0)
+        with pytest.raises(AppError, match="BusyError: you already have 2 attacks"):
+            a.predict(long, MODEL, "bim", params, "features", api_name="/attack")
+        with pytest.raises(AppError, match="BusyError: the attack queue is full"):
+            c.predict(long, MODEL, "bim", params, "features", api_name="/attack")
+        t0 = time.monotonic()
+        result = c.predict(handle_file(str(EXAMPLE)), MODEL, api_name="/predict")[0]
+        assert result["label"] in bundle.labels and time.monotonic() - t0 < 5.0
+        for job in jobs:
+            job.cancel()
 
 
 def test_listening_copy_inverts_the_features_the_serving_path_computed(bundle):

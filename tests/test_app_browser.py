@@ -68,3 +68,51 @@ def test_upload_attack_and_see_the_flip():
             assert page.locator("img[src*='log_mel_difference']").count() == 1
         finally:
             browser.close()
+
+
+def test_record_from_the_microphone_predict_and_attack(tmp_path):
+    """Chromium's fake capture device plays a WAV as the microphone: record it in the page,
+    then Predict only (the label and the model's accuracy appear) and Run attack (a summary)."""
+    import numpy as np
+    import soundfile as sf
+    from ser_core.audio import load_audio
+    ARTIFACTS.mkdir(exist_ok=True)
+    mic = tmp_path / "mic.wav"  # Chromium loops the file; 48 kHz as a capture device delivers
+    y = load_audio(WAVEFORM_EXAMPLE)
+    import librosa
+    sf.write(str(mic), librosa.resample(np.concatenate([y, y]), orig_sr=16000, target_sr=48000),
+             48000, subtype="PCM_16")
+    with running_app() as url, playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                    args=["--no-sandbox", "--disable-gpu",
+                                          "--use-fake-device-for-media-stream",
+                                          "--use-fake-ui-for-media-stream",
+                                          f"--use-file-for-fake-audio-capture={mic}"])
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 1800})
+            context.grant_permissions(["microphone"])
+            page = context.new_page()
+            page.goto(url, wait_until="domcontentloaded")
+            page.get_by_role("button", name="Run attack").wait_for(timeout=60_000)
+            audio = page.locator("#audio-in")
+            audio.get_by_label("Record audio").or_(audio.get_by_role("button", name="Microphone")).first.click()
+            record = audio.get_by_role("button", name="Record").or_(audio.locator("button.record-button")).first
+            record.wait_for(timeout=30_000)
+            record.click()
+            page.wait_for_timeout(3_000)
+            # the recording is uploaded when it stops: predict only once the server has it
+            with page.expect_response(lambda r: "/upload" in r.url and r.request.method == "POST",
+                                      timeout=60_000):
+                audio.get_by_role("button", name="Stop").or_(audio.locator("button.stop-button")).first.click()
+            audio.locator("audio, .waveform-container").first.wait_for(state="attached", timeout=30_000)
+            page.locator("#predict-btn").click()
+            note = page.locator("#prediction-note")
+            note.get_by_text("Model:").wait_for(timeout=120_000)
+            assert "accuracy" in note.inner_text().lower()
+            page.locator("#attack-btn").click()
+            page.locator("#summary").get_by_role("heading").wait_for(timeout=120_000)
+            text = page.locator("#summary").inner_text()
+            page.screenshot(path=str(ARTIFACTS / "app_microphone.png"), full_page=True)
+            assert "→" in text and "pgd" in text
+        finally:
+            browser.close()

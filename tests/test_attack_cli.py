@@ -61,7 +61,7 @@ def test_attack_prints_the_result_and_writes_features(bundle, clip, tmp_path, ca
 
 def test_waveform_attack_writes_the_wav_and_prints_the_serving_paths_decision_on_it(bundle, tmp_path, capsys):
     # a 2.1 s example clip (no corpus needed) that PGD flips on emodb within 30 dB SNR
-    clip = REPO / "examples" / "ravdess-disgust-actor04f.wav"
+    clip = REPO / "examples" / "ravdess-disgust-actor02f.wav"
     out = tmp_path / "wave"
     assert main(["attack", "--model", str(bundle.folder), "--attack", "pgd", "--domain", "waveform",
                  "--set", "snr_db=30", "--set", "steps=40", "--set", "step_fraction=0.1",
@@ -106,7 +106,7 @@ def test_attack_clip_on_a_waveform_array(bundle, clip):
 
 
 def test_waveform_attack_lands_on_a_target_emotion(bundle, tmp_path, capsys):
-    clip = REPO / "examples" / "ravdess-disgust-actor04f.wav"
+    clip = REPO / "examples" / "ravdess-disgust-actor02f.wav"
     assert main(["attack", "--model", str(bundle.folder), "--attack", "apgd", "--domain", "waveform",
                  "--set", "snr_db=30", "--target", "boredom", "--out", str(tmp_path), str(clip)]) == 0
     d = json.loads(capsys.readouterr().out)

@@ -92,8 +92,77 @@ def test_loads_a_hub_repo_from_the_offline_cache(tmp_path, bundle, monkeypatch):
     monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hub"))
     b = ModelBundle.load("hf://someone/ser-emodb")
     assert b.labels == bundle.labels and b.config["weights_sha"] == bundle.config["weights_sha"]
+    assert b.config["hub"] == {"repo_id": "someone/ser-emodb", "revision": "main", "commit": commit}
+    pinned = ModelBundle.load(f"hf://someone/ser-emodb@{commit}")
+    assert pinned.config["hub"]["revision"] == commit == pinned.config["hub"]["commit"]
     with pytest.raises(ModelBundleError, match="cannot fetch"):
-        ModelBundle.load("someone/not-cached")
+        ModelBundle.load("hf://someone/not-cached")
+    with pytest.raises(ModelBundleError, match="cannot fetch"):
+        ModelBundle.load(f"hf://someone/ser-emodb@{'1' * 40}")
+
+
+def test_a_repo_id_without_hf_prefix_is_not_fetched_from_the_hub(monkeypatch):
+    """'a/b' with no such folder is an error that names the explicit Hub form; nothing is
+    downloaded."""
+    import huggingface_hub
+    monkeypatch.setattr(huggingface_hub, "snapshot_download",
+                        lambda *a, **k: pytest.fail("went to the Hub"))
+    with pytest.raises(ModelBundleError, match="hf://someone/ser-emodb@<revision>"):
+        ModelBundle.load("someone/ser-emodb")
+    with pytest.raises(ModelBundleError, match="not a Hub model id"):
+        ModelBundle.load("hf://no-slash")
+
+
+def _bundle_copy(bundle, folder):
+    folder.mkdir()
+    for f in ("config.json", "model.safetensors"):
+        shutil.copy(bundle.folder / f, folder / f)
+    return ModelBundle.from_folder(folder)
+
+
+def test_an_onnx_file_from_other_weights_is_refused(tmp_path, bundle, monkeypatch):
+    """A model.onnx that is not the bundle's weights (here: an untrained CNN-LSTM) fails the
+    parity check and is never served."""
+    from ser_core.onnx_export import export_onnx
+    monkeypatch.setenv("SER_CACHE_DIR", str(tmp_path / "cache"))
+    b = _bundle_copy(bundle, tmp_path / "b")
+    torch.manual_seed(0)
+    export_onnx(CNNLSTM(len(b.labels)).eval(), b.folder / "model.onnx", b.feature_config.input_shape)
+    with pytest.raises(ModelBundleError, match="parity check failed"):
+        b.onnx_path()
+    with pytest.raises(ModelBundleError, match="parity check failed"):
+        b.predict_features(np.zeros((1,) + b.feature_config.input_shape, np.float32))
+
+
+def test_a_checked_onnx_is_recorded_and_changed_weights_are_refused(tmp_path, bundle, monkeypatch):
+    """The first check of a model.onnx records its hash with the weights'; later loads trust the
+    record (no parity run), and weights edited after saving are refused."""
+    import ser_core.onnx_export as onnx_export
+    monkeypatch.setenv("SER_CACHE_DIR", str(tmp_path / "cache"))
+    b = _bundle_copy(bundle, tmp_path / "b")
+    path = b.onnx_path()
+    record = json.loads((b.folder / "model.onnx.verified.json").read_text())
+    assert record["weights_sha"] == b.config["weights_sha"] and record["parity"]["same_decisions"]
+    monkeypatch.setattr(onnx_export, "check_parity", lambda *a, **k: pytest.fail("parity re-run"))
+    again = ModelBundle.from_folder(b.folder)
+    assert again.onnx_path() == path
+    data = bytearray((b.folder / "model.safetensors").read_bytes())
+    data[-1] ^= 1
+    (b.folder / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ModelBundleError, match="differs from config.json's weights_sha"):
+        ModelBundle.from_folder(b.folder).onnx_path()
+
+
+def test_onnx_with_external_data_is_refused(tmp_path, bundle, monkeypatch):
+    import onnx
+    monkeypatch.setenv("SER_CACHE_DIR", str(tmp_path / "cache"))
+    b = _bundle_copy(bundle, tmp_path / "b")
+    proto = onnx.load(str(b.onnx_path()))
+    (b.folder / "model.onnx").unlink()
+    onnx.save_model(proto, str(b.folder / "model.onnx"), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="weights.data", size_threshold=0)
+    with pytest.raises(ModelBundleError, match="external data"):
+        ModelBundle.from_folder(b.folder).onnx_path()
 
 
 def test_push_uploads_config_weights_and_card(bundle):
@@ -116,3 +185,18 @@ def test_push_uploads_config_weights_and_card(bundle):
     assert up["folder_path"] == str(bundle.folder)
     with pytest.raises(ModelBundleError, match="not a Hub repo id"):
         push(bundle, "no-slash", api=api)
+
+
+def test_onnx_threads_follow_the_configuration_and_keep_the_outputs(bundle, test_examples):
+    b = ModelBundle.from_folder(bundle.folder)
+    x = test_examples[0][:6]
+    default = b.predict_features(x)
+    assert b.onnx_session().get_session_options().intra_op_num_threads == 0  # ONNX Runtime's default
+    b.configure_onnx(threads=1)
+    session = b.onnx_session()
+    assert session.get_session_options().intra_op_num_threads == 1 and b.onnx_threads == 1
+    assert np.array_equal(b.predict_features(x), default)
+    b.configure_onnx(threads=1)
+    assert b.onnx_session() is session  # the same options keep the session
+    with pytest.raises(ModelBundleError, match="threads"):
+        b.configure_onnx(threads=0)

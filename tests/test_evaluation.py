@@ -310,7 +310,7 @@ def test_waveform_part_counts_only_verified_flips_and_resumes(bundle, data_dir, 
     plan = WaveformPlan(1, snrs=(20.0,), pgd_steps=2, cw_steps=2, cw_binary_steps=1)
     clips = test_clips(bundle, 1, data_dir=data_dir)
     assert [u.gender for u in clips] == ["male", "female"]
-    assert {u.speaker for u in clips} <= set(bundle.config["split"]["speakers"]["test"])
+    assert {u.speaker for u in clips} <= set(bundle.held_out_speakers)
     out = tmp_path / "waveform.jsonl"
     rows = run_waveform([bundle], out, plan, data_dir)
     assert len(rows) == 2 * 2 and {r["attack"] for r in rows} == {"pgd", "cw"}
@@ -387,3 +387,127 @@ def test_report_sets_defended_bundles_beside_their_base(tmp_path):
 def test_defend_command_reproduces_the_study_recipe_with_no_flags():
     d = {"method": "fgsm-at", "base": "emodb-paper", **report.DEFENCE_DEFAULTS, "folder": "models-defended/x"}
     assert report.defend_command(d) == "python -m export defend --model emodb-paper --method fgsm --out models-defended/x"
+
+
+class _Counting(SignStep):
+    calls = 0
+
+    def __call__(self, *a, **k):
+        type(self).calls += 1
+        return super().__call__(*a, **k)
+
+
+def test_resuming_with_another_batch_size_does_not_read_the_old_batches(bundle, four, tmp_path):
+    out = tmp_path / "results.jsonl"
+    attacks = {"signstep": _Counting}
+    grid.run_grid([bundle], attacks, out, grid.Profile("test", None, batch=3), device="cpu", test_sets={bundle.name: four})
+    assert _Counting.calls == 2 * 2  # 2 settings x 2 batches (3 + 1 examples)
+    out.unlink()  # rows lost, batch files kept: the same batch size reads them back
+    grid.run_grid([bundle], attacks, out, grid.Profile("test", None, batch=3), device="cpu", test_sets={bundle.name: four})
+    assert _Counting.calls == 4
+    out.unlink()  # another batch size must attack again, not read batches cut at other examples
+    rows = grid.run_grid([bundle], attacks, out, grid.Profile("test", None, batch=2), device="cpu",
+                         test_sets={bundle.name: four})
+    assert _Counting.calls == 4 + 2 * 2
+    for r in rows:  # device and CPU time per batch
+        assert [b["examples"] for b in r["batches"]] == [2, 2]
+        assert all(b["device"] == "cpu" and b["executor"] == "local" and b["cpu_seconds"] > 0 for b in r["batches"])
+        if r["subset"] == "all":
+            assert r["cpu_seconds"] == pytest.approx(sum(b["cpu_seconds"] for b in r["batches"]))
+    assert len(list((tmp_path / "results.cells" / bundle.name).iterdir())) == 2 * 2  # 2 settings x 2 batch sizes
+
+
+class _Twice(grid.LocalExecutor):
+    """Hands every batch back twice, the second time with other outcomes (a retried task that
+    had in fact finished, or a duplicate)."""
+
+    def run(self, jobs):
+        for job, out in super().run(jobs):
+            yield job, out
+            yield job, dict(out, adv_pred=(out["adv_pred"] + 1) % len(job.cell.bundle.labels))
+
+
+def test_a_batch_result_that_arrives_twice_is_written_once(grid_run, bundle, four, tmp_path):
+    out = tmp_path / "results.jsonl"
+    rows = grid.run_grid([bundle], ATTACKS, out, grid.Profile("test", None, batch=3), test_sets={bundle.name: four},
+                         executor=_Twice("cpu"))
+    lines = out.read_text().splitlines()
+    assert len(lines) == len({grid.row_key(json.loads(l)) for l in lines}) == 9
+    strip = lambda rs: {grid.row_key(r): {k: v for k, v in r.items() if k not in grid.TIMING_FIELDS} for r in rs}
+    assert strip(rows) == strip(grid_run[1])  # the first result of each batch stands
+
+
+def test_wilson_size_is_the_fewest_examples_within_the_margin():
+    assert stats.wilson_size(0.05) == 381 and stats.wilson_size(0.10) == 93
+    for m in (0.05, 0.10, 0.2):
+        n = stats.wilson_size(m)
+        assert stats.wilson_half_width(n) <= m < stats.wilson_half_width(n - 1)
+    # the widest interval is at half right: any other count of correct answers is narrower
+    assert all((hi - lo) / 2 <= stats.wilson_half_width(93) + 1e-12 for lo, hi in (stats.wilson(k, 93) for k in range(94)))
+
+
+def test_standard_profile_follows_the_wilson_rule_and_the_cost_table():
+    from ser_core.attacks import REGISTRY
+    from ser_core.bundle import ModelBundle
+    p = grid.PROFILES["standard"]
+    paper = [ModelBundle.load(f"{c}-paper") for c in ("emodb", "emovo", "ravdess")]
+    examples = sum(grid.test_size(b) for b in paper)
+    costs = grid.load_costs()
+    proj = grid.Projection((), costs)
+    for name, cls in REGISTRY.items():
+        whole_hours = sum(proj.estimate(name, grid.setting_key(s), examples) for s in grid.settings_of(cls)) / 3600
+        n = p.count(name)
+        if n is None:  # whole test sets: cheap by the cost table
+            assert name in grid.STANDARD_WHOLE and whole_hours <= grid.STANDARD_WHOLE_CPU_HOURS
+            assert min(grid.test_size(b) for b in paper) >= stats.wilson_size(grid.STANDARD_MARGIN)
+        else:
+            margin = grid.STANDARD_MARGINS.get(name, grid.STANDARD_MARGIN)
+            assert whole_hours > grid.STANDARD_WHOLE_CPU_HOURS, name
+            assert stats.wilson_half_width(n) <= margin < stats.wilson_half_width(n - 1), name
+    assert {a: p.count(a) for a in ("cw_l2", "pixel", "boundary", "bim", "jsma")} == {
+        "cw_l2": 93, "pixel": 93, "boundary": 93, "bim": 381, "jsma": 381}
+
+
+def test_gender_split_is_what_the_balanced_order_takes():
+    labels = np.array([0, 1, 2] * 5 + [0, 1] * 2)
+    genders = np.array(["male"] * 4 + ["female"] * 15)
+    ts = TestSet(np.zeros((19, 1, 1)), labels, genders, np.arange(19))
+    order = balanced_order(ts, seed=1)
+    for n in range(1, 20):
+        m = int((ts.genders[order[:n]] == "male").sum())
+        assert grid.gender_split(n, 4, 15) == (m, n - m)
+    assert grid.gender_split(None, 4, 15) == (4, 15)
+
+
+def test_dry_run_plan_gives_counts_intervals_and_cpu_hours(bundle):
+    from ser_core.attacks import REGISTRY
+    costs = {("fgsm", grid.setting_key(s)): 0.5 for s in REGISTRY["fgsm"].paper_settings}
+    cells = grid.plan_cells([bundle], {"fgsm": REGISTRY["fgsm"], "pixel": REGISTRY["pixel"]},
+                            grid.PROFILES["standard"], costs)
+    fgsm, pixel = cells
+    size = grid.test_size(bundle)
+    assert fgsm["examples"] == size and fgsm["whole_test_set"]  # FGSM: the whole (small) test set
+    assert fgsm["male"] + fgsm["female"] == size and fgsm["cpu_seconds"] == pytest.approx(5 * 0.5 * size)
+    assert pixel["examples"] == min(93, size) and pixel["cpu_seconds"] is None  # pixel not in this cost table
+    assert fgsm["half_width"]["all"] == pytest.approx(stats.wilson_half_width(size), abs=1e-4)
+    text = grid.format_plan(cells, grid.PROFILES["standard"])
+    assert f"{size} (" in text and "+ 1 unmeasured" in text
+
+
+def test_report_counts_the_cells_within_5_points_of_the_study():
+    from pathlib import Path
+    rows = grid.read_rows(Path(__file__).resolve().parents[1] / "reports" / "results-quick.jsonl")
+    cells = report.paper_cells(rows)
+    assert len(cells) == 9 * 3 * 3  # the study's rows x corpora x (all, male, female)
+    a = report.paper_agreement(rows)
+    assert a["within"] + a["sampling"] + a["clean"] + a["implementation"] + a["not run"] == 81
+    assert a["within"] == sum(abs(c["ours"] - c["study"]) <= 0.05 for c in cells if c["ours"] is not None)
+    for c in cells:
+        if c["kind"] == "sampling":
+            assert c["ci"][0] <= c["study"] <= c["ci"][1]
+        if c["kind"] in ("clean", "implementation"):
+            assert not c["ci"][0] <= c["study"] <= c["ci"][1]
+    # the table marks exactly the cells further away
+    table, notes = report.paper_comparison(rows)
+    assert sum(line.count("⚠") for line in table) == len(notes) == 81 - a["within"] - a["not run"]
+    assert a["wide"] == 81  # quick: 2-20 examples per cell, no interval within +/- 5 points

@@ -18,7 +18,7 @@ from ser_core.waveform.base import to_pcm
 @pytest.fixture(scope="module")
 def test_clips(bundle, data_dir):
     """Clips of the bundle's held-out test speakers, shortest first (cheap to attack)."""
-    speakers = tuple(bundle.config["split"]["speakers"]["test"])
+    speakers = tuple(bundle.held_out_speakers)
     files = [f for f in sorted((data_dir / "emodb").rglob("*.flac")) if f.name.startswith(speakers)]
     return sorted(files, key=lambda f: f.stat().st_size)
 

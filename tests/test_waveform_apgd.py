@@ -42,6 +42,17 @@ def test_checkpoints_follow_the_paper():
     assert checkpoints(10) == [2, 3, 4, 5, 6, 7, 8, 9, 10]
 
 
+def test_objective_margins_agree_on_the_model_and_the_serving_path():
+    probs = np.array([[0.5, 0.3, 0.1, 0.05, 0.05], [0.1, 0.2, 0.6, 0.05, 0.05]])
+    lp = torch.log(torch.from_numpy(probs))
+    for objective, reached in [(Objective(0), [False, True]), (Objective(0, target=2), [False, True]),
+                               (Objective(0, target=1), [False, False])]:
+        torch_m = objective.margin(lp).numpy()
+        assert np.allclose(torch_m, objective.serving_margin(probs))
+        assert (torch_m < 0).tolist() == reached
+        assert [objective.reached(int(p.argmax())) for p in probs] == reached
+
+
 def test_dlr_is_negative_exactly_when_the_objective_is_reached():
     lp = torch.log_softmax(torch.tensor([[2.0, 1.0, 0.5, 0.1, -1.0], [0.0, 3.0, 0.5, 0.1, -1.0]]), 1)
     assert (dlr(lp, Objective(0)) < 0).tolist() == [False, True]

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from ..control import stop_reason
 from ..errors import ParameterError
 
 
@@ -62,7 +63,7 @@ class Param:
                     raise bad
                 return int(f)
             return self.type(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float range
             raise bad from None
 
 
@@ -87,7 +88,9 @@ _BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False
 class AttackResult:
     """x_adv: adversarial inputs, same shape as x. flipped: (batch,) bool. Perturbation figures
     per example: mean absolute difference over all cells (as the study reports it), L2, Linf,
-    number of changed cells. queries: model evaluations (examples scored) spent, per example."""
+    number of changed cells. queries: model evaluations (examples scored) spent, per example.
+    stopped_early: the run's deadline passed or it was cancelled (ser_core.control) before the
+    attack finished; x_adv is then the best found so far and stop_reason says why."""
 
     attack: str
     params: dict
@@ -101,6 +104,11 @@ class AttackResult:
     seconds: float
     labels: np.ndarray | None = None
     extra: dict = field(default_factory=dict)
+    stop_reason: str | None = None  # 'deadline' or 'cancelled' when stopped early
+
+    @property
+    def stopped_early(self) -> bool:
+        return self.stop_reason is not None
 
     @property
     def flipped(self) -> np.ndarray:
@@ -135,7 +143,8 @@ class AttackResult:
                 "mean_l2": float(self.l2.mean()) if len(f) else 0.0,
                 "mean_linf": float(self.linf.mean()) if len(f) else 0.0,
                 "mean_changed_cells": float(self.changed_cells.mean()) if len(f) else 0.0,
-                "queries": int(self.queries.sum()), "seconds": round(self.seconds, 4)}
+                "queries": int(self.queries.sum()), "seconds": round(self.seconds, 4),
+                "stopped_early": self.stopped_early, "stop_reason": self.stop_reason}
 
 
 class QueryCounter:
@@ -205,7 +214,8 @@ class Attack:
         adv_probs = self.bundle.predict_features(x_adv)
         return AttackResult(self.name, dict(self.settings), x, x_adv, clean_probs.argmax(1),
                             adv_probs.argmax(1), clean_probs, adv_probs, counter.count, seconds,
-                            None if labels is None else np.asarray(labels), extra or {})
+                            None if labels is None else np.asarray(labels), extra or {},
+                            stop_reason())
 
     def _run(self, x: np.ndarray, y: np.ndarray, query: QueryCounter, progress) -> tuple[np.ndarray, dict]:
         """Return (x_adv, extra). y: the labels to move away from. White-box attacks count a

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..control import should_stop
 from .base import Attack, Param, register
 
 BATCH = 64  # examples per forward/backward pass: bounds activation memory on long inputs
@@ -51,8 +52,10 @@ class LinfBasicIterativeAttack(Attack):
                       for e in (0.25, 0.5, 0.75, 1.0, 1.25)]
 
     def _run(self, x, y, query, progress):
-        out = np.empty_like(x)
+        out = x.copy()  # batches a stopped run never reaches stay clean
         for start in range(0, len(x), BATCH):
+            if should_stop():
+                break
             sl = slice(start, start + BATCH)
             out[sl] = self._attack(x[sl], y[sl], query.count[sl],
                                    lambda f, m="": progress((start + f * len(out[sl])) / len(x), m))
@@ -68,6 +71,8 @@ class LinfBasicIterativeAttack(Attack):
         x_adv = x0.clone()
         live = torch.arange(len(x0), device=device)  # examples still iterating
         for t in range(iters):
+            if should_stop():
+                break  # the iterate so far is inside the budget
             xa = x_adv[live].requires_grad_(True)
             logits = model(xa)
             count[live.cpu().numpy()] += 1

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..control import should_stop
 from .base import Attack, Param, register
 
 
@@ -75,7 +76,7 @@ class BoundaryAttack(Attack):
         found = np.zeros(len(x), bool)
         pending = todo.copy()
         for _ in range(self.settings["init_size"]):
-            if len(pending) == 0:
+            if len(pending) == 0 or should_stop():
                 break
             noise = rng.uniform(self.clip_min, self.clip_max, (len(pending),) + x.shape[1:]).astype(np.float32)
             ok = self._adversarial(query, noise, pending, y)
@@ -85,6 +86,8 @@ class BoundaryAttack(Attack):
         ex = np.flatnonzero(found)
         lo, hi = np.zeros(len(ex)), np.ones(len(ex))  # blend weight of the noise: hi is adversarial
         for _ in range(self.settings["init_steps"]):
+            if should_stop():
+                break  # hi stays adversarial
             mid = (lo + hi) / 2
             cand = x[ex] + mid[:, None, None].astype(np.float32) * (adv[ex] - x[ex])
             ok = self._adversarial(query, cand, ex, y)
@@ -120,7 +123,7 @@ class BoundaryAttack(Attack):
         live = np.flatnonzero(found)
         stopped = np.zeros(n, bool)
         for it in range(s["max_iter"]):
-            if len(live) == 0:
+            if len(live) == 0 or should_stop():
                 break
             # orthogonal step: rounds until each live example keeps an adversarial candidate
             pending = live

@@ -47,6 +47,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..control import should_stop
 from .base import Attack, Param, register
 
 BATCH = 64  # examples per forward/backward pass: bounds activation memory on long inputs
@@ -74,9 +75,11 @@ class L2CarliniWagnerAttack(Attack):
                        "binary_search_steps": 20, "confidence": 0.0}]
 
     def _run(self, x, y, query, progress):
-        out = np.empty_like(x)
+        out = x.copy()  # batches a stopped run never reaches stay clean
         runs = np.zeros(len(x), np.int64)  # binary-search steps actually run per example
         for start in range(0, len(x), BATCH):
+            if should_stop():
+                break
             sl = slice(start, start + BATCH)
             out[sl], runs[sl] = self._attack(x[sl], y[sl], query.count[sl],
                                              lambda f, m="": progress((start + f * len(out[sl])) / len(x), m))
@@ -125,7 +128,7 @@ class L2CarliniWagnerAttack(Attack):
 
         for step in range(s["binary_search_steps"]):
             idx = (searching & (c < C_UPPER)).nonzero().squeeze(1)
-            if len(idx) == 0:
+            if len(idx) == 0 or should_stop():
                 break
             runs[idx.cpu().numpy()] += 1
             xs, ys, cs = x0[idx], y[idx], c[idx].float()
@@ -143,7 +146,7 @@ class L2CarliniWagnerAttack(Attack):
                 if better.any():
                     best_l2[idx[better]] = l2[better]
                     best_x[idx[better]] = x_adv.detach()[better]
-                if it == s["max_iter"]:
+                if it == s["max_iter"] or should_stop():
                     break
                 z_y = logits.gather(1, ys[:, None]).squeeze(1)
                 z_o = logits.scatter(1, ys[:, None], -torch.inf).amax(1)

@@ -38,6 +38,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..control import should_stop
 from .base import Attack, Param, register
 from ..errors import ParameterError
 
@@ -81,9 +82,11 @@ class LinfCarliniWagnerAttack(Attack):
         return out
 
     def _run(self, x, y, query, progress):
-        out = np.empty_like(x)
+        out = x.copy()  # batches a stopped run never reaches stay clean
         rounds = np.zeros(len(x), np.int64)  # tau rounds per example
         for start in range(0, len(x), BATCH):
+            if should_stop():
+                break
             sl = slice(start, start + BATCH)
             out[sl], rounds[sl] = self._attack(x[sl], y[sl], query.count[sl],
                                                lambda f, m="": progress((start + f * len(out[sl])) / len(x), m))
@@ -111,7 +114,7 @@ class LinfCarliniWagnerAttack(Attack):
         T = s["max_iter"]
         while True:
             idx = (going & (tau > TAU_MIN)).nonzero().squeeze(1)
-            if len(idx) == 0:
+            if len(idx) == 0 or should_stop():
                 break
             rounds[idx.cpu().numpy()] += 1
             improved = torch.zeros(len(idx), dtype=torch.bool, device=device)
@@ -143,7 +146,7 @@ class LinfCarliniWagnerAttack(Attack):
                         best_linf[e[take]] = linf[take]
                         improved[rows[take]] = True
                         running[rows] &= ~stop
-                if k == T:
+                if k == T or should_stop():
                     break
                 z_y = logits.gather(1, ys[:, None]).squeeze(1)
                 z_o = logits.scatter(1, ys[:, None], -torch.inf).amax(1)

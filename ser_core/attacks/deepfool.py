@@ -33,6 +33,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..control import should_stop
 from .base import Attack, Param, register
 
 BATCH = 64  # examples per forward/backward pass: bounds activation memory on long inputs
@@ -63,9 +64,11 @@ class L2DeepFoolAttack(Attack):
                       for m in (1, 5, 20)]
 
     def _run(self, x, y, query, progress):
-        out = np.empty_like(x)
+        out = x.copy()  # batches a stopped run never reaches stay clean
         steps = np.zeros(len(x), np.int64)  # linearised steps taken per example
         for start in range(0, len(x), BATCH):
+            if should_stop():
+                break
             sl = slice(start, start + BATCH)
             out[sl], steps[sl] = self._attack(x[sl], y[sl], query.count[sl])
             progress(min(1.0, (start + BATCH) / len(x)), "DeepFool")
@@ -96,7 +99,7 @@ class L2DeepFoolAttack(Attack):
                 is_y = (top == y[:, None]).to(torch.int8)
                 candidates = top.gather(1, is_y.sort(dim=1, descending=True, stable=True).indices)[:, 1:]
             keep = logits.argmax(1) == y[live]
-            if t == iters or not keep.any():
+            if t == iters or not keep.any() or should_stop():
                 break
             cand = candidates[live]
             z_y = logits.gather(1, y[live, None])

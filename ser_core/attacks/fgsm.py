@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..control import should_stop
 from .base import Attack, Param, register
 
 BATCH = 64  # examples per forward/backward pass: bounds activation memory on long inputs
@@ -41,8 +42,10 @@ class LinfFastGradientAttack(Attack):
         model = self.model()
         device = next(model.parameters()).device
         eps = self.settings["eps"]
-        out = np.empty_like(x)
+        out = x.copy()  # batches a stopped run never reaches stay clean
         for start in range(0, len(x), BATCH):
+            if should_stop():
+                break
             sl = slice(start, start + BATCH)
             xb = torch.from_numpy(x[sl]).to(device).requires_grad_(True)
             yb = torch.from_numpy(np.asarray(y[sl], np.int64)).to(device)

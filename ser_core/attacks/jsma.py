@@ -33,6 +33,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..control import should_stop
 from .base import Attack, Param, register
 from ..errors import ParameterError
 
@@ -62,9 +63,11 @@ class SaliencyMapAttack(Attack):
                                  f"(accepted: a fraction in (0, 1])")
 
     def _run(self, x, y, query, progress):
-        out = np.empty_like(x)
+        out = x.copy()  # batches a stopped run never reaches stay clean
         steps = np.zeros(len(x), np.int64)  # pair updates per example
         for start in range(0, len(x), BATCH):
+            if should_stop():
+                break
             sl = slice(start, start + BATCH)
             out[sl], steps[sl] = self._attack(x[sl], y[sl], query.count[sl],
                                               lambda f, m="": progress((start + f * len(out[sl])) / len(x), m))
@@ -89,7 +92,7 @@ class SaliencyMapAttack(Attack):
             count[live.cpu().numpy()] += 1
             keep = ((logits.argmax(1) == y[live]) & (changed[live].sum(1) <= max_changed)
                     & movable[live].any(1))
-            if t == iters or not keep.any():
+            if t == iters or not keep.any() or should_stop():
                 break
             live, logits = live[keep], logits[keep]
             z_y = logits.gather(1, y[live, None]).squeeze(1)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..control import should_stop
 from .base import Attack, Param, register
 
 LEVELS = 255  # ART's 8-bit value range for a cell
@@ -106,7 +107,7 @@ class PixelAttack(Attack):
             return e
 
         for generation in range(self.settings["max_iter"] + 1):
-            if len(live) == 0:
+            if len(live) == 0 or should_stop():
                 break
             if generation == 0:
                 energy[live] = evaluate(live, pop[live])

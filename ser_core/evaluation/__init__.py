@@ -7,6 +7,7 @@ every registered attack at each of its `paper_settings`, on every bundle, broken
                success against SNR per corpus and gender
   grid.py      bundles x attacks x settings -> tidy rows (JSON lines), resumable; profiles
                and their projected time (costs.json: measured seconds per example)
+  cluster.py   Ray as the grid's executor (optional install, requirements-cluster.txt)
   stats.py     Wilson intervals for proportions, Newcombe intervals for their differences
   report.py    rows -> Markdown report beside the study's table, and plots
   defence.py   adversarial training (the study's FGSM recipe, and PGD) -> a new bundle"""

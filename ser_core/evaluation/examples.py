@@ -1,7 +1,7 @@
 """Which examples each bundle is attacked on.
 
 Speaker protocol bundles: the unaugmented chunks of the held-out test speakers named in the
-bundle's config (bundle.config["split"]["speakers"]["test"]). Paper protocol bundles: the
+bundle's config (`bundle.held_out_speakers`). Paper protocol bundles: the
 study's test split recomputed exactly (stratified 80/20 over the augmented chunk table, seed
 1938, `ser_core.splits.paper_split`), checked against the test size recorded in the bundle.
 Features are standardised with the bundle's own standardiser."""
@@ -56,11 +56,11 @@ def test_rows(bundle, root: Path | None = None):
         rows = np.sort(paper_split(table, bundle.config["split"].get("seed", 1938)).test)
     elif protocol == "speaker":
         table = build_table(corpus, bundle.feature_config, augmentation=False, progress=False)
-        speakers = bundle.config["split"]["speakers"]["test"]
-        rows = np.flatnonzero(np.isin(table.speakers, speakers))
+        rows = np.flatnonzero(np.isin(table.speakers, bundle.held_out_speakers))
     else:
         raise ModelBundleError(f"{bundle.folder}: unknown protocol {protocol!r} (accepted: paper, speaker)")
-    expected = bundle.config["split"].get("rows", {}).get("test")
+    counts = bundle.config["split"].get("rows", {})
+    expected = counts.get("held_out") if "held_out" in counts else counts.get("test")
     if expected is not None and expected != len(rows):
         raise ModelBundleError(f"{bundle.folder}: recomputed {len(rows)} test rows, the bundle "
                                f"records {expected} (corpus files or split changed?)")
@@ -129,7 +129,7 @@ def held_out_chunks(bundle, data_dir, per_gender: int = 16, seed: int = 0):
     name = bundle.config["corpus"]
     table = build_table(read_corpus(name, Path(data_dir) / name), bundle.feature_config,
                         augmentation=False, progress=False)
-    speakers = bundle.config["split"]["speakers"].get("test") or sorted(set(table.speakers))
+    speakers = bundle.held_out_speakers or sorted(set(table.speakers))
     rows = np.flatnonzero(np.isin(table.speakers, speakers))
     rng = np.random.default_rng(seed)
     g = table.genders[rows]

@@ -5,8 +5,12 @@ A cell attacks the bundle's test examples (full profile) or the first n of a cla
 gender-balanced order of them (quick profile; n per attack family, see `PROFILES`: the study's
 black-box and C&W attacks cost 10-1000 times FGSM), in batches, as the study ran ART over its
 test set. Every row records how many examples stand behind it and their Wilson interval. Per-example outcomes of every finished batch
-are kept in `<results>.cells/` so that an interrupted run resumes inside a cell, and rows
-already in the results file are skipped. Accuracy under attack is measured against the true
+are kept in `<results>.cells/`, in a folder per cell keyed by the model's weights, the setting,
+the example rows and the batch size, so that an interrupted run resumes inside a cell, and rows
+already in the results file are skipped. Each batch file also records where the batch ran (its
+device, CPU and wall seconds, threads, executor), and each row lists its batches. Who runs the
+batches is an executor: `LocalExecutor` (this process, in order; the default) or
+`cluster.RayExecutor` (Ray tasks, an optional install); either way this process alone writes. Accuracy under attack is measured against the true
 labels over all attacked examples: an example the model already got wrong counts as an error
 (the study's convention). Attacks move away from the model's clean decision by default (ART's
 default when no labels are given, which the study's notebooks relied on).
@@ -28,7 +32,7 @@ import torch
 
 from ..errors import ParameterError
 from .examples import GENDERS, TestSet, balanced_order, test_set
-from .stats import wilson
+from .stats import wilson, wilson_half_width, wilson_size
 
 SUBSETS = ("all",) + GENDERS
 
@@ -55,8 +59,25 @@ class Profile:
 # single-thread CPU seconds per example in costs.json). Ten examples are one per class and
 # gender; the costly attacks get one or two per gender. The intervals in the report say what
 # so few examples can and cannot show.
+#
+# Standard: enough examples that every cell of the study's table can be compared with it. The
+# count is the fewest examples whose 95 % Wilson interval is within +/- the margin at any
+# accuracy (stats.wilson_size: 381 for 5 points, 93 for 10): 5 points for the white-box
+# attacks, 10 for C&W L2, Pixel and Boundary (the costly ones, as the issue sizes them). The
+# whole test set where that is cheap: an attack whose every setting on the three paper test sets
+# together costs at most STANDARD_WHOLE_CPU_HOURS by costs.json (FGSM, DeepFool, C&W Linf;
+# a test checks the split against the table). A test set smaller than the count is attacked
+# whole (the speaker bundles). Batches of 32: a batch is the unit a Ray task runs, so smaller
+# batches spread a cell over more workers.
+STANDARD_MARGINS = {"cw_l2": 0.10, "pixel": 0.10, "boundary": 0.10}
+STANDARD_MARGIN = 0.05
+STANDARD_WHOLE = ("fgsm", "deepfool", "cw_linf")
+STANDARD_WHOLE_CPU_HOURS = 1.0
 PROFILES = {
     "quick": Profile("quick", 20, {"bim": 4, "jsma": 10, "cw_l2": 4, "cw_linf": 10, "boundary": 4, "pixel": 2}),
+    "standard": Profile("standard", wilson_size(STANDARD_MARGIN),
+                        {**{a: wilson_size(m) for a, m in STANDARD_MARGINS.items()},
+                         **dict.fromkeys(STANDARD_WHOLE, None)}, batch=32),
     "full": Profile("full", None, batch=128),
 }
 
@@ -127,10 +148,24 @@ def torch_probabilities(bundle, x: np.ndarray, batch: int = 128) -> np.ndarray:
     return np.concatenate(out)
 
 
-def attack_batch(attack, x: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-example outcomes of one attack call: what a row is summarised from. cpu_seconds:
-    process CPU time of the call (all threads), shared equally, beside the wall seconds the
-    attack reports (CPU time is what projects a run on an idle machine from a loaded one)."""
+# per-batch facts stored beside the per-example outcomes: where and how the batch ran
+BATCH_META = ("device", "batch_cpu_seconds", "batch_seconds", "threads", "onnx_threads", "executor")
+# row fields that depend on where and when a batch ran, not on what the attack did: two runs
+# of the same grid (local loop or Ray, any machine) agree on every other field
+TIMING_FIELDS = ("seconds", "seconds_per_example", "cpu_seconds", "device", "batches")
+
+
+def attack_batch(attack, x: np.ndarray, executor: str = "local") -> dict:
+    """Per-example outcomes of one attack call, what a row is summarised from, and the batch's
+    own facts (BATCH_META): the device it ran on, its process CPU time (all threads; CPU time
+    is what projects a run on an idle machine from a loaded one), its wall seconds, the torch
+    and ONNX Runtime intra-op threads (0: ONNX Runtime's default, one per core), and the executor. cpu_seconds and seconds per example are the
+    batch's shared equally."""
+    bundle = attack.bundle
+    if attack.kind == "white-box":
+        device = str(next(bundle.torch_model().parameters()).device)
+    else:
+        device = "cuda" if "CUDAExecutionProvider" in bundle.onnx_session().get_providers() else "cpu"
     cpu = time.process_time()
     res = attack(x)
     cpu = time.process_time() - cpu
@@ -139,13 +174,46 @@ def attack_batch(attack, x: np.ndarray) -> dict[str, np.ndarray]:
            "mean_abs": res.mean_abs, "l2": res.l2, "linf": res.linf,
            "queries": res.queries.astype(np.int64), "seconds": np.full(len(x), res.seconds / len(x))}
     if attack.kind == "white-box":
-        out["torch_pred"] = torch_probabilities(attack.bundle, res.x_adv).argmax(1)
+        out["torch_pred"] = torch_probabilities(bundle, res.x_adv).argmax(1)
+    out.update(device=device, batch_cpu_seconds=cpu, batch_seconds=res.seconds, threads=torch.get_num_threads(),
+               onnx_threads=bundle.onnx_session().get_session_options().intra_op_num_threads, executor=executor)
     return out
 
 
-def summarise(cells: dict[str, np.ndarray], ts: TestSet, base: dict) -> list[dict]:
-    """Three rows (all / male / female) from per-example outcomes."""
+def save_batch(path: Path, out: dict) -> None:
+    """Write a batch file atomically (a cut write leaves no file, so the batch is redone)."""
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez(tmp, **out)
+    tmp.replace(path)
+
+
+def load_batch(path: Path) -> dict:
+    with np.load(path) as f:
+        out = {k: f[k] for k in f.files}
+    for k in BATCH_META:
+        if k in out:
+            out[k] = out[k].item()
+    return out
+
+
+def combine(parts: list[dict]) -> tuple[dict[str, np.ndarray], list[dict]]:
+    """Batches in order -> (per-example outcomes of the cell, the batches' own facts)."""
+    keys = [k for k in parts[0] if k not in BATCH_META]
+    cells = {k: np.concatenate([p[k] for p in parts]) for k in keys}
+    batches = [{"examples": len(p["adv_pred"]), "device": p.get("device", "unknown"),
+                "cpu_seconds": float(p.get("batch_cpu_seconds", p["cpu_seconds"].sum())),
+                "seconds": float(p.get("batch_seconds", p["seconds"].sum())),
+                "threads": p.get("threads"), "onnx_threads": p.get("onnx_threads"),
+                "executor": p.get("executor")} for p in parts]
+    return cells, batches
+
+
+def summarise(cells: dict[str, np.ndarray], ts: TestSet, base: dict, batches: list[dict] | None = None) -> list[dict]:
+    """Three rows (all / male / female) from per-example outcomes; `batches` (from `combine`)
+    give each row the devices its batches ran on and their own timings."""
     rows = []
+    if batches is not None:
+        base = dict(base, device=",".join(sorted({b["device"] for b in batches})), batches=batches)
     for subset in SUBSETS:
         m = np.ones(len(ts), bool) if subset == "all" else ts.genders == subset
         n = int(m.sum())
@@ -171,31 +239,81 @@ def summarise(cells: dict[str, np.ndarray], ts: TestSet, base: dict) -> list[dic
     return rows
 
 
-def _cell_dir(results: Path, model: str, attack: str, key: str, rows: np.ndarray, weights: str | None = None) -> Path:
-    """Per-cell folder, named by the setting, the examples attacked and the model's weights (a
-    different count, or a retrained model of the same name, must not reuse another's batches)."""
+def _cell_dir(results: Path, model: str, attack: str, key: str, rows: np.ndarray, weights: str | None = None,
+              batch: int | None = None) -> Path:
+    """Per-cell folder, named by the setting, the examples attacked, the model's weights and the
+    batch size (a different count, a retrained model of the same name, or batches cut at other
+    examples must not reuse another's batch files)."""
     h = hashlib.sha256(key.encode() + np.asarray(rows, np.int64).tobytes()
-                       + (weights or "").encode()).hexdigest()[:10]
+                       + (weights or "").encode() + f"|batch={batch}".encode()).hexdigest()[:10]
     return results.parent / (results.stem + ".cells") / model / f"{attack}-{h}"
 
 
-def run_cell(attack, ts: TestSet, batch: int, folder: Path, log) -> dict[str, np.ndarray]:
-    """Attack `ts` in batches; finished batches are stored in `folder` and reused on resume."""
-    folder.mkdir(parents=True, exist_ok=True)
-    parts = []
-    for b, i in enumerate(range(0, len(ts), batch)):
-        f = folder / f"batch{b:05d}.npz"
-        if f.is_file():
-            parts.append(dict(np.load(f)))
-            continue
-        out = attack_batch(attack, ts.x[i:i + batch])
-        tmp = folder / f"batch{b:05d}.tmp.npz"
-        np.savez(tmp, **out)
-        tmp.replace(f)
-        parts.append(out)
-        if len(ts) > batch:
-            print(f"    batch {b + 1}/{-(-len(ts) // batch)}", file=log, flush=True)
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+@dataclass(eq=False)
+class Cell:
+    """One (bundle, attack, setting) cell in a run: its examples, its batch folder, the batches
+    it has so far (number -> outcomes) and whether its rows are written."""
+
+    index: int
+    bundle: object
+    name: str
+    cls: type
+    settings: dict
+    key: str
+    ts: TestSet
+    total: TestSet
+    folder: Path
+    batch: int
+    parts: dict = field(default_factory=dict)
+    written: bool = False
+
+    @property
+    def batches(self) -> int:
+        return -(-len(self.ts) // self.batch)
+
+    def span(self, number: int) -> tuple[int, int]:
+        return number * self.batch, min(len(self.ts), (number + 1) * self.batch)
+
+    def path(self, number: int) -> Path:
+        return self.folder / f"batch{number:05d}.npz"
+
+
+@dataclass(frozen=True, eq=False)
+class BatchJob:
+    """One attack call: batch `number` of `cell`."""
+
+    cell: Cell
+    number: int
+
+    @property
+    def x(self) -> np.ndarray:
+        start, stop = self.cell.span(self.number)
+        return self.cell.ts.x[start:stop]
+
+
+class LocalExecutor:
+    """Today's loop: every batch in this process, in plan order, on `device`."""
+
+    name = "local"
+
+    def __init__(self, device: str = "cpu"):
+        self.device = device
+        self._attacks: dict[int, object] = {}
+
+    def prepare(self, bundle) -> None:
+        place(bundle, self.device)
+
+    def run(self, jobs):
+        for job in jobs:
+            cell = job.cell
+            attack = self._attacks.get(id(cell))
+            if attack is None:
+                self._attacks = {id(cell): cell.cls(cell.bundle, **cell.settings)}  # one cell at a time
+                attack = self._attacks[id(cell)]
+            yield job, attack_batch(attack, job.x, self.name)
+
+    def close(self) -> None:
+        pass
 
 
 COSTS = Path(__file__).with_name("costs.json")
@@ -323,6 +441,59 @@ def format_projection(p: dict, profile: Profile) -> str:
     return "\n".join(lines)
 
 
+def gender_split(n: int | None, n_male: int | None, n_female: int | None) -> tuple[int | None, int | None]:
+    """(male, female) examples among the first n of `balanced_order` (None: the whole test set):
+    genders alternate, male first, until one runs out."""
+    if n_male is None or n_female is None:
+        return None, None
+    if n is None:
+        return n_male, n_female
+    n = min(n, n_male + n_female)
+    m = min(n_male, max((n + 1) // 2, n - n_female))
+    return m, n - m
+
+
+def plan_cells(bundles, attacks: dict, profile: Profile, costs: dict | None = None) -> list[dict]:
+    """Per (bundle, attack): the examples each of its settings attacks (all, male, female), the
+    widest 95 % Wilson half-width those counts allow whatever the accuracy, and the projected
+    CPU seconds of all its settings from the cost table (single-thread CPU seconds per example;
+    None where a setting is unmeasured)."""
+    proj = Projection((), load_costs() if costs is None else costs)
+    out = []
+    for b in bundles:
+        t = b.config.get("metrics", {}).get("test", {})
+        size = test_size(b)
+        for name, cls in attacks.items():
+            n = examples_for(profile, name, size)
+            m, f = gender_split(n, t.get("n_male"), t.get("n_female"))
+            n = size if n is None else n
+            secs = [proj.estimate(name, setting_key(st), n or 0) for st in settings_of(cls)]
+            out.append({"model": b.name, "attack": name, "settings": len(secs), "examples": n, "male": m, "female": f,
+                        "whole_test_set": n == size,
+                        "half_width": {k: (None if v is None else round(wilson_half_width(v), 4))
+                                       for k, v in (("all", n), ("male", m), ("female", f))},
+                        "cpu_seconds": None if None in secs else sum(secs)})
+    return out
+
+
+def format_plan(cells: list[dict], profile: Profile) -> str:
+    lines = [f"plan ({profile.name} profile): examples per cell (male/female), the widest 95 % Wilson half-width "
+             "they allow all/male/female, projected CPU-hours of the attack's settings (costs.json: one thread)",
+             f"  {'model':16} {'attack':9} {'settings':>8} {'examples':>16} {'+/- all/male/female':>22} {'CPU-h':>7}"]
+    for c in cells:
+        hw = "/".join("-" if v is None else f"{v:.3f}".lstrip("0") for v in c["half_width"].values())
+        ex = f"{c['examples']}" + ("" if c["male"] is None else f" ({c['male']}/{c['female']})")
+        ex += "*" if c["whole_test_set"] else ""
+        cost = "?" if c["cpu_seconds"] is None else f"{c['cpu_seconds'] / 3600:.2f}"
+        lines.append(f"  {c['model']:16} {c['attack']:9} {c['settings']:8d} {ex:>16} {hw:>22} {cost:>7}")
+    known = [c["cpu_seconds"] for c in cells if c["cpu_seconds"] is not None]
+    lines.append(f"  * whole test set. Total {sum(known) / 3600:.2f} CPU-hours over {len({c['model'] for c in cells})} models "
+                 f"and {sum(c['settings'] for c in cells)} cells"
+                 + ("" if len(known) == len(cells) else f" (+ {len(cells) - len(known)} unmeasured attack x model pairs)")
+                 + " (+ loading test sets and models)")
+    return "\n".join(lines)
+
+
 def bundle_meta(bundle) -> dict:
     c = bundle.config
     meta = {"model": bundle.name, "weights_sha": c.get("weights_sha"), "corpus": c["corpus"], "language": c.get("language"),
@@ -343,13 +514,18 @@ def bundle_meta(bundle) -> dict:
 
 def run_grid(bundles, attacks: dict, results, profile: Profile = PROFILES["quick"],
              device: str = "auto", data_dir=None, log=sys.stderr, test_sets: dict | None = None,
-             costs: dict | None = None) -> list[dict]:
+             costs: dict | None = None, executor=None) -> list[dict]:
     """Run every (bundle, attack, setting) cell not yet in `results` (JSON lines), appending
     three rows per cell. test_sets: bundle name -> TestSet, to skip loading from the corpora
-    (tests). Returns all rows of the results file."""
+    (tests). executor: who runs the batches (default `LocalExecutor(device)`, this process;
+    `cluster.RayExecutor` for Ray tasks). Whoever runs them, this process alone writes: each
+    batch file as its result arrives (a batch already there, from a retried or duplicated task
+    or an earlier run, is kept and the new result dropped), and a cell's rows once, when its
+    last batch is in. Returns all rows of the results file."""
     results = Path(results)
     results.parent.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(device)
+    if executor is None:
+        executor = LocalExecutor(resolve_device(device))
     done_rows = read_rows(results)
     done = _done(done_rows, bundles)
     proj = Projection(done_rows, load_costs() if costs is None else costs)
@@ -357,42 +533,86 @@ def run_grid(bundles, attacks: dict, results, profile: Profile = PROFILES["quick
     plan = plan_grid(bundles, attacks)
     fulls: dict[str, TestSet] = dict(test_sets or {})
     orders: dict[str, np.ndarray] = {}
-    for i, (bundle, name, cls, settings) in enumerate(plan):
-        key = setting_key(settings)
+    finished: set[int] = set()
+
+    def todo(i) -> bool:
+        bundle, name, _, settings = plan[i]
         size = len(fulls[bundle.name]) if bundle.name in fulls else test_size(bundle)
-        if done.get((bundle.name, name, key)) == examples_for(profile, name, size):
-            continue
-        if bundle.name not in orders:
-            place(bundle, device)
-            if bundle.name not in fulls:
-                fulls[bundle.name] = test_set(bundle, data_dir)
-            orders[bundle.name] = balanced_order(fulls[bundle.name], profile.seed)
-        total = fulls[bundle.name]
-        pick = orders[bundle.name][:examples_for(profile, name, len(total))]
-        ts = total.take(np.sort(pick))
-        attack = cls(bundle, **settings)
-        t0 = time.perf_counter()
-        cells = run_cell(attack, ts, profile.batch, _cell_dir(results, bundle.name, name, key, ts.rows,
-                                                                 bundle.config.get("weights_sha")), log)
-        base = dict(bundle_meta(bundle), profile=profile.name, attack=name, kind=cls.kind, goal=cls.goal,
-                    setting=settings, setting_key=key, device=device,
-                    selection="whole test set" if len(ts) == len(total) else
-                    f"first {len(ts)} of a class- and gender-balanced order (seed {profile.seed})",
-                    test_examples={"all": len(total), **{g: int((total.genders == g).sum()) for g in GENDERS}})
-        rows = summarise(cells, ts, base)
+        return i not in finished and done.get((bundle.name, name, setting_key(settings))) != examples_for(profile, name, size)
+
+    def finish(cell: Cell) -> None:
+        if cell.written:
+            return
+        cells, batches = combine([cell.parts[b] for b in range(cell.batches)])
+        base = dict(bundle_meta(cell.bundle), profile=profile.name, attack=cell.name, kind=cell.cls.kind,
+                    goal=cell.cls.goal, setting=cell.settings, setting_key=cell.key,
+                    selection="whole test set" if len(cell.ts) == len(cell.total) else
+                    f"first {len(cell.ts)} of a class- and gender-balanced order (seed {profile.seed})",
+                    test_examples={"all": len(cell.total), **{g: int((cell.total.genders == g).sum()) for g in GENDERS}})
+        rows = summarise(cells, cell.ts, base, batches)
         with results.open("a") as fh:
-            for r in rows:
-                fh.write(json.dumps(r, default=_json_default) + "\n")
-        done_rows += rows
-        proj.add(name, key, rows[0]["seconds_per_example"])
-        left = [proj.estimate(nm, setting_key(s), examples_for(profile, nm, test_size(b) or len(ts)))
-                for b, nm, _, s in plan[i + 1:]]
+            fh.write("".join(json.dumps(r, default=_json_default) + "\n" for r in rows))
+        cell.written = True
+        cell.parts = {}
+        finished.add(cell.index)
+        done_rows.extend(rows)
+        proj.add(cell.name, cell.key, rows[0]["seconds_per_example"])
+        left = [proj.estimate(nm, setting_key(st), examples_for(profile, nm, test_size(b) or len(cell.ts)))
+                for j, (b, nm, _, st) in enumerate(plan) if todo(j)]
         known = [v for v in left if v is not None]
         eta = f", about {sum(known) / 60:.1f} min left" + ("" if len(known) == len(left) else " (+ unmeasured)") if left else ""
         a = rows[0]
-        print(f"[{i + 1}/{len(plan)}] {bundle.name} {name} {key}: accuracy {a['accuracy']:.3f} "
-              f"(clean {a['clean_accuracy']:.3f}, n={a['n']}), {time.perf_counter() - t0:.1f} s; "
+        print(f"[{cell.index + 1}/{len(plan)}] {cell.bundle.name} {cell.name} {cell.key}: accuracy {a['accuracy']:.3f} "
+              f"(clean {a['clean_accuracy']:.3f}, n={a['n']}), {sum(b['seconds'] for b in batches):.1f} s attacking; "
               f"elapsed {(time.perf_counter() - t_start) / 60:.1f} min{eta}", file=log, flush=True)
+
+    def jobs():
+        for i, (bundle, name, cls, settings) in enumerate(plan):
+            if not todo(i):
+                continue
+            if bundle.name not in orders:
+                if bundle.name not in fulls:
+                    fulls[bundle.name] = test_set(bundle, data_dir)
+                orders[bundle.name] = balanced_order(fulls[bundle.name], profile.seed)
+                executor.prepare(bundle)
+            total = fulls[bundle.name]
+            ts = total.take(np.sort(orders[bundle.name][:examples_for(profile, name, len(total))]))
+            key = setting_key(settings)
+            cell = Cell(i, bundle, name, cls, settings, key, ts, total,
+                        _cell_dir(results, bundle.name, name, key, ts.rows, bundle.config.get("weights_sha"),
+                                  profile.batch), profile.batch)
+            cell.folder.mkdir(parents=True, exist_ok=True)
+            for b in range(cell.batches):
+                if cell.path(b).is_file():
+                    cell.parts[b] = load_batch(cell.path(b))
+            if len(cell.parts) == cell.batches:  # every batch on disk from an earlier run
+                finish(cell)
+                continue
+            for b in range(cell.batches):
+                if b not in cell.parts:
+                    yield BatchJob(cell, b)
+
+    def accept(job: BatchJob, out: dict) -> None:
+        cell = job.cell
+        if cell.written or job.number in cell.parts:
+            return  # a retried or duplicated task: the first result stands
+        path = cell.path(job.number)
+        if path.is_file():
+            out = load_batch(path)
+        else:
+            save_batch(path, out)
+        cell.parts[job.number] = out
+        if cell.batches > 1:
+            print(f"    {cell.bundle.name} {cell.name} {cell.key}: batch {job.number + 1}/{cell.batches} "
+                  f"({len(cell.parts)} done)", file=log, flush=True)
+        if len(cell.parts) == cell.batches:
+            finish(cell)
+
+    try:
+        for job, out in executor.run(jobs()):
+            accept(job, out)
+    finally:
+        executor.close()
     return read_rows(results)
 
 

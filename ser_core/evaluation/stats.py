@@ -41,3 +41,21 @@ def newcombe_difference(k1: int, n1: int, k2: int, n2: int, z: float = Z95) -> t
     low = d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
     high = d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
     return (d, max(-1.0, low), min(1.0, high))
+
+
+def wilson_half_width(n: int, z: float = Z95) -> float:
+    """The widest half-width a 95 % Wilson interval on n examples can have (at k = n / 2):
+    what n guarantees whatever the accuracy turns out to be."""
+    if n < 1:
+        return 0.5
+    return max((hi - lo) / 2 for lo, hi in (wilson(n // 2, n, z), wilson((n + 1) // 2, n, z)))
+
+
+def wilson_size(margin: float, z: float = Z95) -> int:
+    """The fewest examples whose 95 % Wilson interval is within +/- `margin` at any accuracy."""
+    if not 0 < margin < 0.5:
+        raise ParameterError(f"wilson_size: margin={margin!r} (accepted: 0 < margin < 0.5)")
+    n = max(1, int((z / (2 * margin)) ** 2 - z * z) - 1)  # just under the closed-form root
+    while wilson_half_width(n, z) > margin:
+        n += 1
+    return n

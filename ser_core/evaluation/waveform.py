@@ -4,7 +4,7 @@ The study attacks features; ser_core.waveform attacks the decoded samples of a w
 counts a clip as fooled only when the serving path's decision on the written 16-bit WAV differs
 from its clean decision (`attack_waveform_clip`, verify.py). Here those attacks run over a
 gender-balanced, seeded set of clips of each speaker-protocol bundle's held-out test speakers
-(config["split"]["speakers"]["test"]; the paper-protocol bundles have no held-out speakers):
+(`bundle.held_out_speakers`; the paper-protocol bundles have no held-out speakers):
 Linf PGD (Kurakin et al. 2017 / Madry et al. 2018) at a few SNR budgets, Carlini-Wagner L2
 (Carlini & Wagner 2017), which reports the SNR it needed, and optionally the black-box random
 search (Square Attack, Andriushchenko et al. 2020). One JSON line per attacked clip, resumable;
@@ -63,7 +63,7 @@ CLIP_SECONDS = {"pgd": 2.0, "cw": 6.0, "square": 8.0}
 
 def speaker_bundles(bundles) -> list:
     return [b for b in bundles if b.config.get("protocol", b.config["split"]["protocol"]) == "speaker"
-            and b.config["split"].get("speakers", {}).get("test")]
+            and b.held_out_speakers]
 
 
 def test_clips(bundle, per_gender: int, seed: int = 0, data_dir=None) -> list:
@@ -74,7 +74,7 @@ def test_clips(bundle, per_gender: int, seed: int = 0, data_dir=None) -> list:
         raise ParameterError(f"clips per gender {per_gender} (accepted: an integer >= 1)")
     corpus_name = bundle.config["corpus"]
     corpus = read_corpus(corpus_name, Path(data_dir or data_root()) / corpus_name, tuple(bundle.labels))
-    speakers = set(bundle.config["split"]["speakers"]["test"])
+    speakers = set(bundle.held_out_speakers)
     rng = np.random.default_rng(seed)
     picked = []
     for gender in GENDERS:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..audio import load_audio, validate_waveform
+from ..control import stop_reason
 from ..errors import ParameterError
 from .apgd import AutoPGD
 from .base import Objective, WaveformAttack, from_pcm, snr_db, to_pcm
@@ -49,12 +50,13 @@ class WaveformAttackResult:
     the adversarial samples before rounding to 16 bits. snr_db (inf when nothing changed),
     linf_16bit and l2 (full scale 1) measure the written clip against the clean one. queries:
     clip scorings the attack spent (model forward passes and serving-path calls; the clean and
-    verification scorings are not counted). target: the emotion a targeted attack was asked to
-    land on (None: untargeted); target_reached: whether the serving path's decision on the
-    written WAV is that emotion (untargeted: the same as verified_flipped). perceptual: the
-    written perturbation against the clean clip's masking threshold (masking.py):
-    mask_exceeded_fraction of STFT cells above it, pmr_p95_db (95th percentile of the cells'
-    perturbation-to-mask ratio, dB), pmr_max_db (worst cell)."""
+    verification scorings are not counted). stop_reason: 'deadline' or 'cancelled' when the run
+    (ser_core.control) stopped the attack before it finished; the result is then the best so far.
+    target: the emotion a targeted attack was asked to land on (None: untargeted);
+    target_reached: whether the serving path's decision on the written WAV is that emotion
+    (untargeted: the same as verified_flipped). perceptual: the written perturbation against the
+    clean clip's masking threshold (masking.py): mask_exceeded_fraction of STFT cells above it,
+    pmr_p95_db (95th percentile of the cells' perturbation-to-mask ratio, dB), pmr_max_db."""
 
     model: str
     attack: str
@@ -75,9 +77,14 @@ class WaveformAttackResult:
     sample_rate: int = 16_000
     chunking_unchanged: bool = True
     extra: dict = field(default_factory=dict)
+    stop_reason: str | None = None
     target: str | None = None
     target_reached: bool = False
     perceptual: dict = field(default_factory=dict)
+
+    @property
+    def stopped_early(self) -> bool:
+        return self.stop_reason is not None
 
     def to_dict(self) -> dict:
         return {"model": self.model, "attack": self.attack, "params": self.params,
@@ -89,6 +96,7 @@ class WaveformAttackResult:
                 "linf_16bit": self.linf_16bit, "l2": self.l2, "queries": self.queries,
                 "seconds": round(self.seconds, 3), "wav_path": str(self.wav_path),
                 "chunking_unchanged": self.chunking_unchanged,
+                "stopped_early": self.stopped_early, "stop_reason": self.stop_reason,
                 "target": self.target, "target_reached": self.target_reached,
                 "perceptual": self.perceptual,
                 "extra": {k: (None if isinstance(v, float) and math.isinf(v) else v)
@@ -153,6 +161,7 @@ def attack_waveform_clip(bundle, audio, attack: str = "pgd", params: dict | None
     else:
         adv, queries, extra = runner.run(pcm, objective, index_map, progress)
     seconds = time.perf_counter() - t0
+    stopped = stop_reason()
 
     out_dir = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="ser-waveform-"))
     adv_pcm = to_pcm(adv / 32768.0)
@@ -173,7 +182,8 @@ def attack_waveform_clip(bundle, audio, attack: str = "pgd", params: dict | None
         l2=float(np.linalg.norm(diff)), queries=int(queries), seconds=seconds, wav_path=wav_path,
         adversarial_audio=read_back, sample_rate=sr,
         chunking_unchanged=bool(np.array_equal(chunk_index_map(read_back, bundle.feature_config), index_map)),
-        extra=extra, target=target, target_reached=objective.reached(bundle.labels.index(after.label)),
+        extra=extra, stop_reason=stopped,
+        target=target, target_reached=objective.reached(bundle.labels.index(after.label)),
         perceptual=MaskingThreshold.of(pcm, sr).report(to_pcm(read_back) - pcm))
 
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ..attacks.base import Param
+from ..control import should_stop
 from .base import PCM_MAX, PCM_MIN, ClipModel, ServingPath, WaveformAttack, as_objective, snr_db
 
 
@@ -58,10 +59,14 @@ class CarliniWagnerL2(WaveformAttack):
         c, lo, hi = s["initial_const"], 0.0, math.inf
         best, best_snr, fallback, fallback_margin, forwards = None, -math.inf, None, math.inf, 0
         for b in range(s["binary_steps"]):
+            if should_stop():
+                break
             w = torch.zeros(len(pcm), requires_grad=True)  # perturbation in units of the clip's RMS
             opt = torch.optim.Adam([w], lr=s["learning_rate"])
             stage_best, stage_dist, prev = None, math.inf, math.inf
             for step in range(s["steps"]):
+                if should_stop():
+                    break
                 x = (x0 + w * rms * used).clamp(PCM_MIN, PCM_MAX)
                 dist = ((x - x0) ** 2).sum() / energy
                 m = objective.margin(model(x[None]))[0]
@@ -93,5 +98,7 @@ class CarliniWagnerL2(WaveformAttack):
                      f"cw search step {b + 1}: best SNR {best_snr:.1f} dB" if best is not None
                      else f"cw search step {b + 1}: no flip yet (c={c:.3g})")
         out = best if best is not None else fallback
+        if out is None:  # stopped before the first step: the clean clip
+            out = np.array(pcm, dtype=np.float64)
         return out, forwards + serving.count, {"snr_needed_db": best_snr if best is not None else None,
                                                "iterations": forwards, "final_const": c}

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..attacks.base import Param
+from ..control import should_stop
 from .base import PCM_MAX, PCM_MIN, ClipModel, LinfBudget, ServingPath, WaveformAttack, as_objective
 
 
@@ -58,6 +59,8 @@ class LinfPGD(LinfBudget, WaveformAttack):
         alpha = s["step_fraction"] * eps
         best, best_margin, forwards, found = None, np.inf, 0, False
         for step in range(s["steps"]):
+            if should_stop():
+                break
             delta.requires_grad_(True)
             x = (x0 + delta).clamp(PCM_MIN, PCM_MAX)
             m = objective.margin(model(x[None]))[0]
@@ -74,5 +77,7 @@ class LinfPGD(LinfBudget, WaveformAttack):
             with torch.no_grad():
                 delta = ((delta - alpha * grad.sign()).clamp(-eps, eps) * used)
             progress((step + 1) / s["steps"], f"pgd step {step + 1}: margin {m:.3f}")
+        if best is None:  # stopped before the first step: the clean clip
+            best = np.array(pcm, dtype=np.float64)
         return best, forwards + serving.count, {"eps_16bit": eps, "iterations": forwards,
                                                 "model_flipped": found or best_margin < 0}

@@ -39,6 +39,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..attacks.base import Param
+from ..control import should_stop
 from .base import PCM_MAX, PCM_MIN, LinfBudget, ServingPath, WaveformAttack, as_objective
 
 STRIPE_FRACTION = 0.01  # initial windows: 1 % of the used samples (30 ms of a 3 s clip)
@@ -114,7 +115,7 @@ class LinfSquare(LinfBudget, WaveformAttack):
         for start in range(0, n, stripe):
             signs = with_windows(signs, np.array([start]), min(stripe, n - start))[0]
         current = float(objective.serving_margin(serving(clip_of(signs[None])))[0])
-        while current >= 0 and serving.count < s["max_queries"]:
+        while current >= 0 and serving.count < s["max_queries"] and not should_stop():
             k = min(s["population"], s["max_queries"] - serving.count)
             length = max(1, int(round(p_schedule(s["p_init"], serving.count / s["max_queries"]) * n)))
             cand = with_windows(signs, rng.integers(0, n - length + 1, size=k), length)

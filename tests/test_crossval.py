@@ -1,0 +1,200 @@
+"""Speaker-fold cross-validation: the folds, the metrics, the baseline and a tiny run that resumes."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from ser_core.corpora import CORPORA
+from ser_core.errors import ParameterError
+from ser_core.folds import FOLDS, SHIP_VALIDATION, fold_split, ship_split
+
+
+def _gender(corpus, speaker):
+    spec = CORPORA[corpus]
+    if corpus == "emodb":
+        return "male" if speaker in spec.MALE else "female"
+    if corpus == "emovo":
+        return "male" if speaker[0] == "m" else "female"
+    return "male" if int(speaker) % 2 else "female"
+
+
+ALL_SPEAKERS = {"emodb": set(CORPORA["emodb"].MALE | CORPORA["emodb"].FEMALE),
+                "emovo": {f"{g}{i}" for g in "mf" for i in (1, 2, 3)},
+                "ravdess": {f"{a:02d}" for a in range(1, 25)}}
+
+
+@pytest.mark.parametrize("corpus", sorted(FOLDS))
+def test_folds_test_every_speaker_exactly_once_balanced_by_gender(corpus):
+    folds = FOLDS[corpus]
+    flat = [s for f in folds for s in f]
+    assert len(flat) == len(set(flat)) and set(flat) == ALL_SPEAKERS[corpus]
+    for fold in folds:
+        genders = [_gender(corpus, s) for s in fold]
+        assert genders.count("male") == genders.count("female") >= 1
+    m, f = sorted(SHIP_VALIDATION[corpus], key=lambda s: _gender(corpus, s) == "female")
+    assert (_gender(corpus, m), _gender(corpus, f)) == ("male", "female")
+
+
+@pytest.fixture(scope="module")
+def emodb_table(data_dir):
+    from ser_core.corpora import read_corpus
+    from ser_core.dataset import build_table
+    return build_table(read_corpus("emodb", data_dir / "emodb"), augmentation=False, progress=False)
+
+
+def test_fold_splits_are_disjoint_by_speaker_and_validate_on_the_training_side(emodb_table):
+    t = emodb_table
+    seen = []
+    for k in range(len(FOLDS["emodb"])):
+        s = fold_split(t, k)
+        spk = {name: set(t.speakers[getattr(s, name)]) for name in ("train", "val", "test")}
+        assert spk["test"] == set(FOLDS["emodb"][k])
+        assert not spk["train"] & spk["test"] and not spk["val"] & spk["test"]
+        assert not spk["train"] & spk["val"] and len(spk["val"]) == 2
+        assert len(s.train) + len(s.val) + len(s.test) == len(t)
+        seen += sorted(spk["test"])
+    assert sorted(seen) == sorted(ALL_SPEAKERS["emodb"])
+    ship = ship_split(t)
+    assert set(t.speakers[ship.val]) == set(SHIP_VALIDATION["emodb"]) and len(ship.test) == 0
+    assert not set(t.speakers[ship.train]) & set(SHIP_VALIDATION["emodb"])
+    with pytest.raises(ParameterError, match="accepted: 0..4"):
+        fold_split(t, 5)
+
+
+def test_clip_metrics_match_scikit_learn_and_bracket_the_estimate():
+    from sklearn.metrics import balanced_accuracy_score, f1_score
+    from ser_core.crossval import clip_metrics
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 5, 200)
+    pred = np.where(rng.random(200) < 0.6, labels, rng.integers(0, 5, 200))
+    speakers = np.repeat([f"s{i}" for i in range(10)], 20)
+    genders = np.where(np.arange(200) < 100, "male", "female")
+    m = clip_metrics(labels, pred, genders, speakers, [f"c{i}" for i in range(5)])
+    assert m["accuracy"] == pytest.approx(np.mean(labels == pred))
+    assert m["uar"] == pytest.approx(balanced_accuracy_score(labels, pred))
+    assert m["macro_f1"] == pytest.approx(f1_score(labels, pred, average="macro"))
+    assert m["male"]["accuracy"] == pytest.approx(np.mean(labels[:100] == pred[:100]))
+    for key in ("accuracy", "uar", "macro_f1"):
+        lo, hi = m[f"{key}_speaker_bootstrap95"]
+        assert lo < m[key] < hi and hi - lo < 0.3
+    assert np.array(m["confusion"]["matrix"]).sum() == 200 and m["n_speakers"] == 10
+
+
+def test_band_standardiser_and_utterance_norm_remove_a_recording_offset():
+    from ser_core.model import CNNLSTM
+    from ser_core.standardize import Standardizer
+    rng = np.random.default_rng(1)
+    feats = rng.normal(40, 10, (30, 261, 128)).astype(np.float32)
+    s = Standardizer.fit_bands(feats)
+    assert np.allclose(s.mean[0], feats.mean((0, 1)), atol=1e-3)
+    assert np.allclose(s.scale[5], feats.std((0, 1)), rtol=1e-3)
+    model = CNNLSTM(5, input_norm="utterance").eval()
+    x = torch.from_numpy(s.transform(feats[:3]))
+    shifted = torch.from_numpy(s.transform(feats[:3] + 17.0))  # another noise floor: a dB offset
+    with torch.no_grad():
+        assert torch.allclose(model(x), model(shifted), atol=1e-4)
+        plain = CNNLSTM(5).eval()
+        plain.load_state_dict(model.state_dict())
+        assert not torch.allclose(plain(x), plain(shifted), atol=1e-2)
+
+
+def test_utterance_norm_model_exports_to_onnx_with_parity(tmp_path):
+    from ser_core.bundle import _make_session
+    from ser_core.model import CNNLSTM
+    from ser_core.onnx_export import check_parity, export_onnx
+    torch.manual_seed(0)
+    model = CNNLSTM(5, input_norm="utterance").eval()
+    path = export_onnx(model, tmp_path / "m.onnx", (261, 128))
+    x = np.random.default_rng(0).normal(0, 1, (3, 261, 128)).astype(np.float32) + 2.0
+    assert check_parity(model, _make_session(path), x)["same_decisions"]
+
+
+def tiny_emodb(root, data_dir):
+    """EmoDB cut to one clip per speaker and class it has (49 clips: speaker 08 recorded no
+    disgust) as links in `root`: all ten speakers, fast to train."""
+    picked = {}
+    for f in sorted((data_dir / "emodb" / "wav").glob("*.flac")):
+        key = (f.name[:2], f.name[5])
+        if f.name[5] in "LEFTN" and key not in picked:
+            picked[key] = f
+    for f in picked.values():
+        os.symlink(f, root / f.name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory, data_dir):
+    return tiny_emodb(tmp_path_factory.mktemp("emodb-tiny"), data_dir)
+
+
+def test_tiny_crossval_runs_every_fold_resumes_and_reports(tiny_corpus, tmp_path):
+    from ser_core.crossval import run_crossval
+    out, runs = tmp_path / "report", tmp_path / "runs"
+    n = len(list(tiny_corpus.iterdir()))
+    assert n >= 45
+    s = run_crossval("emodb", tiny_corpus, "ours", max_epochs=1, out_dir=out, run_root=runs)
+    assert s["n_clips"] == n and s["n_speakers"] == 10 and s["folds"] == 5
+    assert sum(p["n_clips"] for p in s["per_fold"]) == n
+    assert set(s["per_class_recall"]) == {"boredom", "disgust", "happiness", "sadness", "neutral"}
+    assert 0 <= s["accuracy_speaker_bootstrap95"][0] <= s["accuracy"] <= s["accuracy_speaker_bootstrap95"][1]
+    run_dir = next(runs.iterdir())
+    kept = {k: (run_dir / f"fold-{k}.json").stat().st_mtime_ns for k in (0, 1, 3, 4)}
+    (run_dir / "fold-2.json").unlink()
+    s2 = run_crossval("emodb", tiny_corpus, "ours", max_epochs=1, out_dir=out, run_root=runs)
+    assert {k: (run_dir / f"fold-{k}.json").stat().st_mtime_ns for k in kept} == kept  # not retrained
+    assert (run_dir / "fold-2.json").is_file() and s2["n_clips"] == n
+    base = json.loads((out / "emodb-baselines.json").read_text())
+    assert base["egemaps-svm"]["n_clips"] == n and 0 <= base["egemaps-svm"]["accuracy"] <= 1
+    report = (out / "README.md").read_text()
+    assert "eGeMAPSv02" in report and "recipe `ours`" in report and "chance" in report
+
+
+def test_egemaps_features_are_the_88_functionals(tiny_corpus):
+    from ser_core.baseline import egemaps
+    from ser_core.corpora import read_corpus
+    x = egemaps(read_corpus("emodb", tiny_corpus), progress=False)
+    assert x.shape == (len(list(tiny_corpus.iterdir())), 88) and np.isfinite(x).all() and x.std(0).max() > 0
+
+
+SHIPPED = [("emodb", "emodb"), ("emovo", "emovo"), ("ravdess", "ravdess")]
+
+
+@pytest.mark.parametrize("name,corpus", SHIPPED)
+def test_shipped_default_model_does_not_answer_one_class_for_new_voices(name, corpus, data_dir):
+    """Clips of the speakers the shipped model never trained on: no single label for most of them."""
+    from ser_core.bundle import ModelBundle
+    from ser_core.corpora import read_corpus
+    b = ModelBundle.load(name)
+    held = set(b.held_out_speakers)
+    assert held, "a shipped speaker-protocol model names the speakers it never trained on"
+    utts = [u for u in read_corpus(corpus, data_dir / corpus).utterances if u.speaker in held]
+    rng = np.random.default_rng(0)
+    utts = [utts[i] for i in sorted(rng.permutation(len(utts))[:24])]
+    labels = [b.predict_clip(u.path).label for u in utts]
+    top = max(labels.count(l) for l in set(labels))
+    assert top / len(labels) < 0.5, labels
+    assert np.mean([l == u.emotion for l, u in zip(labels, utts)]) > 0.3
+
+
+def test_batchnorm_recalibration_sets_the_clean_rows_statistics():
+    """After training on mixed-up, masked batches the running statistics lag behind clean input;
+    recalibration makes them the clean rows' own (what eval mode then uses)."""
+    from ser_core.model import CNNLSTM
+    from ser_core.recipe import recalibrate_batchnorm
+    torch.manual_seed(0)
+    model = CNNLSTM(5, input_norm="global")
+    bn = model.cnn[2]
+    bn.running_mean.fill_(0.0), bn.running_var.fill_(1.0)
+    x = torch.randn(12, 261, 128) * 2 + 1
+    with torch.no_grad():
+        z = model.cnn[:2](model.blocks(x))
+    recalibrate_batchnorm(model, x, batch=12)  # one batch: exactly its statistics
+    assert torch.allclose(bn.running_mean, z.mean((0, 2, 3)), atol=1e-5)
+    assert torch.allclose(bn.running_var, z.var((0, 2, 3)), rtol=1e-3)
+    assert bn.momentum == 0.01 and not bn.training
+    recalibrate_batchnorm(model, x, batch=4)  # the average of three batches' statistics
+    assert torch.allclose(bn.running_mean, z.mean((0, 2, 3)), atol=1e-5)
+    assert torch.allclose(bn.running_var, z.var((0, 2, 3)), rtol=0.1)

@@ -1,0 +1,80 @@
+"""The exported Space folder on its own: nothing over 10 MB ships, it starts from its folder and
+answers, and every third-party package its code imports while serving is in its own
+requirements.txt (or is gradio, which the Space's SDK installs)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.test_app_api import EXAMPLE, MODEL, running_app
+
+# import name -> requirement name, for the packages the exported code may import
+DISTRIBUTIONS = {"PIL": "pillow", "yaml": "pyyaml", "sklearn": "scikit-learn", "silero_vad": "silero-vad",
+                 "huggingface_hub": "huggingface_hub", "gradio_client": "gradio", "onnxruntime": "onnxruntime"}
+
+PROBE = r"""
+import ast, json, sys
+from pathlib import Path
+root = Path.cwd().resolve()
+sys.path.insert(0, str(root))
+import app
+from ser_core import service
+service.warm_up()
+service.run_attack(sys.argv[1], sys.argv[2], "fgsm", {"eps": 0.5}, "features")
+service.run_attack(sys.argv[1], sys.argv[2], "pgd", {"steps": 3}, "waveform")
+names = set()
+for m in list(sys.modules.values()):
+    f = getattr(m, "__file__", None)
+    if f and Path(f).is_absolute() and Path(f).resolve().is_relative_to(root) and f.endswith(".py"):
+        for node in ast.walk(ast.parse(Path(f).read_text())):
+            if isinstance(node, ast.Import):
+                names |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+local = {p.stem for p in root.iterdir()} | {"ser_core", "export", "tests"}
+print(json.dumps(sorted(n for n in names if n not in sys.stdlib_module_names and n not in local)))
+"""
+
+
+@pytest.fixture(scope="module")
+def space(tmp_path_factory):
+    from export.space import render_space
+    out = tmp_path_factory.mktemp("space") / "space"
+    render_space(out)
+    return out
+
+
+def test_no_file_over_10_mb_and_no_onnx_ships(space):
+    from export.space import MAX_FILE_BYTES
+    files = [p for p in space.rglob("*") if p.is_file()]
+    assert files and max(p.stat().st_size for p in files) <= MAX_FILE_BYTES
+    assert not list(space.rglob("*.onnx"))
+
+
+def test_everything_the_served_code_imports_is_in_its_requirements(space, tmp_path):
+    env = {"SER_CACHE_DIR": str(tmp_path / "cache"), "SER_APP_MODELS": MODEL, "OMP_NUM_THREADS": "1",
+           "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-I", "-c", PROBE, str(EXAMPLE), MODEL], cwd=space, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    imported = json.loads(run.stdout.strip().splitlines()[-1])
+    required = {line.split("==")[0].split(">=")[0].strip().lower().replace("_", "-")
+                for line in (space / "requirements.txt").read_text().splitlines()
+                if line.strip() and not line.startswith(("-", "#"))} | {"gradio"}
+    missing = [n for n in imported
+               if DISTRIBUTIONS.get(n, n).lower().replace("_", "-") not in required]
+    assert imported and not missing, f"imported but not in requirements.txt: {missing}"
+
+
+def test_the_exported_folder_starts_and_answers_at_once(space, tmp_path):
+    from gradio_client import Client, handle_file
+    with running_app(app_dir=space, env={"SER_CACHE_DIR": str(tmp_path / "cache")}) as url:
+        client = Client(url, verbose=False)
+        t0 = time.monotonic()
+        result, label, note = client.predict(handle_file(str(EXAMPLE)), MODEL, api_name="/predict")
+        assert time.monotonic() - t0 < 1.0
+        assert result["label"] == label["label"] and result["model_accuracy"]["accuracy"] is not None
