@@ -2,8 +2,9 @@
 
 Gradio wiring only. Everything shown comes from `ser_core.service`, which the tests call too.
 Endpoints (gradio_client): /predict (audio, model) -> (result, label, note) and /attack (audio,
-model, attack, params, domain; the defaults are the page's: a PGD waveform attack at 30 dB SNR
-whose adversarial WAV is verified by the serving path); each returns its JSON result first.
+model, attack, params, domain, target emotion or "none"; the defaults are the page's: an Auto-PGD
+waveform attack at 30 dB SNR, untargeted, whose adversarial WAV is verified by the serving path);
+each returns its JSON result first.
 
 Limits for a 2-vCPU Space: attacks run one at a time (ser_core.admission.AttackQueue: at most
 SER_APP_ATTACK_QUEUE waiting, SER_APP_ATTACKS_PER_CLIENT per client, refused beyond with a
@@ -140,16 +141,17 @@ def predict(audio, model):
     return result, result["probabilities"], service.prediction_markdown(result)
 
 
-async def attack(audio, model, attack_name, params, domain, request: gr.Request,
+async def attack(audio, model, attack_name, params, domain, target=None, request: gr.Request = None,
                  progress=gr.Progress()):
     """Attack a clip; JSON result first, then what the page shows and offers for download.
+    target: the emotion to land on (waveform attacks), or none/'' for any other emotion.
     Waits its turn in ATTACKS; cancelling (Stop, a client's cancel) stops the attack loop."""
     cancel = threading.Event()
     client = getattr(request, "session_hash", None) or "anonymous"
 
     def work():
         progress(0.0, desc="decoding")
-        return service.run_attack(audio, model, attack_name, params, domain, cancel=cancel,
+        return service.run_attack(audio, model, attack_name, params, domain, cancel=cancel, target=target,
                                   progress=lambda f, m="": progress(float(f), desc=m or None))
     try:
         if ATTACKS.running:
@@ -179,6 +181,9 @@ def summary_markdown(r: dict) -> str:
     flipped = r.get("flipped")
     head = (f"## {'Flipped' if flipped else 'Not flipped'}: "
             f"{r.get('label_before')} → {r.get('label_after')}")
+    if r.get("target"):
+        head = (f"## {'Landed on' if r.get('target_reached') else 'Did not reach'} {r['target']}: "
+                f"{r.get('label_before')} → {r.get('label_after')}")
     notes = []
     if r.get("stopped_early"):
         why = ("the Space's time limit" if r.get("stop_reason") == "deadline" else "a cancel")
@@ -212,9 +217,14 @@ def summary_markdown(r: dict) -> str:
     if lc:
         rows += [("listening copy re-scored", f"{lc['label']} (flip {'survives' if lc['flipped'] else 'lost'})"),
                  ("clean features inverted, re-scored", lc["clean_inversion_label"])]
-    for key in ("snr_db", "linf_16bit", "verified_flipped", "chunking_unchanged"):
+    for key in ("target", "target_reached", "snr_db", "linf_16bit", "verified_flipped", "chunking_unchanged"):
         if key in r:
             rows.append((key.replace("_", " "), _fmt(r[key])))
+    perceptual = r.get("perceptual") or {}
+    if perceptual.get("pmr_p95_db") is not None:
+        rows.append(("cells above the clip's masking threshold / their 95th-percentile "
+                     "perturbation-to-mask ratio",
+                     f"{perceptual['mask_exceeded_fraction']:.1%} / {perceptual['pmr_p95_db']:+.1f} dB"))
     if r.get("stopped_early"):
         rows.append(("stopped early", r.get("stop_reason")))
     acc = (r.get("model_accuracy") or {}).get("text")
@@ -244,6 +254,22 @@ def params_help(attack_name, domain) -> str:
         lines.append(f"- `{k}` (default {p['default']}, {rng}{here}): {p.get('help', '')}")
     lines.append(f"\nEach attack stops after {service.ATTACK_DEADLINE_S:g} s with the best result so far.")
     return "\n".join(lines)
+
+
+NO_TARGET = "none"
+
+
+def target_choices(model) -> list[tuple[str, str]]:
+    """'none' (any other emotion) first, then the model's emotions."""
+    try:
+        labels = service.model_info(model)["labels"] if model else []
+    except Exception:  # an unknown model is named by the attack itself
+        labels = []
+    return [("none: any other emotion", NO_TARGET)] + [(label, label) for label in labels]
+
+
+def on_model(model):
+    return gr.update(choices=target_choices(model), value=NO_TARGET)
 
 
 def on_domain(domain):
@@ -317,6 +343,9 @@ def build_app() -> gr.Blocks:
                                          label="Strength (waveform: SNR budgets; features: the study's settings)")
                     params = gr.Textbox(_json(params0), label="Parameters (JSON; edit to go beyond the presets)",
                                         elem_id="params")
+                    target = gr.Dropdown(target_choices(models[0] if models else None), value=NO_TARGET,
+                                         label="Target emotion (waveform attacks; none: any other emotion)",
+                                         elem_id="target", allow_custom_value=True)
                     params_doc = gr.Markdown()
                     with gr.Row():
                         predict_btn = gr.Button("Predict only", elem_id="predict-btn")
@@ -368,6 +397,7 @@ def build_app() -> gr.Blocks:
 
         ui = dict(queue=False, api_visibility="private")
         domain.change(on_domain, domain, attack_name, **ui)
+        model.change(on_model, model, target, **ui)
         attack_name.change(on_attack, [attack_name, domain], [preset, params, params_doc], **ui)
         preset.change(on_preset, [preset, attack_name, domain], params, **ui)
         demo.load(on_attack, [attack_name, domain], [preset, params, params_doc], **ui)
@@ -377,7 +407,7 @@ def build_app() -> gr.Blocks:
         # no Gradio limit: ATTACKS runs one at a time and refuses beyond its short queue, so
         # attacks never fill Gradio's queue (which /predict shares)
         attack_event = attack_btn.click(
-            attack, [audio_in, model, attack_name, params, domain],
+            attack, [audio_in, model, attack_name, params, domain, target],
             [result_json, label_before, label_after, summary, img_before, img_after,
              img_diff, original_audio, attacked_audio, downloads],
             api_name="attack", concurrency_id="attack", concurrency_limit=None)

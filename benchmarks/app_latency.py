@@ -3,8 +3,9 @@
     nice -n 15 .venv/bin/python benchmarks/app_latency.py [--runs 7] [--model emodb]
 
 Starts `python app.py` on loopback (as tests/test_app_api.py does), warms it up, then times
-/predict on a 3 s clip, /attack with its defaults (the page's: PGD on the waveform at 30 dB SNR,
-40 steps, verified on the written WAV; this clip does not flip on emodb, so every step runs),
+/predict on a 3 s clip, /attack with its defaults (the page's: Auto-PGD on the waveform at 30 dB
+SNR, 40 steps, verified on the written WAV; the row says whether it flipped: when it does not,
+every step runs),
 /attack with FGSM (eps 0.25) and BIM (eps 0.25, step 0.1, 100 iterations: the study's settings)
 on the same clip, and /predict while a BIM attack runs (the two have separate queues). Prints
 the median and range of the wall time per request, and for attacks the attack's own seconds
@@ -74,7 +75,10 @@ def main(argv=None) -> int:
         walls, _ = timed(predict, args.runs)
         rows.append(row("predict (3.3 s clip)", walls))
         walls, outs = timed(default_attack, args.runs)
-        rows.append(row("waveform default: pgd 30 dB x40", walls, [o[0]["seconds"] for o in outs]))
+        r0 = outs[0][0]
+        rows.append(row(f"waveform default: {r0['attack']} {r0['params'].get('snr_db')} dB x{r0['params'].get('steps')}, "
+                        f"flipped {sum(o[0]['flipped'] for o in outs)}/{len(outs)}", walls,
+                        [o[0]["seconds"] for o in outs]))
         if args.only:
             return report(rows)
         walls, outs = timed(lambda: attack(fgsm, "fgsm"), args.runs)

@@ -20,6 +20,8 @@ def register(sub):
                    help="attack parameter, repeatable (e.g. --set eps=0.5)")
     p.add_argument("--domain", choices=("features", "waveform"), default="features",
                    help="attack the standardised log-Mel features (the study) or the waveform")
+    p.add_argument("--target", default=None,
+                   help="waveform domain: the emotion to land on (default: any other emotion)")
     p.add_argument("--max-seconds", type=float, default=None, help="refuse longer clips")
     p.add_argument("--out", type=Path, default=None,
                    help="folder for result.json and, features domain, clean.npy and adversarial.npy; "
@@ -58,7 +60,10 @@ def _parse_sets(items, attack: str) -> dict:
 
 def run_attack(args):
     from ser_core.bundle import ModelBundle
+    from ser_core.errors import ParameterError
     params = _parse_sets(args.set, args.attack)
+    if args.target is not None and args.domain != "waveform":
+        raise ParameterError("--target is for waveform attacks (accepted: --domain waveform, or no --target)")
     bundle = ModelBundle.load(args.model)
     if args.domain == "waveform":
         try:
@@ -69,7 +74,7 @@ def run_attack(args):
                                          f"({exc}); use --domain features"}), file=sys.stderr)
             return 2
         res = attack_waveform_clip(bundle, args.audio, attack=args.attack, params=params,
-                                   max_seconds=args.max_seconds, out_dir=args.out)
+                                   max_seconds=args.max_seconds, out_dir=args.out, target=args.target)
         # label_after is the serving path's decision on the written WAV (the verified one)
         d = {"file": args.audio, **res.to_dict()}
         if args.out is not None:

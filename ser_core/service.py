@@ -135,9 +135,10 @@ def default_domain() -> str:
     return domains()[0]
 
 
-# The attack each domain offers first: PGD is the cheapest waveform attack that flips at a
-# moderate SNR (a few seconds on a 3-4 s clip on two CPU cores); FGSM is the study's first.
-DEFAULT_ATTACKS = {DOMAIN_WAVEFORM: "pgd", DOMAIN_FEATURES: "fgsm"}
+# The attack each domain offers first: Auto-PGD flips the most held-out clips of the waveform
+# attacks at every SNR measured, in the least median time (README.md "Waveform attacks",
+# benchmarks/waveform_flip_rate.py); FGSM is the study's first.
+DEFAULT_ATTACKS = {DOMAIN_WAVEFORM: "apgd", DOMAIN_FEATURES: "fgsm"}
 
 
 def default_attack(domain: str) -> str | None:
@@ -189,7 +190,7 @@ WAVEFORM_SNR_PRESETS = (30.0, 20.0, 40.0, 50.0)
 # enough that an attack on a 3-4 s clip takes a few seconds on two CPU cores (PGD 40 steps:
 # 0.2-2.2 s on one thread here, benchmarks/app_latency.py). C&W as in the evaluation's quick
 # profile. The attack's own defaults stay available as the last preset.
-WAVEFORM_APP_SETTINGS = {"pgd": {"steps": 40, "step_fraction": 0.1},
+WAVEFORM_APP_SETTINGS = {"pgd": {"steps": 40, "step_fraction": 0.1}, "apgd": {"steps": 40},
                          "cw": {"steps": 20, "binary_steps": 3}}
 
 
@@ -294,6 +295,7 @@ def parse_params(params) -> dict:
 # waveform cw 11.6 h, boundary and cw_l2 far more.
 SPACE_CAPS = {
     (DOMAIN_WAVEFORM, "pgd"): {"steps": (1, 200)},
+    (DOMAIN_WAVEFORM, "apgd"): {"steps": (1, 200), "restarts": (0, 3), "shrink": (0, 8)},
     (DOMAIN_WAVEFORM, "cw"): {"steps": (1, 100), "binary_steps": (1, 6)},
     (DOMAIN_WAVEFORM, "square"): {"max_queries": (1, 1000), "population": (1, 16)},
     (DOMAIN_FEATURES, "bim"): {"max_iter": (1, 200)},
@@ -530,9 +532,20 @@ def output_folder() -> Path:
     return Path(tempfile.mkdtemp(prefix="attack-", dir=root))
 
 
+def parse_target(target) -> str | None:
+    """The emotion a targeted attack should land on; None, '' or 'none' mean untargeted."""
+    if target is None or (isinstance(target, str) and target.strip().lower() in ("", "none")):
+        return None
+    if not isinstance(target, str):
+        raise ParameterError(f"target must be an emotion name, not {type(target).__name__} "
+                             "(accepted: one of the model's emotions, or none)")
+    return target.strip()
+
+
 def run_attack(path, model: str, attack: str, params=None, domain: str | None = None,
                max_seconds: float = MAX_ATTACK_SECONDS, progress=None, out_dir=None,
-               deadline_s: float | None = None, cancel: threading.Event | None = None) -> AttackOutcome:
+               deadline_s: float | None = None, cancel: threading.Event | None = None,
+               target=None) -> AttackOutcome:
     """Attack a clip with `attack` on `model` and gather what the app shows.
 
     domain None: the default domain (waveform where available). Waveform domain: the attack
@@ -540,6 +553,8 @@ def run_attack(path, model: str, attack: str, params=None, domain: str | None = 
     the serving path's decision on that file. Feature domain (the study): attack_clip attacks
     the standardised log-Mel chunks; the playable audio is a listening copy made by Griffin-Lim
     inversion, re-scored by the serving path. params '' or None: the attack's own defaults.
+    target: an emotion of the model to land on (waveform attacks; the result's `target_reached`
+    is the serving path's decision on the written WAV), or None/'none' for any other emotion.
 
     The attack runs under this Space's parameter caps (SPACE_CAPS) and wall-clock deadline
     (deadline_s, default ATTACK_DEADLINE_S): at the deadline, or when `cancel` is set, it stops
@@ -553,6 +568,12 @@ def run_attack(path, model: str, attack: str, params=None, domain: str | None = 
     b = get_bundle(model)
     params = parse_params(params)
     check_params(b, attack, params, domain)
+    target = parse_target(target)
+    if target is not None:
+        if domain != DOMAIN_WAVEFORM:
+            raise ParameterError(f"a target emotion is for waveform attacks, not {domain} attacks "
+                                 f"(accepted: domain {DOMAIN_WAVEFORM!r}, or target none)")
+        _waveform_module().check_target(b, target)
     sr = b.feature_config.sample_rate
     y = read_clip(path, max_seconds, sr)
     out = Path(out_dir) if out_dir else output_folder()
@@ -561,7 +582,7 @@ def run_attack(path, model: str, attack: str, params=None, domain: str | None = 
         if domain == DOMAIN_FEATURES:
             outcome = _feature_attack(b, y, attack, params, max_seconds, progress, out)
         else:
-            outcome = _waveform_attack(b, y, attack, params, max_seconds, progress, out)
+            outcome = _waveform_attack(b, y, attack, params, max_seconds, progress, out, target)
     outcome.result.update(domain=domain, model=model, language=b.config.get("language"),
                           seconds_of_audio=round(len(y) / sr, 3), deadline_seconds=deadline_s,
                           model_accuracy=model_accuracy(b.config), speech=speech_check(y, sr),
@@ -588,11 +609,11 @@ def _feature_attack(b, y, attack, params, max_seconds, progress, out: Path) -> A
     return AttackOutcome(result, out, images, copy.path, features)
 
 
-def _waveform_attack(b, y, attack, params, max_seconds, progress, out: Path) -> AttackOutcome:
+def _waveform_attack(b, y, attack, params, max_seconds, progress, out: Path, target=None) -> AttackOutcome:
     wf = _waveform_module()
     sr = b.feature_config.sample_rate
     r = wf.attack_waveform_clip(b, y, attack=attack, params=params, sample_rate=sr,
-                                max_seconds=max_seconds, out_dir=out, progress=progress)
+                                max_seconds=max_seconds, out_dir=out, progress=progress, target=target)
     _stop_if_cancelled(attack)
     result = r.to_dict()
     result["flipped"] = r.verified_flipped  # only the decision on the written WAV counts

@@ -19,7 +19,7 @@ import soundfile as sf
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "ravdess-happiness-actor02f.wav"
-# flips under the app's default waveform attack (PGD, 30 dB SNR, 40 steps) on the emodb bundle
+# flips under the app's default waveform attack (APGD, 30 dB SNR, 40 steps) on the emodb bundle
 WAVEFORM_EXAMPLE = REPO / "examples" / "ravdess-disgust-actor02f.wav"
 MODEL = os.environ.get("SER_TEST_MODEL", "emodb")
 START_TIMEOUT = 180
@@ -133,29 +133,60 @@ def test_attack_flips_a_clip(client, bundle):
 
 
 def test_default_attack_is_a_verified_waveform_attack(client, bundle):
-    """/attack given only a clip and a model runs the page's default: PGD on the waveform at
-    30 dB SNR; the player's audio is the adversarial 16-bit WAV and the decision shown is the
+    """/attack given only a clip and a model runs the page's default: Auto-PGD on the waveform
+    at 30 dB SNR; the player's audio is the adversarial 16-bit WAV and the decision shown is the
     serving path's on that file."""
     from gradio_client import handle_file
     from ser_core.audio import load_audio
     from ser_core.waveform.base import to_pcm
     out = client.predict(handle_file(str(WAVEFORM_EXAMPLE)), MODEL, api_name="/attack")
     r, before, after, summary, img_before, img_after, img_diff, original, attacked, files = out
-    assert r["domain"] == "waveform" and r["attack"] == "pgd"
-    assert r["params"]["snr_db"] == 30.0 and r["params"]["steps"] == 40
-    assert r["flipped"] is True and r["verified_flipped"] is True
+    assert r["domain"] == "waveform" and r["attack"] == "apgd"
+    assert r["params"]["snr_db"] == 30.0 and r["params"]["steps"] == 40 and r["target"] is None
+    assert r["flipped"] is True and r["verified_flipped"] is True and r["target_reached"] is True
     assert r["label_before"] == bundle.predict_clip(WAVEFORM_EXAMPLE).label
     assert bundle.predict_clip(attacked).label == r["label_after"] != r["label_before"]
     assert after["label"] == r["label_after"] and "Flipped" in summary and "verified" in summary
     info = sf.info(attacked)
     assert info.subtype == "PCM_16" and info.samplerate == bundle.feature_config.sample_rate
     written, _ = sf.read(attacked, dtype="int16")
-    noise = np.abs(written.astype(np.int64) - to_pcm(load_audio(WAVEFORM_EXAMPLE)).astype(np.int64))
-    assert 0 < noise.max() == r["linf_16bit"] <= r["extra"]["eps_16bit"]
+    clean = to_pcm(load_audio(WAVEFORM_EXAMPLE))
+    noise = written.astype(np.int64) - clean.astype(np.int64)
+    assert 0 < np.abs(noise).max() == r["linf_16bit"]
     assert r["snr_db"] >= 30.0
+    assert 10 * np.log10(np.sum(clean ** 2) / np.sum(noise.astype(np.float64) ** 2)) == pytest.approx(r["snr_db"], abs=1e-3)
     assert "listening_copy" not in r
     for img in (img_before, img_after, img_diff):
         assert Path(img).stat().st_size > 1000
+
+
+def runner_up(bundle, path) -> str:
+    """The clip's second most probable emotion: the nearest target."""
+    probs = bundle.predict_clip(path).probabilities
+    return sorted(probs, key=probs.get)[-2]
+
+
+def test_a_waveform_attack_lands_on_the_emotion_asked_for(client, bundle):
+    """/attack's trailing target: APGD at 20 dB SNR takes the clip to its runner-up emotion, and
+    the written WAV is scored as that emotion by the serving path."""
+    from gradio_client import handle_file
+    target = runner_up(bundle, WAVEFORM_EXAMPLE)
+    out = client.predict(handle_file(str(WAVEFORM_EXAMPLE)), MODEL, "apgd", json.dumps({"snr_db": 20, "steps": 40}),
+                         "waveform", target, api_name="/attack")
+    r, summary, attacked = out[0], out[3], out[8]
+    assert r["target"] == target != r["label_before"]
+    assert r["target_reached"] is True and r["label_after"] == target
+    assert bundle.predict_clip(attacked).label == target
+    assert f"Landed on {target}" in summary and r["snr_db"] >= 20.0
+    assert 0 <= r["perceptual"]["mask_exceeded_fraction"] <= 1
+
+
+def test_a_target_for_a_feature_attack_is_refused(client):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+    with pytest.raises(AppError, match="a target emotion is for waveform attacks"):
+        client.predict(handle_file(str(EXAMPLE)), MODEL, "fgsm", json.dumps({"eps": 0.25}), "features", "sadness",
+                       api_name="/attack")
 
 
 def test_a_feature_attack_named_without_its_domain_is_told_which_domain(client):

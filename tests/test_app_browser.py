@@ -48,7 +48,7 @@ def test_upload_attack_and_see_the_flip():
         try:
             page = _open(browser, url, WAVEFORM_EXAMPLE)
             params = page.locator("#params textarea")
-            # the default: PGD on the waveform at the first SNR preset
+            # the default: Auto-PGD on the waveform at the first SNR preset
             assert json.loads(params.input_value())["snr_db"] == 30.0
             text = _run_and_read_summary(page)
             page.screenshot(path=str(ARTIFACTS / "app_attack_waveform.png"), full_page=True)

@@ -103,3 +103,14 @@ def test_attack_clip_on_a_waveform_array(bundle, clip):
     d = res.to_dict()
     assert d["chunks"] == len(res.features) and d["queries"] == int(res.result.queries.sum()) > 0
     json.dumps(d)  # JSON-ready
+
+
+def test_waveform_attack_lands_on_a_target_emotion(bundle, tmp_path, capsys):
+    clip = REPO / "examples" / "ravdess-disgust-actor02f.wav"
+    probs = bundle.predict_clip(clip).probabilities
+    target = sorted(probs, key=probs.get)[-2]  # the runner-up: the nearest target
+    assert main(["attack", "--model", str(bundle.folder), "--attack", "apgd", "--domain", "waveform",
+                 "--set", "snr_db=20", "--target", target, "--out", str(tmp_path), str(clip)]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["target"] == target and d["target_reached"] is True
+    assert bundle.predict_clip(d["wav_path"]).label == target and d["snr_db"] >= 20.0

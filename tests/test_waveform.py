@@ -112,7 +112,7 @@ def test_waveform_input_needs_its_sample_rate(bundle):
 
 
 @pytest.mark.parametrize("attack, params, message", [
-    ("fgsm", {}, "accepted: pgd, cw, square"),
+    ("fgsm", {}, "accepted: pgd, apgd, cw, square"),
     ("pgd", {"snr_db": 120}, "snr_db"),
     ("pgd", {"eps_16bit": 0}, "eps_16bit"),
     ("pgd", {"snr_db": 30, "eps_16bit": 8}, "not both"),

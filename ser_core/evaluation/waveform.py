@@ -83,6 +83,41 @@ def test_clips(bundle, per_gender: int, seed: int = 0, data_dir=None) -> list:
     return picked
 
 
+def held_out_clips(bundle, n: int, seed: int = 0, data_dir=None) -> list:
+    """Up to n utterances of the speakers the bundle never trained on (every speaker of its
+    corpus not in config["split"]["speakers"]["train"]), balanced by gender and class, seeded.
+
+    Each (gender, class) cell is shuffled; clips are then taken round by round, one per cell, the
+    classes in a fresh seeded order each round and male before female within a class, so any
+    prefix is as balanced as the cells allow (n = 2 x classes x k: k clips per cell)."""
+    from ..corpora import read_corpus
+    if n < 1:
+        raise ParameterError(f"held-out clips n={n} (accepted: an integer >= 1)")
+    corpus_name = bundle.config["corpus"]
+    corpus = read_corpus(corpus_name, Path(data_dir or data_root()) / corpus_name, tuple(bundle.labels))
+    trained = set(bundle.config["split"].get("speakers", {}).get("train") or ())
+    if not trained:
+        raise ParameterError(f"model {bundle.name} names no training speakers (config split.speakers.train); "
+                             "held-out clips need a speaker-protocol bundle")
+    rng = np.random.default_rng(seed)
+    cells = {}
+    for u in corpus.utterances:
+        if u.speaker not in trained:
+            cells.setdefault((u.emotion, u.gender), []).append(u)
+    for key in sorted(cells):
+        order = rng.permutation(len(cells[key]))
+        cells[key] = [cells[key][i] for i in order]
+    picked, depth = [], 0
+    while len(picked) < n and any(len(v) > depth for v in cells.values()):
+        for emotion in [bundle.labels[i] for i in rng.permutation(len(bundle.labels))]:
+            for gender in GENDERS:
+                cell = cells.get((emotion, gender), [])
+                if len(cell) > depth and len(picked) < n:
+                    picked.append(cell[depth])
+        depth += 1
+    return picked
+
+
 def _key(model, clip, attack, params) -> tuple:
     return (model, clip, attack, json.dumps(params, sort_keys=True))
 

@@ -7,9 +7,14 @@ whole clip instead:
   base.py      16-bit arithmetic, budgets (SNR dB or 16-bit units), white-box clip model,
                counted black-box serving path
   pgd.py       "pgd"    Linf PGD/BIM, white-box, fixed budget
+  apgd.py      "apgd"   Auto-PGD (adaptive step, momentum, restarts), white-box, fixed budget:
+                        Linf (SNR dB or 16-bit units) or under the clip's masking threshold
   cw.py        "cw"     Carlini-Wagner L2, white-box, minimisation (reports the SNR needed)
   square.py    "square" Linf random search (Square Attack), black-box: serving path only
+  masking.py   the clip's frequency masking threshold (Qin et al. 2019) and how far a
+               perturbation stands above it, reported beside the SNR for every attack
   verify.py    16-bit WAV written, read back, scored by bundle.predict_clip
+Every attack runs untargeted (any other emotion) or targeted (`target`: the emotion to land on).
 `attack_waveform_clip` runs one of them on a clip and verifies the result; the CLI
 (`python -m export attack ... --domain waveform`) and the app call it."""
 from __future__ import annotations
@@ -25,14 +30,17 @@ import numpy as np
 from ..audio import load_audio, validate_waveform
 from ..control import stop_reason
 from ..errors import ParameterError
-from .base import WaveformAttack, from_pcm, snr_db, to_pcm
+from .apgd import AutoPGD
+from .base import Objective, WaveformAttack, from_pcm, snr_db, to_pcm
 from .chunkmap import chunk_index_map
 from .cw import CarliniWagnerL2
+from .masking import MaskingThreshold
 from .pgd import LinfPGD
 from .square import LinfSquare
 from .verify import verify, write_wav16
 
-WAVEFORM_ATTACKS: dict[str, type[WaveformAttack]] = {c.name: c for c in (LinfPGD, CarliniWagnerL2, LinfSquare)}
+WAVEFORM_ATTACKS: dict[str, type[WaveformAttack]] = {c.name: c for c in (LinfPGD, AutoPGD, CarliniWagnerL2,
+                                                                          LinfSquare)}
 
 
 @dataclass
@@ -43,7 +51,12 @@ class WaveformAttackResult:
     linf_16bit and l2 (full scale 1) measure the written clip against the clean one. queries:
     clip scorings the attack spent (model forward passes and serving-path calls; the clean and
     verification scorings are not counted). stop_reason: 'deadline' or 'cancelled' when the run
-    (ser_core.control) stopped the attack before it finished; the result is then the best so far."""
+    (ser_core.control) stopped the attack before it finished; the result is then the best so far.
+    target: the emotion a targeted attack was asked to land on (None: untargeted);
+    target_reached: whether the serving path's decision on the written WAV is that emotion
+    (untargeted: the same as verified_flipped). perceptual: the written perturbation against the
+    clean clip's masking threshold (masking.py): mask_exceeded_fraction of STFT cells above it,
+    pmr_p95_db (95th percentile of the cells' perturbation-to-mask ratio, dB), pmr_max_db."""
 
     model: str
     attack: str
@@ -65,6 +78,9 @@ class WaveformAttackResult:
     chunking_unchanged: bool = True
     extra: dict = field(default_factory=dict)
     stop_reason: str | None = None
+    target: str | None = None
+    target_reached: bool = False
+    perceptual: dict = field(default_factory=dict)
 
     @property
     def stopped_early(self) -> bool:
@@ -81,6 +97,8 @@ class WaveformAttackResult:
                 "seconds": round(self.seconds, 3), "wav_path": str(self.wav_path),
                 "chunking_unchanged": self.chunking_unchanged,
                 "stopped_early": self.stopped_early, "stop_reason": self.stop_reason,
+                "target": self.target, "target_reached": self.target_reached,
+                "perceptual": self.perceptual,
                 "extra": {k: (None if isinstance(v, float) and math.isinf(v) else v)
                           for k, v in self.extra.items()}}
 
@@ -106,7 +124,7 @@ def get_waveform_attack(name: str, bundle, params: dict | None = None) -> Wavefo
 
 def attack_waveform_clip(bundle, audio, attack: str = "pgd", params: dict | None = None,
                          sample_rate: int | None = None, max_seconds: float | None = None,
-                         out_dir=None, progress=None) -> WaveformAttackResult:
+                         out_dir=None, progress=None, target: str | None = None) -> WaveformAttackResult:
     """Attack one clip on its waveform and verify the flip on the written 16-bit WAV.
 
     audio: a path, or a waveform with its sample_rate. The clean reference is the decoded clip
@@ -114,8 +132,13 @@ def attack_waveform_clip(bundle, audio, attack: str = "pgd", params: dict | None
     its serving-path decision is the label the attack moves away from. The chunking (trim bounds,
     windows, looping) is computed once from the clean clip and held fixed while attacking;
     `chunking_unchanged` says whether the adversarial clip still chunks the same way, and the
-    verified decision recomputes everything from the file either way."""
+    verified decision recomputes everything from the file either way.
+
+    target: an emotion of the bundle's labels to land on (targeted mode), or None (untargeted:
+    any other emotion). A clip already scored as the target is returned unchanged, with
+    target_reached True and no query spent."""
     runner = get_waveform_attack(attack, bundle, params)  # bad parameters fail before any work
+    check_target(bundle, target)
     sr = bundle.feature_config.sample_rate
     if isinstance(audio, (str, Path)):
         y, stem = load_audio(audio, sr, max_seconds=max_seconds), Path(audio).stem
@@ -131,8 +154,12 @@ def attack_waveform_clip(bundle, audio, attack: str = "pgd", params: dict | None
     label = bundle.labels.index(before.label)
     index_map = chunk_index_map(clean_audio, bundle.feature_config)
 
+    objective = Objective(label, None if target is None else bundle.labels.index(target))
     t0 = time.perf_counter()
-    adv, queries, extra = runner.run(pcm, label, index_map, progress)
+    if objective.target == label:
+        adv, queries, extra = pcm.copy(), 0, {"note": "the clean clip is already scored as the target"}
+    else:
+        adv, queries, extra = runner.run(pcm, objective, index_map, progress)
     seconds = time.perf_counter() - t0
     stopped = stop_reason()
 
@@ -155,8 +182,18 @@ def attack_waveform_clip(bundle, audio, attack: str = "pgd", params: dict | None
         l2=float(np.linalg.norm(diff)), queries=int(queries), seconds=seconds, wav_path=wav_path,
         adversarial_audio=read_back, sample_rate=sr,
         chunking_unchanged=bool(np.array_equal(chunk_index_map(read_back, bundle.feature_config), index_map)),
-        extra=extra, stop_reason=stopped)
+        extra=extra, stop_reason=stopped,
+        target=target, target_reached=objective.reached(bundle.labels.index(after.label)),
+        perceptual=MaskingThreshold.of(pcm, sr).report(to_pcm(read_back) - pcm))
 
 
-__all__ = ["attack_waveform_clip", "WaveformAttackResult", "WAVEFORM_ATTACKS", "describe_waveform_attacks",
+def check_target(bundle, target) -> None:
+    """A target must be one of the bundle's emotions (or None: untargeted)."""
+    if target is not None and target not in bundle.labels:
+        raise ParameterError(f"target emotion {target!r} is not one of model {bundle.name}'s "
+                             f"(accepted: {', '.join(bundle.labels)}, or none for untargeted)")
+
+
+__all__ = ["attack_waveform_clip", "check_target", "Objective", "WaveformAttackResult", "WAVEFORM_ATTACKS",
+           "describe_waveform_attacks",
            "get_waveform_attack", "chunk_index_map", "snr_db"]

@@ -4,12 +4,16 @@ the differentiable clip model (white-box) and the counted serving path (black-bo
 Waveform attacks work on a whole decoded clip held as 16-bit sample values (floats on the
 integer grid -32768..32767, full scale = 32768), because the adversarial audio is delivered as a
 16-bit WAV and only the decision on that file counts. A clip's decision is the serving path's:
-the mean of its chunks' probabilities (bundle.predict_clip). Attacks are untargeted: they move
-the clip's decision away from its clean decision, scored by the margin
-  log p_clip[clean] - max_{j != clean} log p_clip[j]   (< 0 means flipped)."""
+the mean of its chunks' probabilities (bundle.predict_clip). Every attack has two modes, set by
+its `Objective`: untargeted, it moves the clip's decision away from its clean decision, scored by the
+margin
+  log p_clip[clean] - max_{j != clean} log p_clip[j]      (< 0 means flipped);
+targeted, it moves the decision onto a chosen label t, scored by
+  max_{j != t} log p_clip[j] - log p_clip[t]             (< 0 means the decision is t)."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -51,6 +55,47 @@ def margin(log_probs: torch.Tensor, label: int) -> torch.Tensor:
     return log_probs[:, label] - others.amax(1)
 
 
+def target_margin(log_probs: torch.Tensor, target: int) -> torch.Tensor:
+    """(batch, classes) clip log-probabilities -> (batch,) margin to the target (< 0: the decision
+    is the target)."""
+    others = log_probs.clone()
+    others[:, target] = -math.inf
+    return others.amax(1) - log_probs[:, target]
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What an attack is after: `label` is the clip's clean decision (class index); `target` None
+    means any other decision (untargeted), an index means that decision (targeted). The margin
+    is < 0 exactly when the goal is reached, on the model (torch) and on the serving path (numpy)."""
+
+    label: int
+    target: int | None = None
+
+    @property
+    def targeted(self) -> bool:
+        return self.target is not None
+
+    def margin(self, log_probs: torch.Tensor) -> torch.Tensor:
+        return margin(log_probs, self.label) if self.target is None else target_margin(log_probs, self.target)
+
+    def serving_margin(self, probs: np.ndarray) -> np.ndarray:
+        if self.target is None:
+            return serving_margin(probs, self.label)
+        logp = np.log(np.clip(probs, 1e-30, None))
+        others = logp.copy()
+        others[:, self.target] = -np.inf
+        return others.max(1) - logp[:, self.target]
+
+    def reached(self, label: int) -> bool:
+        return label != self.label if self.target is None else label == self.target
+
+
+def as_objective(goal) -> Objective:
+    """A Objective, or a bare clean label (untargeted) as older callers pass it."""
+    return goal if isinstance(goal, Objective) else Objective(int(goal))
+
+
 class WaveformAttack:
     """Base class. Subclasses set `name`, `kind`, `goal`, `params` and implement `run`.
 
@@ -69,10 +114,12 @@ class WaveformAttack:
     def _validate(self):
         """Cross-parameter checks; raise ParameterError."""
 
-    def run(self, pcm: np.ndarray, label: int, index_map: np.ndarray, progress) -> tuple[np.ndarray, int, dict]:
-        """pcm: clean clip as 16-bit sample values; label: its clean decision; index_map: its
-        chunks (chunkmap). Return (adversarial 16-bit sample values, possibly off the integer
-        grid; queries spent; extra figures)."""
+    def run(self, pcm: np.ndarray, objective: Objective, index_map: np.ndarray,
+            progress) -> tuple[np.ndarray, int, dict]:
+        """pcm: clean clip as 16-bit sample values; objective: its clean decision and the target,
+        if any (a bare int is an untargeted objective); index_map: its chunks (chunkmap). Return
+        (adversarial 16-bit sample values, possibly off the integer grid; queries spent; extra
+        figures)."""
         raise NotImplementedError
 
 
@@ -116,12 +163,21 @@ class ClipModel(nn.Module):
         self.model = bundle.torch_model()
         self.register_buffer("index", torch.from_numpy(np.ascontiguousarray(index_map)))
 
-    def forward(self, pcm: torch.Tensor) -> torch.Tensor:
+    def chunk_log_probs(self, pcm: torch.Tensor) -> torch.Tensor:
+        """(batch, samples) -> (batch, n_chunks, classes) log-probabilities of each chunk."""
         b = pcm.shape[0]
         chunks = (pcm / PCM_SCALE)[:, self.index]  # (batch, n_chunks, samples): a gather
         feats = self.frontend(chunks.reshape(-1, chunks.shape[-1]).float())
-        probs = torch.softmax(self.model(feats), dim=1).reshape(b, self.index.shape[0], -1)
-        return torch.log(probs.mean(1).clamp_min(1e-30))
+        return torch.log_softmax(self.model(feats), dim=1).reshape(b, self.index.shape[0], -1)
+
+    @staticmethod
+    def clip_log_probs(chunk_log_probs: torch.Tensor) -> torch.Tensor:
+        """(batch, n_chunks, classes) -> (batch, classes) log of the mean chunk probability."""
+        n = chunk_log_probs.shape[1]
+        return torch.logsumexp(chunk_log_probs, dim=1) - math.log(n)
+
+    def forward(self, pcm: torch.Tensor) -> torch.Tensor:
+        return self.clip_log_probs(self.chunk_log_probs(pcm))
 
 
 class ServingPath:

@@ -12,6 +12,9 @@ its smallest model-flipping perturbation is rounded to 16 bits and scored by the
 the smallest one the serving path flips is the result, and `snr_needed_db` in `extra` is its
 SNR. When none is found the attack returns the iterate with the lowest margin.
 
+Targeted mode: the margin term is the target margin, a search step succeeds when the serving
+path's decision is the target.
+
 Arguments: steps (100), binary_steps (6), initial_const (0.01), learning_rate (0.005, Adam step
 as a fraction of the clip's RMS), confidence (0.0, margin in log-probability).
 queries: forward passes of the clip plus serving-path scorings.
@@ -26,7 +29,7 @@ import torch
 
 from ..attacks.base import Param
 from ..control import should_stop
-from .base import PCM_MAX, PCM_MIN, ClipModel, ServingPath, WaveformAttack, margin, serving_margin, snr_db
+from .base import PCM_MAX, PCM_MIN, ClipModel, ServingPath, WaveformAttack, as_objective, snr_db
 
 
 class CarliniWagnerL2(WaveformAttack):
@@ -43,7 +46,8 @@ class CarliniWagnerL2(WaveformAttack):
         "confidence": Param(0.0, float, 0.0, 20.0, help="margin to reach beyond the boundary (log-prob)"),
     }
 
-    def run(self, pcm, label, index_map, progress):
+    def run(self, pcm, objective, index_map, progress):
+        objective = as_objective(objective)
         s = self.settings
         model = ClipModel(self.bundle, index_map)
         serving = ServingPath(self.bundle)
@@ -65,7 +69,7 @@ class CarliniWagnerL2(WaveformAttack):
                     break
                 x = (x0 + w * rms * used).clamp(PCM_MIN, PCM_MAX)
                 dist = ((x - x0) ** 2).sum() / energy
-                m = margin(model(x[None]), label)[0]
+                m = objective.margin(model(x[None]))[0]
                 forwards += 1
                 loss = dist + c * torch.relu(m + s["confidence"])
                 opt.zero_grad()
@@ -81,7 +85,7 @@ class CarliniWagnerL2(WaveformAttack):
                     if loss.item() > prev * 0.9999:
                         break
                     prev = loss.item()
-            verified = stage_best is not None and serving_margin(serving(stage_best[None]), label)[0] < 0
+            verified = stage_best is not None and objective.serving_margin(serving(stage_best[None]))[0] < 0
             if verified:
                 snr = snr_db(pcm, stage_best)
                 if snr > best_snr:

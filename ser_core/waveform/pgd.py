@@ -11,6 +11,9 @@ then projects back into the budget and the 16-bit range. When the model says the
 the rounded clip is scored by the serving path; the attack stops at the first clip the serving
 path also flips (early stop), else keeps going and returns the iterate with the lowest margin.
 
+Targeted mode (a Objective with a target): the same steps on the target margin, stopping when the
+serving path's decision is the target.
+
 Arguments: snr_db | eps_16bit (budget), steps (100), step_fraction (0.05), random_start (False),
 seed (0). Input: one clip; output: adversarial 16-bit samples (on the integer grid).
 queries: forward passes of the clip plus serving-path scorings.
@@ -23,8 +26,7 @@ import torch
 
 from ..attacks.base import Param
 from ..control import should_stop
-from .base import (PCM_MAX, PCM_MIN, ClipModel, LinfBudget, ServingPath, WaveformAttack,
-                   margin, serving_margin)
+from .base import PCM_MAX, PCM_MIN, ClipModel, LinfBudget, ServingPath, WaveformAttack, as_objective
 
 
 class LinfPGD(LinfBudget, WaveformAttack):
@@ -41,7 +43,8 @@ class LinfPGD(LinfBudget, WaveformAttack):
         "seed": Param(0, int, 0, 2 ** 31 - 1, help="seed of the random start"),
     }
 
-    def run(self, pcm, label, index_map, progress):
+    def run(self, pcm, objective, index_map, progress):
+        objective = as_objective(objective)
         eps = self.epsilon(pcm, index_map)
         s = self.settings
         model = ClipModel(self.bundle, index_map)
@@ -60,7 +63,7 @@ class LinfPGD(LinfBudget, WaveformAttack):
                 break
             delta.requires_grad_(True)
             x = (x0 + delta).clamp(PCM_MIN, PCM_MAX)
-            m = margin(model(x[None]), label)[0]
+            m = objective.margin(model(x[None]))[0]
             forwards += 1
             grad, = torch.autograd.grad(m, delta)
             m = m.item()
@@ -68,7 +71,7 @@ class LinfPGD(LinfBudget, WaveformAttack):
                 best_margin, best = m, np.round(x.detach().double().numpy())
                 # the model and the serving path can disagree near the boundary (fixed chunking,
                 # float32 front-end): only the serving path's decision ends the attack
-                if m < 0 and serving_margin(serving(best[None]), label)[0] < 0:
+                if m < 0 and objective.serving_margin(serving(best[None]))[0] < 0:
                     found = True
                     break
             with torch.no_grad():

@@ -27,6 +27,9 @@ the attack is given. The search is on the 16-bit grid, so its final decision is 
 of the clip gets. queries: clips scored, exactly (the initial point included, the clean clip
 not). Early stop at the first flip.
 
+Targeted mode: the same search on the serving path's target margin, stopping when its decision
+is the target.
+
 Arguments: snr_db | eps_16bit (budget), max_queries (300), p_init (0.3), bands (8),
 population (1: the paper's one candidate per iteration), seed (0).
 
@@ -37,7 +40,7 @@ import numpy as np
 
 from ..attacks.base import Param
 from ..control import should_stop
-from .base import PCM_MAX, PCM_MIN, LinfBudget, ServingPath, WaveformAttack, serving_margin
+from .base import PCM_MAX, PCM_MIN, LinfBudget, ServingPath, WaveformAttack, as_objective
 
 STRIPE_FRACTION = 0.01  # initial windows: 1 % of the used samples (30 ms of a 3 s clip)
 
@@ -81,7 +84,8 @@ class LinfSquare(LinfBudget, WaveformAttack):
         "seed": Param(0, int, 0, 2 ** 31 - 1, help="seed of the random search"),
     }
 
-    def run(self, pcm, label, index_map, progress):
+    def run(self, pcm, objective, index_map, progress):
+        objective = as_objective(objective)
         s = self.settings
         eps = self.epsilon(pcm, index_map)
         rng = np.random.default_rng(s["seed"])
@@ -110,12 +114,12 @@ class LinfSquare(LinfBudget, WaveformAttack):
         signs = np.ones(n)
         for start in range(0, n, stripe):
             signs = with_windows(signs, np.array([start]), min(stripe, n - start))[0]
-        current = float(serving_margin(serving(clip_of(signs[None])), label)[0])
+        current = float(objective.serving_margin(serving(clip_of(signs[None])))[0])
         while current >= 0 and serving.count < s["max_queries"] and not should_stop():
             k = min(s["population"], s["max_queries"] - serving.count)
             length = max(1, int(round(p_schedule(s["p_init"], serving.count / s["max_queries"]) * n)))
             cand = with_windows(signs, rng.integers(0, n - length + 1, size=k), length)
-            m = serving_margin(serving(clip_of(cand)), label)
+            m = objective.serving_margin(serving(clip_of(cand)))
             i = int(m.argmin())
             if m[i] < current:
                 current, signs = float(m[i]), cand[i]
