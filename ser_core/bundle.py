@@ -168,6 +168,13 @@ class ModelBundle:
         speakers = self.config["split"].get("speakers", {})
         return list(speakers.get("test") or speakers.get("held_out") or [])
 
+    @property
+    def held_out_rows(self) -> int | None:
+        """How many 3 s chunks the bundle records for what it is evaluated on: its held-out
+        speakers' (recipe bundles), or its test split's."""
+        rows = self.config.get("split", {}).get("rows", {})
+        return rows.get("held_out", rows.get("test"))
+
     # --- the pieces ----------------------------------------------------------------------
     def _tensors(self) -> dict:
         from safetensors.torch import load_file

@@ -107,8 +107,9 @@ def run_dir_for(table, recipe, run_root) -> Path:
 
 
 def train_fold(table, fold: int, recipe, run_dir: Path, precision="auto", device=None,
-               log=sys.stderr) -> dict:
+               log=None) -> dict:
     """Train and test one fold; its result JSON is written once and read back on resume."""
+    log = log or sys.stderr
     out = run_dir / f"fold-{fold}.json"
     if out.is_file():
         return json.loads(out.read_text())
@@ -163,7 +164,8 @@ def ray_folds(address=None, cpus_per_task: float = 1, gpus_per_task: float | Non
     import ray
     from .evaluation.cluster import map_tasks
 
-    def run(table, todo, recipe, run_dir, data_dir, precision, device, log=sys.stderr):
+    def run(table, todo, recipe, run_dir, data_dir, precision, device, log=None):
+        log = log or sys.stderr
         started = not ray.is_initialized()
         if started:
             ray.init(address=address, include_dashboard=False)
@@ -230,9 +232,10 @@ def chance_summary(class_names, n_clips, n_speakers) -> dict:
 
 def run_crossval(corpus_name: str, data_dir, recipe_name: str = "ours", folds=None,
                  max_epochs: int | None = None, out_dir="reports/crossval", run_root="runs/crossval",
-                 precision="auto", device=None, log=sys.stderr, executor=None) -> dict:
+                 precision="auto", device=None, log=None, executor=None) -> dict:
     """Train the folds (resuming), then write reports/crossval/<corpus>-<recipe>.json with the
     model's pooled figures and the reference points. Returns that summary."""
+    log = log or sys.stderr
     corpus = read_corpus(corpus_name, data_dir)
     table = build_table(corpus, PAPER_FEATURES, augmentation=False, progress=False)
     recipe = get_recipe(recipe_name, **({"max_epochs": max_epochs} if max_epochs else {}))

@@ -212,9 +212,10 @@ class RecipeResult:
 
 def train_recipe(table: ChunkTable, train_rows: np.ndarray, val_rows: np.ndarray, recipe: Recipe,
                  run_dir: Path | None = None, precision: str = "auto", device: str | None = None,
-                 log=sys.stderr, progress=None) -> RecipeResult:
+                 log=None, progress=None) -> RecipeResult:
     """Train the study's CNN-LSTM on `train_rows` with `recipe`, selecting the epoch on the
     clip-level validation figure of `val_rows`. Resumes from run_dir/checkpoint.pt."""
+    log = log or sys.stderr
     precision = resolve_precision(precision)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     standardizer = fit_standardizer(table.features[np.sort(train_rows)], recipe)

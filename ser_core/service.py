@@ -382,8 +382,9 @@ def model_accuracy(config: dict) -> dict:
         return out
     test = (config.get("metrics") or {}).get("test") or {}
     if isinstance(test.get("accuracy"), (int, float)):
-        split = ("held-out test speakers" if config.get("protocol") == "speaker"
-                 else "random test split (the study's protocol: its speakers were also trained on)")
+        split = test.get("subset") or (
+            "held-out test speakers" if config.get("protocol") == "speaker"
+            else "random test split (the study's protocol: its speakers were also trained on)")
         return {"source": "test", "accuracy": test["accuracy"], "n": test.get("n"),
                 "protocol": config.get("protocol"),
                 "text": f"Accuracy {test['accuracy']:.2f} on {split}, n={test.get('n', '?')} clips."}

@@ -62,7 +62,8 @@ def load_rows(table: ChunkTable, rows: np.ndarray, standardizer: Standardizer) -
 
 
 def train(table: ChunkTable, split: Split, cfg: TrainConfig, run_dir: Path | None = None,
-          precision: str = "auto", device: str | None = None, log=sys.stderr) -> TrainResult:
+          precision: str = "auto", device: str | None = None, log=None) -> TrainResult:
+    log = log or sys.stderr  # looked up per call: a default bound at import outlives a replaced stderr
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     precision = resolve_precision(precision)

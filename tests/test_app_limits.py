@@ -64,7 +64,7 @@ def test_cancel_stops_the_waveform_loop_after_the_current_step(bundle, tmp_path)
         if len(steps) == 3:
             cancel.set()
     with run_control(cancel=cancel):
-        r = attack_waveform_clip(bundle, WAVEFORM_EXAMPLE, "pgd", {"steps": 200, "snr_db": 60.0},
+        r = attack_waveform_clip(bundle, WAVEFORM_EXAMPLE, "pgd", {"steps": 200, "eps_16bit": 2.0},
                                  out_dir=tmp_path, progress=progress)
     assert r.stop_reason == "cancelled" and r.extra["iterations"] == 3
 
@@ -87,7 +87,7 @@ def test_cancel_stops_a_feature_attack_between_iterations(bundle):
 def test_service_attack_under_a_deadline_returns_the_best_so_far(tmp_path):
     """A Space request whose attack runs out of time still answers: images, WAV, the result
     marked stopped early with the seconds spent and the deadline."""
-    out = service.run_attack(str(WAVEFORM_EXAMPLE), MODEL, "pgd", {"steps": 200, "snr_db": 60.0},
+    out = service.run_attack(str(WAVEFORM_EXAMPLE), MODEL, "pgd", {"steps": 200, "eps_16bit": 2.0},
                              "waveform", deadline_s=0.5, out_dir=tmp_path)
     r = out.result
     assert r["stopped_early"] is True and r["stop_reason"] == "deadline"
@@ -272,6 +272,8 @@ def test_without_crossval_the_test_split_accuracy_is_shown(bundle_copy):
     cfg = json.loads((bundle_copy / "config.json").read_text())
     cfg.pop("crossval", None)
     test = cfg["metrics"]["test"]
+    test.pop("subset", None)
+    (bundle_copy / "config.json").write_text(json.dumps(cfg))
     r = service.predict(str(EXAMPLE), str(bundle_copy))
     assert r["model_accuracy"]["source"] == "test" and r["model_accuracy"]["accuracy"] == test["accuracy"]
     assert f"held-out test speakers, n={test['n']} clips" in r["model_accuracy"]["text"]

@@ -54,7 +54,9 @@ def test_attack_prints_the_result_and_writes_features(bundle, clip, tmp_path, ca
     assert clean.shape == adv.shape == (d["chunks"], 261, 128)
     probs = bundle.predict_features(adv).mean(0)
     assert bundle.labels[int(probs.argmax())] == d["label_after"]
-    assert d["chunks_flipped"] == d["chunks"]  # Boundary returns adversarial chunks only
+    # Boundary returns adversarial chunks, and a chunk without an adversarial start unchanged
+    changed = np.abs(adv - clean).reshape(len(adv), -1).max(1) > 0
+    assert d["chunks_flipped"] == int(changed.sum()) >= 1
     assert d["mean_perturbation"] == pytest.approx(np.abs(adv - clean).mean(), rel=1e-4)
     assert json.loads((out / "result.json").read_text())["label_after"] == d["label_after"]
 

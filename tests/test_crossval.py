@@ -185,7 +185,7 @@ def test_batchnorm_recalibration_sets_the_clean_rows_statistics():
     from ser_core.model import CNNLSTM
     from ser_core.recipe import recalibrate_batchnorm
     torch.manual_seed(0)
-    model = CNNLSTM(5, input_norm="global")
+    model = CNNLSTM(5, input_norm="global").eval()
     bn = model.cnn[2]
     bn.running_mean.fill_(0.0), bn.running_var.fill_(1.0)
     x = torch.randn(12, 261, 128) * 2 + 1

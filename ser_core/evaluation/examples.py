@@ -59,8 +59,7 @@ def test_rows(bundle, root: Path | None = None):
         rows = np.flatnonzero(np.isin(table.speakers, bundle.held_out_speakers))
     else:
         raise ModelBundleError(f"{bundle.folder}: unknown protocol {protocol!r} (accepted: paper, speaker)")
-    counts = bundle.config["split"].get("rows", {})
-    expected = counts.get("held_out") if "held_out" in counts else counts.get("test")
+    expected = bundle.held_out_rows
     if expected is not None and expected != len(rows):
         raise ModelBundleError(f"{bundle.folder}: recomputed {len(rows)} test rows, the bundle "
                                f"records {expected} (corpus files or split changed?)")

@@ -388,7 +388,7 @@ def _done(rows, bundles=()) -> dict:
 
 def test_size(bundle) -> int | None:
     """Test examples the bundle records (checked against the corpus when the grid loads them)."""
-    return bundle.config.get("split", {}).get("rows", {}).get("test")
+    return bundle.held_out_rows
 
 
 def examples_for(profile: Profile, attack: str, size: int | None) -> int | None:
