@@ -91,14 +91,17 @@ def test_band_standardiser_and_utterance_norm_remove_a_recording_offset():
     s = Standardizer.fit_bands(feats)
     assert np.allclose(s.mean[0], feats.mean((0, 1)), atol=1e-3)
     assert np.allclose(s.scale[5], feats.std((0, 1)), rtol=1e-3)
-    model = CNNLSTM(5, input_norm="utterance").eval()
-    x = torch.from_numpy(s.transform(feats[:3]))
-    shifted = torch.from_numpy(s.transform(feats[:3] + 17.0))  # another noise floor: a dB offset
-    with torch.no_grad():
-        assert torch.allclose(model(x), model(shifted), atol=1e-4)
-        plain = CNNLSTM(5).eval()
-        plain.load_state_dict(model.state_dict())
-        assert not torch.allclose(plain(x), plain(shifted), atol=1e-2)
+    g = Standardizer.fit_global(feats)
+    assert np.allclose(g.mean, feats.mean(), atol=1e-2) and np.allclose(g.scale, feats.std(), rtol=1e-3)
+    for norm, st in (("utterance", s), ("global", g)):
+        model = CNNLSTM(5, input_norm=norm).eval()
+        x = torch.from_numpy(st.transform(feats[:3]))
+        shifted = torch.from_numpy(st.transform(feats[:3] + 17.0))  # another noise floor: a dB offset
+        with torch.no_grad():
+            assert torch.allclose(model(x), model(shifted), atol=1e-4)
+            plain = CNNLSTM(5).eval()
+            plain.load_state_dict(model.state_dict())
+            assert not torch.allclose(plain(x), plain(shifted), atol=1e-2)
 
 
 def test_utterance_norm_model_exports_to_onnx_with_parity(tmp_path):
