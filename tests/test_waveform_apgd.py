@@ -100,20 +100,21 @@ def test_apgd_counts_every_forward_pass_and_serving_scoring(bundle, data_dir, tm
 
 
 def test_apgd_reaches_a_lower_margin_than_pgd_where_pgd_stalls(bundle, data_dir):
-    """A held-out EmoDB clip heard as happiness at 0.997: PGD's fixed step stalls near margin 4.5
-    at 30 dB SNR; APGD, held to the same SNR and the same 40 gradient steps, gets far lower."""
-    pcm, label, index_map = prepared(bundle, clip(data_dir, "13a02Fa.flac"))
+    """The held-out EmoDB clip the shipped model is surest of (08b02Ff, happiness, margin 3.2):
+    PGD's fixed step stalls near margin 0.9 at 30 dB SNR; APGD, held to the same SNR and the same
+    40 gradient steps, gets far lower (to a flip, -0.01, when measured)."""
+    pcm, label, index_map = prepared(bundle, clip(data_dir, "08b02Ff.flac"))
     objective = Objective(label)
     runs = {name: get_waveform_attack(name, bundle, params).run(pcm, objective, index_map, lambda *a: None)
             for name, params in [("pgd", {"snr_db": 30, "steps": 40, "step_fraction": 0.1}),
                                  ("apgd", {"snr_db": 30, "steps": 40})]}
     margins = {}
     for name, (adv, queries, extra) in runs.items():
-        assert extra["iterations"] == 40
+        assert extra["iterations"] == 40 if name == "pgd" else extra["iterations"] <= 40
         assert 10 * np.log10(np.sum(pcm ** 2) / np.sum((adv - pcm) ** 2)) >= 30
         margins[name] = model_margin(bundle, adv, objective, index_map)
-    assert margins["pgd"] > 4.0
-    assert margins["apgd"] < margins["pgd"] - 1.0
+    assert margins["pgd"] > 0.5
+    assert margins["apgd"] < margins["pgd"] - 0.5
     assert margins["apgd"] == pytest.approx(runs["apgd"][2]["final_margin"], abs=1e-3)
 
 
@@ -129,7 +130,7 @@ def test_apgd_keeps_the_chunking_of_a_short_clip(bundle, data_dir, tmp_path):
                                             ("pgd", {"snr_db": 20, "steps": 20, "step_fraction": 0.1})])
 @pytest.mark.parametrize("target", ["sadness", "neutral"])
 def test_targeted_attacks_land_on_the_target_on_the_written_wav(bundle, data_dir, tmp_path, attack, params, target):
-    r = attack_waveform_clip(bundle, clip(data_dir, "13b10La.flac"), attack, params, out_dir=tmp_path, target=target)
+    r = attack_waveform_clip(bundle, clip(data_dir, "08a07La.flac"), attack, params, out_dir=tmp_path, target=target)
     assert r.label_before == "boredom"
     assert r.target == target and r.target_reached and r.label_after == target
     assert bundle.predict_clip(r.wav_path).label == target
@@ -137,7 +138,7 @@ def test_targeted_attacks_land_on_the_target_on_the_written_wav(bundle, data_dir
 
 
 def test_a_clip_already_on_the_target_is_returned_unchanged(bundle, data_dir, tmp_path):
-    r = attack_waveform_clip(bundle, clip(data_dir, "13b10La.flac"), "apgd", {"snr_db": 30},
+    r = attack_waveform_clip(bundle, clip(data_dir, "08a07La.flac"), "apgd", {"snr_db": 30},
                              out_dir=tmp_path, target="boredom")
     assert r.target_reached and not r.verified_flipped and r.queries == 0 and r.snr_db == np.inf
 
@@ -191,7 +192,14 @@ def test_held_out_clips_are_unseen_speakers_balanced_and_seeded(bundle, data_dir
     clips = held_out_clips(bundle, 20, seed=3, data_dir=data_dir)
     trained = set(bundle.config["split"]["speakers"]["train"])
     assert len(clips) == 20 and not {u.speaker for u in clips} & trained
-    assert Counter(u.gender for u in clips) == {"male": 10, "female": 10}
-    assert set(Counter(u.emotion for u in clips).values()) == {4}
+    # as balanced as the (gender, class) cells allow: no cell more than one clip ahead of a cell
+    # that still had clips to give (emodb's held-out speaker 08 recorded no disgust, 03 one)
+    from ser_core.corpora import read_corpus
+    pool = Counter((u.gender, u.emotion) for u in read_corpus("emodb", data_dir / "emodb").utterances
+                   if u.speaker not in trained)
+    cells = Counter((u.gender, u.emotion) for u in clips)
+    open_cells = [c for c in pool if cells[c] < pool[c]]  # cells with clips left to take
+    assert max(cells.values()) - min(cells[c] for c in open_cells) <= 1
+    assert abs(Counter(u.gender for u in clips)["male"] - 10) <= 1
     assert [u.path for u in held_out_clips(bundle, 20, seed=3, data_dir=data_dir)] == [u.path for u in clips]
     assert len({u.path for u in clips}) == 20
