@@ -205,8 +205,14 @@ def test_crossval_folds_as_ray_tasks_give_the_local_records_written_once(cluster
     from tests.test_crossval import tiny_emodb
     (tmp_path / "emodb").mkdir()
     corpus = tiny_emodb(tmp_path / "emodb", data_dir)
-    local = run_crossval("emodb", corpus, "ours", folds=[0, 1], max_epochs=1, run_root=tmp_path / "a",
-                         out_dir=tmp_path / "ra")
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the Ray tasks (one CPU each): the same arithmetic
+    try:
+        local = run_crossval("emodb", corpus, "ours", folds=[0, 1], max_epochs=1, run_root=tmp_path / "a",
+                             out_dir=tmp_path / "ra")
+    finally:
+        torch.set_num_threads(threads)
     remote = run_crossval("emodb", corpus, "ours", folds=[0, 1], max_epochs=1, run_root=tmp_path / "b",
                           out_dir=tmp_path / "rb", executor=ray_folds())
     assert local["folds_done"] == remote["folds_done"] == [0, 1]

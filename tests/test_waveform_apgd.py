@@ -20,6 +20,14 @@ from ser_core.waveform.chunkmap import trim_guard
 from ser_core.waveform.masking import MaskingThreshold
 
 
+@pytest.fixture()
+def own_bundle():
+    """A bundle object of its own (the shipped emodb), so that no other test's use of the shared
+    session bundle (sessions, threads, model state) can move these attack trajectories."""
+    from ser_core.bundle import ModelBundle
+    return ModelBundle.load("emodb")
+
+
 def clip(data_dir, name):
     return data_dir / "emodb" / "wav" / name
 
@@ -99,20 +107,20 @@ def test_apgd_counts_every_forward_pass_and_serving_scoring(bundle, data_dir, tm
     assert r.verified_flipped and len(forwards) < 8
 
 
-def test_apgd_reaches_a_lower_margin_than_pgd_where_pgd_stalls(bundle, data_dir):
+def test_apgd_reaches_a_lower_margin_than_pgd_where_pgd_stalls(own_bundle, data_dir):
     """The held-out EmoDB clip the shipped model is surest of (08b02Ff, happiness, margin 3.2):
     PGD's fixed step stalls near margin 0.9 at 30 dB SNR; APGD, held to the same SNR and the same
     40 gradient steps, gets far lower (to a flip, -0.01, when measured)."""
-    pcm, label, index_map = prepared(bundle, clip(data_dir, "08b02Ff.flac"))
+    pcm, label, index_map = prepared(own_bundle, clip(data_dir, "08b02Ff.flac"))
     objective = Objective(label)
-    runs = {name: get_waveform_attack(name, bundle, params).run(pcm, objective, index_map, lambda *a: None)
+    runs = {name: get_waveform_attack(name, own_bundle, params).run(pcm, objective, index_map, lambda *a: None)
             for name, params in [("pgd", {"snr_db": 30, "steps": 40, "step_fraction": 0.1}),
                                  ("apgd", {"snr_db": 30, "steps": 40})]}
     margins = {}
     for name, (adv, queries, extra) in runs.items():
         assert extra["iterations"] == 40 if name == "pgd" else extra["iterations"] <= 40
         assert 10 * np.log10(np.sum(pcm ** 2) / np.sum((adv - pcm) ** 2)) >= 30
-        margins[name] = model_margin(bundle, adv, objective, index_map)
+        margins[name] = model_margin(own_bundle, adv, objective, index_map)
     assert margins["pgd"] > 0.5
     assert margins["apgd"] < margins["pgd"] - 0.5
     assert margins["apgd"] == pytest.approx(runs["apgd"][2]["final_margin"], abs=1e-3)
@@ -126,14 +134,14 @@ def test_apgd_keeps_the_chunking_of_a_short_clip(bundle, data_dir, tmp_path):
     assert r.chunking_unchanged and r.verified_flipped and r.snr_db >= 40
 
 
-@pytest.mark.parametrize("attack, params", [("apgd", {"snr_db": 20, "steps": 20}),
-                                            ("pgd", {"snr_db": 20, "steps": 20, "step_fraction": 0.1})])
+@pytest.mark.parametrize("attack, params", [("apgd", {"snr_db": 15, "steps": 20}),
+                                            ("pgd", {"snr_db": 15, "steps": 20, "step_fraction": 0.1})])
 @pytest.mark.parametrize("target", ["sadness", "neutral"])
-def test_targeted_attacks_land_on_the_target_on_the_written_wav(bundle, data_dir, tmp_path, attack, params, target):
-    r = attack_waveform_clip(bundle, clip(data_dir, "08a07La.flac"), attack, params, out_dir=tmp_path, target=target)
+def test_targeted_attacks_land_on_the_target_on_the_written_wav(own_bundle, data_dir, tmp_path, attack, params, target):
+    r = attack_waveform_clip(own_bundle, clip(data_dir, "08a07La.flac"), attack, params, out_dir=tmp_path, target=target)
     assert r.label_before == "boredom"
     assert r.target == target and r.target_reached and r.label_after == target
-    assert bundle.predict_clip(r.wav_path).label == target
+    assert own_bundle.predict_clip(r.wav_path).label == target
     assert r.to_dict()["target_reached"] is True
 
 
