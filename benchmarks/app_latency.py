@@ -73,7 +73,7 @@ def main(argv=None) -> int:
                 attack(fgsm, "fgsm")
         rows = []
         walls, _ = timed(predict, args.runs)
-        rows.append(row("predict (3.3 s clip)", walls))
+        rows.append(row(f"predict ({CLIP.name})", walls))
         walls, outs = timed(default_attack, args.runs)
         r0 = outs[0][0]
         rows.append(row(f"waveform default: {r0['attack']} {r0['params'].get('snr_db')} dB x{r0['params'].get('steps')}, "
