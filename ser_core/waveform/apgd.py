@@ -67,7 +67,7 @@ from ..attacks.base import Param
 from ..control import should_stop, stop_reason
 from ..errors import ParameterError
 from .base import (DEFAULT_SNR_DB, PCM_MAX, PCM_MIN, ClipModel, LinfBudget, Objective, ServingPath,
-                   WaveformAttack, as_objective, from_pcm)
+                   WaveformAttack, as_objective, from_pcm, samples_in_use)
 from .chunkmap import trim_guard
 from .masking import MaskingThreshold, istft
 
@@ -222,8 +222,7 @@ class AutoPGD(LinfBudget, WaveformAttack):
         s = self.settings
         model = ClipModel(self.bundle, index_map)
         serving = ServingPath(self.bundle)
-        used = torch.zeros(len(pcm))
-        used[torch.from_numpy(np.unique(index_map))] = 1.0
+        used = samples_in_use(len(pcm), index_map)
         # samples near a trim bound stay clean, so the chunking the model sees is the serving one
         used[torch.from_numpy(trim_guard(from_pcm(pcm), self.bundle.feature_config))] = 0.0
         x0 = torch.from_numpy(pcm).float()

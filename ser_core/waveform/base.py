@@ -48,6 +48,14 @@ def snr_db(clean: np.ndarray, adversarial: np.ndarray) -> float:
     return math.inf if noise == 0 else 10.0 * math.log10(float(np.sum(clean ** 2)) / noise)
 
 
+def samples_in_use(n_samples: int, index_map: np.ndarray) -> torch.Tensor:
+    """(n_samples,) mask: 1 where some chunk reads the sample, 0 elsewhere (such samples stay
+    clean: no chunk would hear a change there)."""
+    used = torch.zeros(n_samples)
+    used[torch.from_numpy(np.unique(index_map))] = 1.0
+    return used
+
+
 def margin(log_probs: torch.Tensor, label: int) -> torch.Tensor:
     """(batch, classes) clip log-probabilities -> (batch,) margin of the clean label (< 0: flipped)."""
     others = log_probs.clone()

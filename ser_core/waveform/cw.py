@@ -29,7 +29,7 @@ import torch
 
 from ..attacks.base import Param
 from ..control import should_stop
-from .base import PCM_MAX, PCM_MIN, ClipModel, ServingPath, WaveformAttack, as_objective, snr_db
+from .base import PCM_MAX, PCM_MIN, ClipModel, ServingPath, WaveformAttack, as_objective, snr_db, samples_in_use
 
 
 class CarliniWagnerL2(WaveformAttack):
@@ -51,8 +51,7 @@ class CarliniWagnerL2(WaveformAttack):
         s = self.settings
         model = ClipModel(self.bundle, index_map)
         serving = ServingPath(self.bundle)
-        used = torch.zeros(len(pcm))
-        used[torch.from_numpy(np.unique(index_map))] = 1.0
+        used = samples_in_use(len(pcm), index_map)
         x0 = torch.from_numpy(pcm).float()
         energy = float(np.sum(pcm ** 2))
         rms = math.sqrt(energy / float(used.sum()))

@@ -26,7 +26,7 @@ import torch
 
 from ..attacks.base import Param
 from ..control import should_stop
-from .base import PCM_MAX, PCM_MIN, ClipModel, LinfBudget, ServingPath, WaveformAttack, as_objective
+from .base import PCM_MAX, PCM_MIN, ClipModel, LinfBudget, ServingPath, WaveformAttack, as_objective, samples_in_use
 
 
 class LinfPGD(LinfBudget, WaveformAttack):
@@ -49,8 +49,7 @@ class LinfPGD(LinfBudget, WaveformAttack):
         s = self.settings
         model = ClipModel(self.bundle, index_map)
         serving = ServingPath(self.bundle)
-        used = torch.zeros(len(pcm))
-        used[torch.from_numpy(np.unique(index_map))] = 1.0  # samples no chunk uses stay clean
+        used = samples_in_use(len(pcm), index_map)
         x0 = torch.from_numpy(pcm).float()
         delta = torch.zeros_like(x0)
         if s["random_start"]:
