@@ -88,13 +88,6 @@ def clip_metrics(labels: np.ndarray, pred: np.ndarray, genders: np.ndarray, spea
 
 
 # --- running ---------------------------------------------------------------------------------
-def _clips_of(table, rows):
-    """Utterance ids of `rows` in order, with labels, genders, speakers, file names."""
-    ids = np.unique(table.utt[rows])
-    utts = [table.corpus.utterances[i] for i in ids]
-    return ids, utts
-
-
 def result_name(corpus_name: str, recipe) -> str:
     """<corpus>-<recipe>, with -e<N> when the epoch cap is not the recipe's own."""
     default = get_recipe(recipe.name).max_epochs
