@@ -144,6 +144,8 @@ def main(argv=None):
     print(table(rows, args.snr, args.attacks, models))
     print()
     print(masking_table(rows, args.snr, args.attacks, models))
+    print()
+    print(misses_table(rows, args.snr, args.attacks, models))
 
 
 def flipped_at(row: dict, snr: float) -> bool:
@@ -198,6 +200,27 @@ def masking_table(rows, snrs, specs, models) -> str:
                 ok = [r["perceptual"] for r in sel if r["snr_requested"] in (None, s) and flipped_at(r, s)]
                 cells.append(f"{np.median([p['mask_exceeded_fraction'] for p in ok]):.1%}, "
                              f"{np.median([p['pmr_p95_db'] for p in ok]):+.1f} dB" if ok else "-")
+            lines.append(f"| {sel[0]['corpus']} | {spec} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def misses_table(rows, snrs, specs, models) -> str:
+    """Markdown: per corpus, attack and SNR, the white-box model's clip margin where the attack
+    ended without a flip (median and range). Margins that stay put when steps, loss or restarts
+    change say the budget, not the optimiser, stopped the attack."""
+    lines = ["| corpus | attack | " + " | ".join(f"{s:g} dB: misses, final margin median (range)" for s in snrs)
+             + " |", "|" + "---|" * (2 + len(snrs))]
+    for model in models:
+        for spec in specs:
+            sel = [r for r in rows if r["model"] == model and r["spec"] == spec
+                   and r["snr_requested"] is not None and "error" not in r]
+            if not sel:
+                continue
+            cells = []
+            for s in snrs:
+                m = [r["extra"]["final_margin"] for r in sel if r["snr_requested"] == s
+                     and not r["verified_flipped"] and "final_margin" in (r.get("extra") or {})]
+                cells.append(f"{len(m)}: {np.median(m):.2f} ({min(m):.2f}-{max(m):.2f})" if m else "-")
             lines.append(f"| {sel[0]['corpus']} | {spec} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
