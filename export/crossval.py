@@ -25,6 +25,8 @@ def register(sub):
     p.add_argument("--address", help="Ray cluster address (default: start a local one)")
     p.add_argument("--cpus-per-task", type=float, default=1)
     p.add_argument("--gpus-per-task", type=float, help="default: 1 when the cluster has a GPU")
+    p.add_argument("--pretrain-data-root", help="recipes with pre-training: the folder holding the "
+                   "other corpora's folders (default: the folder holding --data-dir)")
     p.add_argument("--baselines-only", action="store_true",
                    help="only chance, majority and eGeMAPS + SVM, and the report")
     p.set_defaults(func=run)
@@ -42,7 +44,7 @@ def run(args):
         executor = crossval.ray_folds(args.address, args.cpus_per_task, args.gpus_per_task)
     s = crossval.run_crossval(args.corpus, args.data_dir, args.recipe, args.folds, args.max_epochs,
                               args.out, args.run_dir, args.precision, args.device,
-                              executor=executor)
+                              executor=executor, pretrain_data_root=args.pretrain_data_root)
     emit({k: s[k] for k in ("name", "accuracy", "accuracy_speaker_bootstrap95", "uar",
                             "uar_speaker_bootstrap95", "macro_f1", "min_class_recall", "n_clips",
                             "n_speakers") if k in s} if "accuracy" in s else s)

@@ -27,7 +27,7 @@ from .corpora import read_corpus
 from .dataset import build_table, table_key
 from .evaluation.stats import wilson
 from .folds import fold_split, folds_for
-from .recipe import clip_probabilities, get_recipe, predict_tensor, train_recipe
+from .recipe import clip_probabilities, get_recipe, predict_tensor, table_for, train_recipe
 from .train import load_rows
 
 BOOTSTRAP = 2000
@@ -100,8 +100,9 @@ def run_dir_for(table, recipe, run_root) -> Path:
 
 
 def train_fold(table, fold: int, recipe, run_dir: Path, precision="auto", device=None,
-               log=None) -> dict:
-    """Train and test one fold; its result JSON is written once and read back on resume."""
+               log=None, init: dict | None = None) -> dict:
+    """Train and test one fold (from the pre-trained weights `init` when the recipe has them);
+    its result JSON is written once and read back on resume."""
     log = log or sys.stderr
     out = run_dir / f"fold-{fold}.json"
     if out.is_file():
@@ -116,7 +117,7 @@ def train_fold(table, fold: int, recipe, run_dir: Path, precision="auto", device
               file=log, flush=True)
 
     res = train_recipe(table, split.train, split.val, recipe, fold_dir, precision, device,
-                       log=open(fold_dir / "history.jsonl", "a"), progress=progress)
+                       log=open(fold_dir / "history.jsonl", "a"), progress=progress, init=init)
     x = load_rows(table, split.test, res.standardizer)
     chunk_probs = predict_tensor(res.model, x)
     ids, probs = clip_probabilities(chunk_probs, table.utt[split.test])
@@ -137,16 +138,16 @@ def train_fold(table, fold: int, recipe, run_dir: Path, precision="auto", device
 
 
 def fold_task(corpus_name: str, data_dir: str, fold: int, recipe_dict: dict, precision="auto",
-              device=None) -> dict:
+              device=None, init: dict | None = None) -> dict:
     """One fold trained from scratch where it runs (a Ray worker: its checkpoints in a scratch
     folder there), its record handed back for the driver to write."""
     import tempfile
     from .recipe import Recipe
-    table = build_table(read_corpus(corpus_name, data_dir), PAPER_FEATURES, augmentation=False,
-                        progress=False)
+    recipe = Recipe(**recipe_dict)
+    table = table_for(read_corpus(corpus_name, data_dir), recipe)
     with tempfile.TemporaryDirectory(prefix="ser-fold-") as tmp:
-        return train_fold(table, fold, Recipe(**recipe_dict), Path(tmp), precision, device,
-                          log=open(Path(tmp) / "log", "w"))
+        return train_fold(table, fold, recipe, Path(tmp), precision, device,
+                          log=open(Path(tmp) / "log", "w"), init=init)
 
 
 def ray_folds(address=None, cpus_per_task: float = 1, gpus_per_task: float | None = None):
@@ -157,7 +158,7 @@ def ray_folds(address=None, cpus_per_task: float = 1, gpus_per_task: float | Non
     import ray
     from .evaluation.cluster import map_tasks
 
-    def run(table, todo, recipe, run_dir, data_dir, precision, device, log=None):
+    def run(table, todo, recipe, run_dir, data_dir, precision, device, log=None, init=None):
         log = log or sys.stderr
         started = not ray.is_initialized()
         if started:
@@ -168,7 +169,7 @@ def ray_folds(address=None, cpus_per_task: float = 1, gpus_per_task: float | Non
         records = {f: json.loads((run_dir / f"fold-{f}.json").read_text())
                    for f in todo if (run_dir / f"fold-{f}.json").is_file()}
         args = [(table.corpus.name, str(data_dir), f, recipe.to_dict(), precision,
-                 None if gpus else "cpu") for f in todo if f not in records]
+                 None if gpus else "cpu", init) for f in todo if f not in records]
         try:
             for a, record in map_tasks(fold_task, args, cpus_per_task, gpus):
                 out = run_dir / f"fold-{a[2]}.json"
@@ -225,22 +226,31 @@ def chance_summary(class_names, n_clips, n_speakers) -> dict:
 
 def run_crossval(corpus_name: str, data_dir, recipe_name: str = "ours", folds=None,
                  max_epochs: int | None = None, out_dir="reports/crossval", run_root="runs/crossval",
-                 precision="auto", device=None, log=None, executor=None) -> dict:
+                 precision="auto", device=None, log=None, executor=None,
+                 pretrain_data_root=None) -> dict:
     """Train the folds (resuming), then write reports/crossval/<corpus>-<recipe>.json with the
-    model's pooled figures and the reference points. Returns that summary."""
+    model's pooled figures and the reference points. Returns that summary. A recipe with
+    pre-training first trains (or loads) it on the other corpora, read from
+    `pretrain_data_root` (default: the folder holding data_dir)."""
     log = log or sys.stderr
     corpus = read_corpus(corpus_name, data_dir)
-    table = build_table(corpus, PAPER_FEATURES, augmentation=False, progress=False)
     recipe = get_recipe(recipe_name, **({"max_epochs": max_epochs} if max_epochs else {}))
+    table = table_for(corpus, recipe)
     run_dir = run_dir_for(table, recipe, run_root)
     run_dir.mkdir(parents=True, exist_ok=True)
     all_folds = list(range(len(folds_for(corpus_name))))
     todo = all_folds if folds is None else list(folds)
     t0 = time.time()
+    init = None
+    if recipe.pretrain and not all((run_dir / f"fold-{f}.json").is_file() for f in todo):
+        from .pretrain import pretrain
+        init = pretrain(corpus_name, pretrain_data_root or Path(data_dir).resolve().parent, recipe,
+                        run_root, precision, device, log)
     if executor is not None:
-        records = executor(table, todo, recipe, run_dir, data_dir, precision, device, log)
+        records = executor(table, todo, recipe, run_dir, data_dir, precision, device, log, init=init)
     else:
-        records = [train_fold(table, f, recipe, run_dir, precision, device, log) for f in todo]
+        records = [train_fold(table, f, recipe, run_dir, precision, device, log, init=init)
+                   for f in todo]
     if sorted(todo) != all_folds:
         return {"run_dir": str(run_dir), "folds_done": [r["fold"] for r in records]}
     clips = [dict(c, fold=r["fold"]) for r in records for c in r["clips"]]

@@ -21,7 +21,11 @@ changes only how the same layer stack is trained and fed:
     (measured: a RAVDESS fold answered one class for 91 of 96 validation chunks in eval mode and
     0.44 accuracy with batch statistics);
   - model selection on validation unweighted average recall (UAR, clip level), early stopping
-    on it.
+    on it;
+  - `offline_augmentation`: the training speakers' clips also in the study's eight pitch-shifted
+    and time-stretched versions (ser_core/augment.py; validation and test clips stay as
+    recorded), so an epoch is nine times longer and `max_epochs` is counted in those;
+  - `pretrain`: start from the layer stack trained on the two other corpora (pretrain.py).
 Each recipe is a named, frozen object; the cross-validation report has one ablation row per
 recipe. Training resumes from a per-epoch checkpoint."""
 from __future__ import annotations
@@ -70,6 +74,9 @@ class Recipe:
     bn_recalibrate: bool = True
     schedule: str = "cosine"  # or "constant"
     seed: int = 1938
+    offline_augmentation: bool = False
+    pretrain: bool = False  # start from weights trained on the other two corpora (pretrain.py)
+    pretrain_epochs: int = 30
     describe: str = ""
 
     def to_dict(self) -> dict:
@@ -106,6 +113,13 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
        "(keeps the spectral shape)", standardizer="global", input_norm="global"),
     _r("ours-nonorm", "ours without per-utterance normalisation (cell standardiser)",
        standardizer="cell", input_norm="none"),
+    _r("ours-global-pre", "ours-global started from the layer stack pre-trained for 30 epochs on "
+       "every clip and emotion of the two other corpora", standardizer="global",
+       input_norm="global", pretrain=True),
+    _r("ours-global-aug", "ours-global with the study's pitch (+-1.5, +-3 semitones) and tempo "
+       "(0.75-1.25) copies of the training clips; 16 epochs of nine times the rows",
+       standardizer="global", input_norm="global", offline_augmentation=True, max_epochs=16,
+       patience=16),
 ]}
 DEFAULT_RECIPE = "ours-global"
 
@@ -116,6 +130,15 @@ def get_recipe(name: str, **overrides) -> Recipe:
     except KeyError:
         raise ParameterError(f"unknown recipe {name!r} (accepted: {', '.join(RECIPES)})") from None
     return dataclasses.replace(r, **overrides) if overrides else r
+
+
+def table_for(corpus, recipe: Recipe, cfg=None):
+    """The chunk table a recipe trains on: with the offline augmented versions when it asks for
+    them (rows with aug == 0 are the clips as recorded, what validation and test use)."""
+    from .config import PAPER_FEATURES
+    from .dataset import build_table
+    return build_table(corpus, cfg or PAPER_FEATURES, augmentation=recipe.offline_augmentation,
+                       progress=False)
 
 
 def fit_standardizer(features, recipe: Recipe) -> Standardizer:
@@ -199,6 +222,56 @@ def predict_tensor(model, x: torch.Tensor, device="cpu", amp=None, batch=128) ->
     return np.concatenate(out) if out else np.zeros((0, model.dense.out_features))
 
 
+def train_epoch(model, opt, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, g: torch.Generator,
+                amp: dict, device, n_classes: int, first_step: int, total_steps: int) -> float:
+    """One pass over (x, y) in shuffled batches: on-the-fly augmentation, label smoothing, mixup,
+    the cosine learning rate by global step. Returns the mean training loss."""
+    model.train()
+    perm = torch.randperm(len(x), generator=g)
+    total, n = 0.0, 0
+    for bi, i in enumerate(range(0, len(perm), recipe.batch_size)):
+        if recipe.schedule == "cosine":
+            lr = recipe.learning_rate * 0.5 * (1 + math.cos(math.pi * min(1.0, (first_step + bi) / total_steps)))
+            for group in opt.param_groups:
+                group["lr"] = lr
+        idx = perm[i:i + recipe.batch_size]
+        xb = augment_batch(x[idx], recipe, g)
+        target = F.one_hot(y[idx], n_classes).float()
+        if recipe.label_smoothing:
+            target = target * (1 - recipe.label_smoothing) + recipe.label_smoothing / n_classes
+        if recipe.mixup_alpha > 0 and len(idx) > 1:
+            lam = float(np.random.default_rng(int(torch.randint(0, 2**31, (1,), generator=g)))
+                        .beta(recipe.mixup_alpha, recipe.mixup_alpha))
+            lam = max(lam, 1 - lam)
+            j = torch.randperm(len(idx), generator=g)
+            xb = lam * xb + (1 - lam) * xb[j]
+            target = lam * target + (1 - lam) * target[j]
+        xb, target = xb.to(device), target.to(device)
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(**amp):
+            logits = model(xb)
+        loss = torch.sum(-target * F.log_softmax(logits.float(), 1), 1).mean()
+        loss.backward()
+        opt.step()
+        total += loss.item() * len(idx); n += len(idx)
+    return total / max(n, 1)
+
+
+def cpu_fast(model: CNNLSTM, device) -> CNNLSTM:
+    """On CPU: channels-last CNN and unrolled LSTM, the same function trained about 1.8x faster
+    (ser_core/model.py); `plain` undoes it before the weights are handed back."""
+    if not str(device).startswith("cuda"):
+        model.use_channels_last()
+        model.unroll_lstm = True
+    return model
+
+
+def plain(model: CNNLSTM) -> CNNLSTM:
+    model.cnn.to(memory_format=torch.contiguous_format)
+    model.channels_last, model.unroll_lstm = False, False
+    return model.eval().cpu()
+
+
 @dataclass
 class RecipeResult:
     model: CNNLSTM
@@ -213,9 +286,10 @@ class RecipeResult:
 
 def train_recipe(table: ChunkTable, train_rows: np.ndarray, val_rows: np.ndarray, recipe: Recipe,
                  run_dir: Path | None = None, precision: str = "auto", device: str | None = None,
-                 log=None, progress=None) -> RecipeResult:
+                 log=None, progress=None, init: dict | None = None) -> RecipeResult:
     """Train the study's CNN-LSTM on `train_rows` with `recipe`, selecting the epoch on the
-    clip-level validation figure of `val_rows`. Resumes from run_dir/checkpoint.pt."""
+    clip-level validation figure of `val_rows`. Resumes from run_dir/checkpoint.pt. `init`: the
+    pre-trained weights to start from (ser_core/pretrain.py), when the recipe has them."""
     log = log or sys.stderr
     precision = resolve_precision(precision)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -228,11 +302,10 @@ def train_recipe(table: ChunkTable, train_rows: np.ndarray, val_rows: np.ndarray
     torch.manual_seed(recipe.seed)
     model = CNNLSTM(n_classes, recipe.dropout, recipe.lstm_input_dropout, table.cfg.input_shape,
                     input_norm=recipe.input_norm).to(device)
-    if not device.startswith("cuda"):
-        # on CPU: channels-last CNN and unrolled LSTM, the same function trained about 1.8x
-        # faster (ser_core/model.py); undone before the weights are handed back
-        model.use_channels_last()
-        model.unroll_lstm = True
+    if init is not None:
+        from .pretrain import start_from
+        start_from(model, init, table.corpus.classes)
+    cpu_fast(model, device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=recipe.learning_rate, weight_decay=recipe.weight_decay,
                             eps=1e-7)
@@ -257,35 +330,8 @@ def train_recipe(table: ChunkTable, train_rows: np.ndarray, val_rows: np.ndarray
     y_va_clip = np.array([table.corpus.label_index(table.corpus.utterances[i]) for i in val_ids])
     while state["epoch"] < recipe.max_epochs and state["wait"] < recipe.patience:
         t0, c0 = time.time(), time.process_time()
-        model.train()
-        perm = torch.randperm(len(x_tr), generator=g)
-        total, n = 0.0, 0
-        for bi, i in enumerate(range(0, len(perm), recipe.batch_size)):
-            step = state["epoch"] * steps_per_epoch + bi
-            if recipe.schedule == "cosine":
-                lr = recipe.learning_rate * 0.5 * (1 + math.cos(math.pi * min(1.0, step / total_steps)))
-                for group in opt.param_groups:
-                    group["lr"] = lr
-            idx = perm[i:i + recipe.batch_size]
-            xb = augment_batch(x_tr[idx], recipe, g)
-            target = F.one_hot(y_tr[idx], n_classes).float()
-            if recipe.label_smoothing:
-                target = target * (1 - recipe.label_smoothing) + recipe.label_smoothing / n_classes
-            if recipe.mixup_alpha > 0 and len(idx) > 1:
-                lam = float(np.random.default_rng(int(torch.randint(0, 2**31, (1,), generator=g)))
-                            .beta(recipe.mixup_alpha, recipe.mixup_alpha))
-                lam = max(lam, 1 - lam)
-                j = torch.randperm(len(idx), generator=g)
-                xb = lam * xb + (1 - lam) * xb[j]
-                target = lam * target + (1 - lam) * target[j]
-            xb, target = xb.to(device), target.to(device)
-            opt.zero_grad(set_to_none=True)
-            with torch.autocast(**amp):
-                logits = model(xb)
-            loss = torch.sum(-target * F.log_softmax(logits.float(), 1), 1).mean()
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx); n += len(idx)
+        total = train_epoch(model, opt, x_tr, y_tr, recipe, g, amp, device, n_classes,
+                            state["epoch"] * steps_per_epoch, total_steps)
         if recipe.bn_recalibrate:
             recalibrate_batchnorm(model, x_tr, device, amp)
         probs = predict_tensor(model, x_va, device, amp)
@@ -305,7 +351,7 @@ def train_recipe(table: ChunkTable, train_rows: np.ndarray, val_rows: np.ndarray
             state["wait"] += 1
         state["seconds"] += time.time() - t0
         state["cpu_seconds"] += time.process_time() - c0
-        row = {"epoch": state["epoch"], "loss": round(total / n, 4), "val_loss": round(val_loss, 4),
+        row = {"epoch": state["epoch"], "loss": round(total, 4), "val_loss": round(val_loss, 4),
                "val_accuracy": round(val_acc, 4), "val_uar": round(val_uar, 4),
                "lr": opt.param_groups[0]["lr"], "seconds": round(time.time() - t0, 1)}
         state["history"].append(row)
@@ -320,8 +366,6 @@ def train_recipe(table: ChunkTable, train_rows: np.ndarray, val_rows: np.ndarray
             tmp.replace(ckpt)
     if state["best_state"] is not None:
         model.load_state_dict(state["best_state"])
-    model.cnn.to(memory_format=torch.contiguous_format)
-    model.channels_last, model.unroll_lstm = False, False
-    model.eval().cpu()
+    plain(model)
     return RecipeResult(model, standardizer, state["history"], state["best_epoch"],
                         state["seconds"], state["cpu_seconds"], precision, device)

@@ -28,14 +28,13 @@ def train_shipped_bundle(corpus_name: str, data_dir, out, recipe_name: str = DEF
     from .config import PAPER_FEATURES
     from .corpora import DATA_LICENCES, read_corpus
     from .crossval import result_name, summarise
-    from .dataset import build_table
     from .folds import ship_split
     from .model import keras_parameter_count
-    from .recipe import clip_probabilities, get_recipe, train_recipe
+    from .recipe import clip_probabilities, get_recipe, table_for, train_recipe
 
     corpus = read_corpus(corpus_name, data_dir)
-    table = build_table(corpus, PAPER_FEATURES, augmentation=False, progress=False)
     recipe = get_recipe(recipe_name, **({"max_epochs": max_epochs} if max_epochs else {}))
+    table = table_for(corpus, recipe)
     split = ship_split(table)
     out = Path(out)
     run_dir = Path(run_dir) if run_dir else Path("runs") / f"ship-{out.name}-{recipe.name}"
@@ -76,7 +75,7 @@ def train_shipped_bundle(corpus_name: str, data_dir, out, recipe_name: str = DEF
     config = {
         "name": name or out.name, "corpus": corpus_name, "language": corpus.spec.language,
         "labels": list(corpus.classes), "feature_config": PAPER_FEATURES.to_dict(),
-        "hyperparameters": recipe.hyperparameters(), "augmentation": False,
+        "hyperparameters": recipe.hyperparameters(), "augmentation": recipe.offline_augmentation,
         "split": {**split.describe(), "protocol": "speaker",
                   "speakers": {**split.speakers, "held_out": held_out},
                   "rows": {**split.describe()["rows"], "held_out": int(len(rows))}},

@@ -201,3 +201,66 @@ def test_batchnorm_recalibration_sets_the_clean_rows_statistics():
     recalibrate_batchnorm(model, x, batch=4)  # the average of three batches' statistics
     assert torch.allclose(bn.running_mean, z.mean((0, 2, 3)), atol=1e-5)
     assert torch.allclose(bn.running_var, z.var((0, 2, 3)), rtol=0.1)
+
+
+def test_pretrained_weights_start_each_class_from_the_same_emotion():
+    """Every layer copied; the output row of each class from the same emotion's row; a class the
+    other corpora lack keeps its fresh initialisation."""
+    from ser_core.model import CNNLSTM
+    from ser_core.pretrain import EMOTIONS, start_from
+    torch.manual_seed(0)
+    pre = CNNLSTM(len(EMOTIONS), input_norm="global")
+    init = {"model": pre.state_dict(), "outputs": list(EMOTIONS),
+            "classes": [e for e in EMOTIONS if e != "boredom"]}
+    torch.manual_seed(1)
+    model = CNNLSTM(5, input_norm="global")
+    fresh = model.dense.weight[0].detach().clone()
+    classes = ("boredom", "disgust", "happiness", "sadness", "neutral")
+    start_from(model, init, classes)
+    for i, c in enumerate(classes[1:], 1):
+        j = EMOTIONS.index(c)
+        assert torch.equal(model.dense.weight[i], pre.dense.weight[j])
+        assert torch.equal(model.dense.bias[i], pre.dense.bias[j])
+    assert torch.equal(model.dense.weight[0], fresh)  # boredom: only EmoDB has it
+    assert torch.equal(model.cnn[0].weight, pre.cnn[0].weight)
+    with pytest.raises(ParameterError, match="do not fit"):
+        start_from(CNNLSTM(5, lstm_units=128, input_norm="global"), init, classes)
+
+
+def test_pretraining_on_the_other_corpora_then_a_fold_from_it(tiny_corpus, tmp_path, data_dir):
+    """Pre-training reads only the two other corpora (every class), resumes from its file, and
+    a fold trained from it differs from one trained from scratch."""
+    import dataclasses
+    from ser_core.corpora import read_corpus
+    from ser_core.crossval import train_fold
+    from ser_core.dataset import build_table
+    from ser_core.pretrain import EMOTIONS, pretrain
+    from ser_core.recipe import get_recipe
+    root = tmp_path / "data"
+    (root / "emodb").mkdir(parents=True)
+    for corpus, pattern, n in (("emovo", "*/*.flac", 14), ("ravdess", "*/*.flac", 16)):
+        files = sorted((data_dir / corpus).glob(pattern))[::37][:n]
+        for f in files:
+            (root / corpus / f.parent.name).mkdir(parents=True, exist_ok=True)
+            os.symlink(f, root / corpus / f.parent.name / f.name)
+    recipe = dataclasses.replace(get_recipe("ours-global-pre"), pretrain_epochs=1, max_epochs=1)
+    lines = []
+
+    class Log:
+        def write(self, s):
+            lines.append(s)
+
+        def flush(self):
+            pass
+    init = pretrain("emodb", root, recipe, tmp_path / "runs", precision="fp32", log=Log())
+    assert init["corpora"] == ["emovo", "ravdess"] and init["epochs"] == 1
+    assert init["chunks"] >= 30 and init["model"]["dense.weight"].shape[0] == len(EMOTIONS)
+    assert "boredom" not in init["classes"] and set(init["classes"]) <= set(EMOTIONS)
+    again = pretrain("emodb", root, recipe, tmp_path / "runs", precision="fp32", log=Log())
+    assert torch.equal(again["model"]["dense.weight"], init["model"]["dense.weight"])
+    assert sum("epoch 1/1" in s for s in lines) == 1  # the second call loaded the file
+    table = build_table(read_corpus("emodb", tiny_corpus), augmentation=False, progress=False)
+    a = train_fold(table, 0, recipe, tmp_path / "a", precision="fp32", init=init)
+    b = train_fold(table, 0, recipe, tmp_path / "b", precision="fp32")
+    assert len(a["clips"]) == len(b["clips"]) > 0
+    assert [c["probs"] for c in a["clips"]] != [c["probs"] for c in b["clips"]]

@@ -1,0 +1,149 @@
+"""Multi-corpus pre-training: the CNN-LSTM first learns emotion from the other two corpora, then
+each fold (or a shipped model) starts from those weights.
+
+A corpus here holds 6 to 24 speakers; a model trained on a few of them learns their voices as
+much as their emotions. Before training on corpus C, the same layer stack is trained on every
+clip of the two other corpora, with every emotion they have (EmoDB 7, EMOVO 7, RAVDESS 8 classes,
+one output per emotion of `EMOTIONS`), by the recipe's own augmentation and optimiser for
+`pretrain_epochs` epochs and no model selection (nothing of C is seen, so C's test speakers stay
+unseen). C's model then starts from those weights: every layer copied, and the output row of
+each of C's classes copied from the same emotion's row (a class the other corpora lack, EmoDB's
+boredom, keeps its fresh initialisation).
+
+The pre-trained weights depend on the target corpus only through which corpora are "the other
+two", so one file serves every fold of C and the model shipped for C; it is cached beside the
+folds (`runs/crossval/pretrain-<C>-<key>.pt`) and resumes per epoch."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import PAPER_FEATURES, stable_hash
+from .corpora import read_corpus
+from .dataset import build_table, table_key
+from .errors import ParameterError
+from .model import CNNLSTM
+
+CORPORA = ("emodb", "emovo", "ravdess")
+# every emotion of the three corpora: the pre-trained model's outputs, in this order
+EMOTIONS = ("neutral", "calm", "happiness", "sadness", "anger", "fear", "disgust", "surprise",
+            "boredom")
+
+
+def other_corpora(target: str) -> list[str]:
+    if target not in CORPORA:
+        raise ParameterError(f"no pre-training for corpus {target!r} (accepted: {', '.join(CORPORA)})")
+    return [c for c in CORPORA if c != target]
+
+
+def pretrain_tables(target: str, data_root) -> list:
+    """The chunk tables (every class, as recorded) of the corpora other than `target`, read from
+    `data_root/<corpus>`."""
+    tables = []
+    for name in other_corpora(target):
+        folder = Path(data_root) / name
+        if not folder.is_dir():
+            raise ParameterError(f"pre-training for {target} reads {name} from {folder}, which is not "
+                                 f"a folder (pass --pretrain-data-root with {', '.join(other_corpora(target))})")
+        tables.append(build_table(read_corpus(name, folder, classes="all"), PAPER_FEATURES,
+                                  augmentation=False, progress=False))
+    return tables
+
+
+def pretrain_path(target: str, recipe, tables, run_root) -> Path:
+    key = stable_hash([[table_key(t.corpus, t.cfg, False) for t in tables], recipe.to_dict()])
+    return Path(run_root) / f"pretrain-{target}-{key}.pt"
+
+
+def pretrain(target: str, data_root, recipe, run_root="runs/crossval", precision="auto",
+             device=None, log=None) -> dict:
+    """Train (or load) the pre-trained weights for `target`: {"model": state_dict, "outputs":
+    EMOTIONS (the output rows), "classes" (the emotions the other corpora had), "corpora",
+    "epochs", "cpu_seconds", "seconds"}."""
+    from .recipe import cpu_fast, fit_standardizer, plain, recalibrate_batchnorm, train_epoch
+    from .train import load_rows, resolve_precision
+    log = log or sys.stderr
+    tables = pretrain_tables(target, data_root)
+    path = pretrain_path(target, recipe, tables, run_root)
+    if path.is_file():
+        saved = torch.load(path, weights_only=False)
+        if saved.get("done"):
+            return saved
+    path.parent.mkdir(parents=True, exist_ok=True)
+    precision = resolve_precision(precision)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    # each corpus by its own standardiser, as C's rows will be by theirs
+    x = torch.cat([load_rows(t, np.arange(len(t)), fit_standardizer(t.features, recipe))
+                   for t in tables])
+    y = torch.from_numpy(np.concatenate([
+        np.array([EMOTIONS.index(t.corpus.classes[k]) for k in t.labels]) for t in tables])).long()
+    torch.manual_seed(recipe.seed)
+    model = CNNLSTM(len(EMOTIONS), recipe.dropout, recipe.lstm_input_dropout,
+                    tables[0].cfg.input_shape, input_norm=recipe.input_norm).to(device)
+    cpu_fast(model, device)
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate,
+                            weight_decay=recipe.weight_decay, eps=1e-7)
+    g = torch.Generator().manual_seed(recipe.seed)
+    amp = dict(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16,
+               enabled=precision == "bf16")
+    steps_per_epoch = math.ceil(len(x) / recipe.batch_size)
+    total_steps = steps_per_epoch * recipe.pretrain_epochs
+    state = {"epoch": 0, "seconds": 0.0, "cpu_seconds": 0.0}
+    if path.is_file():  # an interrupted run: resume after its last epoch
+        saved = torch.load(path, weights_only=False)
+        model.load_state_dict(saved["model"]); opt.load_state_dict(saved["opt"])
+        state = saved["state"]; g.set_state(saved["gen"]); torch.set_rng_state(saved["torch_rng"])
+    corpora = [t.corpus.name for t in tables]
+    while state["epoch"] < recipe.pretrain_epochs:
+        t0, c0 = time.time(), time.process_time()
+        loss = train_epoch(model, opt, x, y, recipe, g, amp, device, len(EMOTIONS),
+                           state["epoch"] * steps_per_epoch, total_steps)
+        state["epoch"] += 1
+        state["seconds"] += time.time() - t0
+        state["cpu_seconds"] += time.process_time() - c0
+        print(f"[pre-training for {target} on {'+'.join(corpora)}: {len(x)} chunks] epoch "
+              f"{state['epoch']}/{recipe.pretrain_epochs} loss {loss:.3f} ({time.time() - t0:.1f} s)",
+              file=log, flush=True)
+        _save(path, {"model": model.state_dict(), "opt": opt.state_dict(), "state": state,
+                     "gen": g.get_state(), "torch_rng": torch.get_rng_state(), "done": False})
+    recalibrate_batchnorm(model, x, device, amp)
+    plain(model)
+    present = [e for i, e in enumerate(EMOTIONS) if bool((y == i).any())]
+    out = {"model": model.state_dict(), "outputs": list(EMOTIONS), "classes": present, "corpora": corpora,
+           "chunks": len(x), "epochs": state["epoch"], "seconds": round(state["seconds"], 1),
+           "cpu_seconds": round(state["cpu_seconds"], 1), "done": True}
+    _save(path, out)
+    print(json.dumps({k: v for k, v in out.items() if k != "model"}), file=log, flush=True)
+    return out
+
+
+def _save(path: Path, obj) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def start_from(model: CNNLSTM, init: dict, classes) -> None:
+    """Copy the pre-trained weights into `model` (whose outputs are `classes`): every layer but
+    the output one as is; the output row of each class from the same emotion's row, where the
+    pre-training data had that emotion."""
+    state = {k: v for k, v in init["model"].items() if not k.startswith("dense.")}
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # a tensor of another shape
+        raise ParameterError(f"pre-trained weights do not fit the model: {e}") from None
+    if unexpected or any(not k.startswith("dense.") for k in missing):
+        raise ParameterError(f"pre-trained weights do not fit the model (missing {missing}, "
+                             f"unexpected {unexpected})")
+    with torch.no_grad():
+        for i, c in enumerate(classes):
+            if c in init["classes"]:  # an emotion pre-training saw
+                j = init["outputs"].index(c)
+                model.dense.weight[i] = init["model"]["dense.weight"][j]
+                model.dense.bias[i] = init["model"]["dense.bias"][j]
