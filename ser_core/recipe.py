@@ -25,7 +25,11 @@ changes only how the same layer stack is trained and fed:
   - `offline_augmentation`: the training speakers' clips also in the study's eight pitch-shifted
     and time-stretched versions (ser_core/augment.py; validation and test clips stay as
     recorded), so an epoch is nine times longer and `max_epochs` is counted in those;
-  - `pretrain`: start from the layer stack trained on the two other corpora (pretrain.py).
+  - `pretrain`: start from the layer stack trained on the two other corpora (pretrain.py);
+  - `swa_start`: stochastic weight averaging (Izmailov et al., UAI 2018): the model is the
+    average of the weights after every epoch from that fraction of `max_epochs` on, with its
+    BatchNorm statistics recomputed, instead of the epoch two validation speakers chose (a
+    choice that noisy picks a lucky epoch as often as a good one); no early stop.
 Each recipe is a named, frozen object; the cross-validation report has one ablation row per
 recipe. Training resumes from a per-epoch checkpoint."""
 from __future__ import annotations
@@ -77,6 +81,7 @@ class Recipe:
     offline_augmentation: bool = False
     pretrain: bool = False  # start from weights trained on the other two corpora (pretrain.py)
     pretrain_epochs: int = 30
+    swa_start: float = 0.0  # > 0: average the weights of every epoch from this fraction of max_epochs on
     describe: str = ""
 
     def to_dict(self) -> dict:
@@ -116,6 +121,9 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     _r("ours-global-pre", "ours-global started from the layer stack pre-trained for 30 epochs on "
        "every clip and emotion of the two other corpora", standardizer="global",
        input_norm="global", pretrain=True),
+    _r("ours-global-swa", "ours-global, the model the average of the weights of epochs 31-60 "
+       "instead of the epoch validation chose", standardizer="global", input_norm="global",
+       max_epochs=60, patience=60, swa_start=0.5),
     _r("ours-global-aug", "ours-global with the study's pitch (+-1.5, +-3 semitones) and tempo "
        "(0.75-1.25) copies of the training clips; 16 epochs of nine times the rows",
        standardizer="global", input_norm="global", offline_augmentation=True, max_epochs=16,
@@ -332,6 +340,12 @@ def train_recipe(table: ChunkTable, train_rows: np.ndarray, val_rows: np.ndarray
         t0, c0 = time.time(), time.process_time()
         total = train_epoch(model, opt, x_tr, y_tr, recipe, g, amp, device, n_classes,
                             state["epoch"] * steps_per_epoch, total_steps)
+        if recipe.swa_start and state["epoch"] >= int(recipe.swa_start * recipe.max_epochs):
+            k = state.get("swa_n", 0)
+            params = {n: p.detach().float().cpu().clone() for n, p in model.named_parameters()}
+            state["swa"] = params if k == 0 else {n: (state["swa"][n] * k + params[n]) / (k + 1)
+                                                  for n in params}
+            state["swa_n"] = k + 1
         if recipe.bn_recalibrate:
             recalibrate_batchnorm(model, x_tr, device, amp)
         probs = predict_tensor(model, x_va, device, amp)
@@ -364,7 +378,13 @@ def train_recipe(table: ChunkTable, train_rows: np.ndarray, val_rows: np.ndarray
                         "gen": g.get_state(), "torch_rng": torch.get_rng_state(),
                         "recipe": recipe.to_dict()}, tmp)
             tmp.replace(ckpt)
-    if state["best_state"] is not None:
+    if state.get("swa_n"):
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                p.copy_(state["swa"][n].to(p.dtype))
+        recalibrate_batchnorm(model, x_tr, device, amp)
+        state["best_epoch"] = state["epoch"]  # the average, taken at the end
+    elif state["best_state"] is not None:
         model.load_state_dict(state["best_state"])
     plain(model)
     return RecipeResult(model, standardizer, state["history"], state["best_epoch"],

@@ -264,3 +264,26 @@ def test_pretraining_on_the_other_corpora_then_a_fold_from_it(tiny_corpus, tmp_p
     b = train_fold(table, 0, recipe, tmp_path / "b", precision="fp32")
     assert len(a["clips"]) == len(b["clips"]) > 0
     assert [c["probs"] for c in a["clips"]] != [c["probs"] for c in b["clips"]]
+
+
+def test_weight_averaging_gives_the_mean_of_the_last_epochs_weights(tiny_corpus, tmp_path):
+    """swa_start: the model handed back is the average of the weights after each epoch from that
+    fraction of max_epochs on (here epochs 2 and 3), read against a run stopped after epoch 2."""
+    import dataclasses
+    from ser_core.corpora import read_corpus
+    from ser_core.dataset import build_table
+    from ser_core.folds import fold_split
+    from ser_core.recipe import get_recipe, train_recipe
+    table = build_table(read_corpus("emodb", tiny_corpus), augmentation=False, progress=False)
+    split = fold_split(table, 0)
+    base = dataclasses.replace(get_recipe("ours-global-swa"), schedule="constant", mixup_alpha=0.0)
+    swa = dataclasses.replace(base, max_epochs=3, patience=3, swa_start=0.34)
+    (tmp_path / "swa").mkdir(), (tmp_path / "two").mkdir()
+    res = train_recipe(table, split.train, split.val, swa, tmp_path / "swa", precision="fp32")
+    w3 = torch.load(tmp_path / "swa" / "checkpoint.pt", weights_only=False)["model"]
+    two = dataclasses.replace(base, max_epochs=2, patience=2, swa_start=0.0)
+    train_recipe(table, split.train, split.val, two, tmp_path / "two", precision="fp32")
+    w2 = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=False)["model"]
+    for name, p in res.model.named_parameters():
+        assert torch.allclose(p, (w2[name] + w3[name]) / 2, atol=1e-6), name
+    assert not torch.allclose(res.model.dense.weight, w3["dense.weight"])
