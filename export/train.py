@@ -21,6 +21,8 @@ def register(sub):
     p.add_argument("--weights-dtype", default="float32", choices=["float32", "float16", "int8"])
     p.add_argument("--seed", type=int)
     p.add_argument("--run-dir", help="checkpoint folder (resumes if a checkpoint is there)")
+    p.add_argument("--pretrain-data-root", help="recipes with pre-training: the folder holding the "
+                   "other corpora's folders (default: the folder holding --data-dir)")
     p.add_argument("--recipe", help="one of our training recipes (ser_core/recipe.py, e.g. ours-global, the default models' one): "
                    "trains on every speaker but the two validation speakers of "
                    "ser_core/folds.SHIP_VALIDATION and quotes the recipe's cross-validation; "
@@ -42,7 +44,7 @@ def run_train(args):
         from ser_core.ship import train_shipped_bundle
         b = train_shipped_bundle(args.corpus, args.data_dir, args.out, args.recipe,
                                  args.weights_dtype, args.max_epochs, args.precision, args.run_dir,
-                                 command=command)
+                                 command=command, pretrain_data_root=args.pretrain_data_root)
         emit({"bundle": str(b.folder), "crossval": b.config["crossval"],
               "held_out_clips": {k: b.config["metrics"]["held_out_clips"][k]
                                  for k in ("accuracy", "uar", "n_clips", "per_class_recall")},

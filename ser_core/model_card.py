@@ -65,9 +65,21 @@ def render(config: dict) -> str:
             + f"Full table: {cv['report']} in the project repository.",
             "",
         ]
+    pre = tr.get("pretrained_on")
+    data_corpora = [c] + (pre["corpora"] if pre else [])
+    pre_lines = []
+    if pre:
+        pre_lines = [
+            f"- Pre-training (before the corpus above): {pre['epochs']} epochs on every clip of "
+            f"{' and '.join(pre['corpora'])} ({pre['chunks']} chunks, emotions "
+            f"{', '.join(pre['emotions'])}; ser_core/pretrain.py). None of their speakers is one "
+            f"of {c}'s.",
+            *[f"- {p}: licence {DATA_LICENCES[p]['licence']}; citation: {DATA_LICENCES[p]['citation']}."
+              for p in pre["corpora"]],
+        ]
     lines = [
         "---",
-        f"license: {'cc-by-nc-sa-4.0' if c == 'ravdess' else 'other'}",
+        f"license: {'cc-by-nc-sa-4.0' if 'ravdess' in data_corpora else 'other'}",
         f"language: {LANGUAGE_CODES[c]}",
         "tags: [speech-emotion-recognition, adversarial-robustness, onnx]",
         "---",
@@ -83,6 +95,7 @@ def render(config: dict) -> str:
         f"classes: {', '.join(config['labels'])}.",
         f"- Licence of the training data: {lic['licence']}.",
         f"- Citation: {lic['citation']}.",
+        *pre_lines,
         "",
         "## Protocol",
         f"- Protocol: **{split['protocol']}**" + (f" (seed {split['seed']}). " if "seed" in split else ". ")

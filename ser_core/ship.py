@@ -17,7 +17,8 @@ from .train import classification_metrics, clip_range, predict_rows, save_export
 def train_shipped_bundle(corpus_name: str, data_dir, out, recipe_name: str = DEFAULT_RECIPE,
                         weights_dtype: str = "float32", max_epochs: int | None = None,
                         precision: str = "auto", run_dir=None, name: str | None = None,
-                        crossval_dir="reports/crossval", command: str = ""):
+                        crossval_dir="reports/crossval", command: str = "", pretrain_data_root=None,
+                        pretrain_root="runs/crossval"):
     """A shipped speaker-protocol bundle trained with one of our recipes (ser_core/recipe.py) on
     every speaker but one male and one female validation speaker (ser_core/folds.ship_split),
     early-stopped on them. Its published accuracy is the recipe's speaker-fold cross-validation
@@ -39,7 +40,12 @@ def train_shipped_bundle(corpus_name: str, data_dir, out, recipe_name: str = DEF
     out = Path(out)
     run_dir = Path(run_dir) if run_dir else Path("runs") / f"ship-{out.name}-{recipe.name}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    result = train_recipe(table, split.train, split.val, recipe, run_dir, precision)
+    init = None
+    if recipe.pretrain:  # the same pre-trained weights as the cross-validation's folds
+        from .pretrain import pretrain
+        init = pretrain(corpus_name, pretrain_data_root or Path(data_dir).resolve().parent, recipe,
+                        pretrain_root, precision)
+    result = train_recipe(table, split.train, split.val, recipe, run_dir, precision, init=init)
     model = quantize_roundtrip(result.model, weights_dtype)
     rows = split.val
     chunk_probs = predict_rows(model, table, rows, result.standardizer)
@@ -85,6 +91,10 @@ def train_shipped_bundle(corpus_name: str, data_dir, out, recipe_name: str = DEF
                  "chunks": len(table), **DATA_LICENCES[corpus_name]},
         "metrics": metrics, "crossval": crossval, "parameter_count": keras_parameter_count(model),
         "training": {"recipe": recipe.to_dict(), "epochs": len(result.history),
+                     "pretrained_on": None if init is None else {
+                         "corpora": init["corpora"], "emotions": init["classes"],
+                         "chunks": init["chunks"], "epochs": init["epochs"],
+                         "cpu_seconds": init["cpu_seconds"]},
                      "best_epoch": result.best_epoch, "seconds": round(result.seconds, 1),
                      "cpu_seconds": round(result.cpu_seconds, 1), "precision": result.precision,
                      "hardware": f"{platform.processor() or platform.machine()}, "

@@ -287,3 +287,20 @@ def test_weight_averaging_gives_the_mean_of_the_last_epochs_weights(tiny_corpus,
     for name, p in res.model.named_parameters():
         assert torch.allclose(p, (w2[name] + w3[name]) / 2, atol=1e-6), name
     assert not torch.allclose(res.model.dense.weight, w3["dense.weight"])
+
+
+def test_model_card_of_a_pretrained_bundle_names_every_corpus_and_licence():
+    """A model that also learned from other corpora says so, with their licences (RAVDESS's
+    non-commercial share-alike licence then applies to the model)."""
+    import json as _json
+    from ser_core.model_card import render
+    from ser_core.bundle import REPO_ROOT
+    cfg = _json.loads((REPO_ROOT / "models" / "emodb" / "config.json").read_text())
+    cfg["training"]["pretrained_on"] = {"corpora": ["emovo", "ravdess"], "emotions": ["fear", "anger"],
+                                        "chunks": 2231, "epochs": 30, "cpu_seconds": 500.0}
+    card = render(cfg)
+    assert "license: cc-by-nc-sa-4.0" in card
+    assert "every clip of emovo and ravdess (2231 chunks" in card
+    assert "EMOVO Corpus" in card and "RAVDESS" in card and "CC BY-NC-SA 4.0" in card
+    del cfg["training"]["pretrained_on"]
+    assert "license: other" in render(cfg) and "Pre-training" not in render(cfg)
