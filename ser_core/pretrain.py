@@ -56,8 +56,16 @@ def pretrain_tables(target: str, data_root) -> list:
     return tables
 
 
+# recipe fields that shape only the training on the target corpus, not the pre-training
+FINE_TUNING_ONLY = ("name", "describe", "max_epochs", "patience", "select_on", "swa_start",
+                    "offline_augmentation")
+
+
 def pretrain_path(target: str, recipe, tables, run_root) -> Path:
-    key = stable_hash([[table_key(t.corpus, t.cfg, False) for t in tables], recipe.to_dict()])
+    """Keyed by the other corpora's tables and the recipe's fields that pre-training uses, so
+    recipes that differ only in how they fine-tune share one file."""
+    fields = {k: v for k, v in recipe.to_dict().items() if k not in FINE_TUNING_ONLY}
+    key = stable_hash([[table_key(t.corpus, t.cfg, False) for t in tables], fields])
     return Path(run_root) / f"pretrain-{target}-{key}.pt"
 
 

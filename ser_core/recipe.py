@@ -124,6 +124,9 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     _r("ours-global-swa", "ours-global, the model the average of the weights of epochs 31-60 "
        "instead of the epoch validation chose", standardizer="global", input_norm="global",
        max_epochs=60, patience=60, swa_start=0.5),
+    _r("ours-global-pre-swa", "ours-global-pre with the weights of epochs 31-60 averaged",
+       standardizer="global", input_norm="global", pretrain=True, max_epochs=60, patience=60,
+       swa_start=0.5),
     _r("ours-global-aug", "ours-global with the study's pitch (+-1.5, +-3 semitones) and tempo "
        "(0.75-1.25) copies of the training clips; 16 epochs of nine times the rows",
        standardizer="global", input_norm="global", offline_augmentation=True, max_epochs=16,
