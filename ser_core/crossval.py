@@ -95,7 +95,7 @@ def result_name(corpus_name: str, recipe) -> str:
 
 
 def run_dir_for(table, recipe, run_root) -> Path:
-    key = stable_hash([table_key(table.corpus, table.cfg, False), recipe.to_dict()])
+    key = stable_hash([table_key(table.corpus, table.cfg, False), recipe.key()])
     return Path(run_root) / f"{table.corpus.name}-{recipe.name}-{key}"
 
 
@@ -242,7 +242,7 @@ def run_crossval(corpus_name: str, data_dir, recipe_name: str = "ours", folds=No
     todo = all_folds if folds is None else list(folds)
     t0 = time.time()
     init = None
-    if recipe.pretrain and not all((run_dir / f"fold-{f}.json").is_file() for f in todo):
+    if recipe.pretrain:  # trained once, then loaded from its file
         from .pretrain import pretrain
         init = pretrain(corpus_name, pretrain_data_root or Path(data_dir).resolve().parent, recipe,
                         run_root, precision, device, log)
@@ -260,6 +260,8 @@ def run_crossval(corpus_name: str, data_dir, recipe_name: str = "ours", folds=No
              "epochs_per_fold": [r["epochs"] for r in records],
              "best_epoch_per_fold": [r["best_epoch"] for r in records],
              "device": records[0]["device"], "run_dir": str(run_dir),
+             "pretrain": None if init is None else {k: init[k] for k in (
+                 "corpora", "classes", "chunks", "epochs", "cpu_seconds")},
              "per_fold": [summarise(f"fold {r['fold']}", r["clips"], corpus.classes)
                           for r in records]}
     for p in extra["per_fold"]:
@@ -343,9 +345,11 @@ def write_report(out_dir="reports/crossval") -> Path:
                         key=lambda s: (order.get(s["recipe"]["name"], 99), s["recipe"]["max_epochs"]))
         for s in loaded:
             r = s["recipe"]
-            cpu = np.mean(s["cpu_seconds_per_fold"]) / 60
+            cpu = f"{np.mean(s['cpu_seconds_per_fold']) / 60:.1f}"
+            if s.get("pretrain"):
+                cpu += f" (+ {s['pretrain']['cpu_seconds'] / 60:.1f} once, pre-training)"
             lines.append(_row(f"CNN-LSTM, recipe `{r['name']}` ({r['max_epochs']} epochs max): "
-                              f"{r.get('describe', '')}", s, f"{cpu:.1f}"))
+                              f"{r.get('describe', '')}", s, cpu))
         for s in loaded:
             lines += ["", f"Recipe `{s['recipe']['name']}` per fold (accuracy / UAR, best epoch "
                           f"of epochs run, {s['device']}): "

@@ -64,7 +64,7 @@ FINE_TUNING_ONLY = ("name", "describe", "max_epochs", "patience", "select_on", "
 def pretrain_path(target: str, recipe, tables, run_root) -> Path:
     """Keyed by the other corpora's tables and the recipe's fields that pre-training uses, so
     recipes that differ only in how they fine-tune share one file."""
-    fields = {k: v for k, v in recipe.to_dict().items() if k not in FINE_TUNING_ONLY}
+    fields = {k: v for k, v in recipe.key().items() if k not in FINE_TUNING_ONLY}
     key = stable_hash([[table_key(t.corpus, t.cfg, False) for t in tables], fields])
     return Path(run_root) / f"pretrain-{target}-{key}.pt"
 

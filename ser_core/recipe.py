@@ -87,6 +87,14 @@ class Recipe:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def key(self) -> dict:
+        """What names a run folder and what a checkpoint must match: the name and the fields
+        that differ from the defaults, so that a field added later, with a default that keeps the
+        old behaviour, leaves the runs made before it valid."""
+        defaults = Recipe(name=self.name)
+        return {k: v for k, v in self.to_dict().items()
+                if k == "name" or (k != "describe" and v != getattr(defaults, k))}
+
     def hyperparameters(self) -> dict:
         """What a bundle config records (ModelBundle.torch_model reads dropout, input_norm)."""
         d = self.to_dict()
@@ -328,7 +336,7 @@ def train_recipe(table: ChunkTable, train_rows: np.ndarray, val_rows: np.ndarray
     ckpt = Path(run_dir) / "checkpoint.pt" if run_dir else None
     if ckpt and ckpt.exists():
         saved = torch.load(ckpt, weights_only=False)
-        if saved.get("recipe") != recipe.to_dict():
+        if Recipe(**saved.get("recipe", {"name": ""})).key() != recipe.key():
             raise ParameterError(f"{ckpt}: checkpoint of another recipe; remove it or use "
                                  f"another run folder")
         model.load_state_dict(saved["model"]); opt.load_state_dict(saved["opt"])

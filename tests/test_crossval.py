@@ -304,3 +304,18 @@ def test_model_card_of_a_pretrained_bundle_names_every_corpus_and_licence():
     assert "EMOVO Corpus" in card and "RAVDESS" in card and "CC BY-NC-SA 4.0" in card
     del cfg["training"]["pretrained_on"]
     assert "license: other" in render(cfg) and "Pre-training" not in render(cfg)
+
+
+def test_recipe_key_keeps_runs_made_before_a_field_was_added():
+    """A run folder is named by the recipe's non-default fields: a recipe saved before a field
+    (with a default that keeps the old behaviour) existed names the same folder; a real change
+    does not."""
+    import dataclasses
+    from ser_core.recipe import Recipe, get_recipe
+    r = get_recipe("ours-global")
+    old = {k: v for k, v in r.to_dict().items()
+           if k not in ("swa_start", "pretrain", "pretrain_epochs", "offline_augmentation")}
+    assert Recipe(**old).key() == r.key()
+    assert dataclasses.replace(r, swa_start=0.5).key() != r.key()
+    assert dataclasses.replace(r, describe="reworded").key() == r.key()
+    assert r.key()["standardizer"] == "global" and "mixup_alpha" not in r.key()
