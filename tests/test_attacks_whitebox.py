@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from ser_core.attacks import REGISTRY, get_attack
+from ser_core.attacks import get_attack, registry
 from ser_core.errors import ParameterError
 
 WHITE_BOX = ("fgsm", "bim", "deepfool", "jsma", "cw_l2", "cw_linf")
@@ -37,7 +37,7 @@ def run(bundle, examples, name, **params):
 
 def test_all_six_are_registered_white_box():
     for name in WHITE_BOX:
-        cls = REGISTRY[name]
+        cls = registry()[name]
         assert cls.kind == "white-box"
         assert cls.goal == ("fixed-budget" if name in ("fgsm", "bim") else "minimisation")
         assert cls.paper_settings and all(set(p) <= set(cls.params) for p in cls.paper_settings)

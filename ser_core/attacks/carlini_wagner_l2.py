@@ -48,15 +48,14 @@ import numpy as np
 import torch
 
 from ..control import should_stop
-from .base import Attack, Param, register
+from .base import FeatureAttack, Param, logit_margin, register
 
-BATCH = 64  # examples per forward/backward pass: bounds activation memory on long inputs
 SMOOTHER = 0.999999  # ART's factor keeping arctanh finite at the clip bounds
 C_UPPER = 10e10  # ART's bound on c, beyond which an example stops searching
 
 
 @register
-class L2CarliniWagnerAttack(Attack):
+class L2CarliniWagnerAttack(FeatureAttack):
     """Carlini-Wagner L2 attack (Carlini & Wagner 2017), ART's line-search variant."""
 
     name = "cw_l2"
@@ -73,17 +72,7 @@ class L2CarliniWagnerAttack(Attack):
     }
     paper_settings = [{"initial_const": 0.01, "learning_rate": 0.01, "max_iter": 10,
                        "binary_search_steps": 20, "confidence": 0.0}]
-
-    def _run(self, x, y, query, progress):
-        out = x.copy()  # batches a stopped run never reaches stay clean
-        runs = np.zeros(len(x), np.int64)  # binary-search steps actually run per example
-        for start in range(0, len(x), BATCH):
-            if should_stop():
-                break
-            sl = slice(start, start + BATCH)
-            out[sl], runs[sl] = self._attack(x[sl], y[sl], query.count[sl],
-                                             lambda f, m="": progress((start + f * len(out[sl])) / len(x), m))
-        return out, {"runs": runs}
+    batch_figures = ("runs",)  # binary-search steps actually run per example
 
     # --- ART's objective in tanh space ------------------------------------------------------
     def _to_tanh(self, x):
@@ -95,14 +84,12 @@ class L2CarliniWagnerAttack(Attack):
 
     def _objective(self, logits, x_adv, x, y, c):
         """(loss, squared L2, adversarial?) per example; the class term is ART's hinge."""
-        z_y = logits.gather(1, y[:, None]).squeeze(1)
-        z_o = logits.scatter(1, y[:, None], -torch.inf).amax(1)
-        hinge = (z_y - z_o + self.settings["confidence"]).clamp(min=0)
+        hinge = (logit_margin(logits, y) + self.settings["confidence"]).clamp(min=0)
         l2 = (x_adv - x).flatten(1).pow(2).sum(1)
         return c * hinge + l2, l2, hinge <= 0
 
     # --- the attack -------------------------------------------------------------------------
-    def _attack(self, x: np.ndarray, y: np.ndarray, count: np.ndarray, progress):
+    def _attack_batch(self, x: np.ndarray, y: np.ndarray, count: np.ndarray, progress):
         model = self.model()
         device = next(model.parameters()).device
         s = self.settings
@@ -148,9 +135,7 @@ class L2CarliniWagnerAttack(Attack):
                     best_x[idx[better]] = x_adv.detach()[better]
                 if it == s["max_iter"] or should_stop():
                     break
-                z_y = logits.gather(1, ys[:, None]).squeeze(1)
-                z_o = logits.scatter(1, ys[:, None], -torch.inf).amax(1)
-                (g,) = torch.autograd.grad((cs * (z_y - z_o)).sum(), xg)
+                (g,) = torch.autograd.grad((cs * logit_margin(logits, ys)).sum(), xg)
                 x_adv = x_adv.detach()
                 with torch.no_grad():
                     direction = -(g + 2 * (x_adv - xs)) * chain * (1 - torch.tanh(w) ** 2)
@@ -206,6 +191,3 @@ class L2CarliniWagnerAttack(Attack):
         w[moved] = w[moved] + best_lr[moved, None, None] * direction[moved]
         x_adv[moved] = self._from_tanh(w[moved])
         return w, x_adv, lr
-
-
-CarliniWagnerL2 = L2CarliniWagnerAttack
