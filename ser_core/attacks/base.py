@@ -34,6 +34,7 @@ from ..errors import ParameterError
 
 DOMAINS = ("features", "waveform")
 BATCH = 64  # feature examples per forward/backward pass: bounds activation memory on long inputs
+TANH_SMOOTHER = 0.999999  # ART's factor keeping arctanh finite at the clip bounds (TanhSpace)
 
 
 @dataclass(frozen=True)
@@ -202,7 +203,7 @@ class Attack:
     register with `@register`. Parameters whose declared default is None are optional."""
 
     name: ClassVar[str] = ""
-    domain: ClassVar[str] = "features"
+    domain: ClassVar[str] = ""  # set by FeatureAttack and WaveformAttack
     kind: ClassVar[str] = "white-box"
     goal: ClassVar[str] = "fixed-budget"
     params: ClassVar[dict[str, Param]] = {}
@@ -298,6 +299,24 @@ class FeatureAttack(Attack):
         `batch_figures` when it names any. count: this batch's view of the query counter,
         updated in place (a query per forward pass per example)."""
         raise NotImplementedError
+
+
+class TanhSpace:
+    """Carlini & Wagner's change of variables, as ART writes it, for feature attacks:
+    x' = (tanh(w) + 1) / 2 * (clip_max - clip_min) + clip_min keeps x' in the clip range, and
+    w starts at arctanh((2 u - 1) * TANH_SMOOTHER) for x scaled to u in [0, 1]."""
+
+    def to_tanh(self, x: torch.Tensor) -> torch.Tensor:
+        u = (self.clip(x) - self.clip_min) / (self.clip_max - self.clip_min)
+        return torch.atanh((2 * u - 1) * TANH_SMOOTHER)
+
+    def from_tanh(self, w: torch.Tensor) -> torch.Tensor:
+        return (torch.tanh(w) + 1) / 2 * (self.clip_max - self.clip_min) + self.clip_min
+
+    @property
+    def tanh_chain(self) -> float:
+        """dx'/dw = tanh_chain * (1 - tanh(w)^2), with ART's smoothing factor in it."""
+        return (self.clip_max - self.clip_min) / (2 * TANH_SMOOTHER)
 
 
 # domain -> attack name -> class; names are unique across domains

@@ -48,14 +48,13 @@ import numpy as np
 import torch
 
 from ..control import should_stop
-from .base import FeatureAttack, Param, logit_margin, register
+from .base import FeatureAttack, Param, TanhSpace, logit_margin, register
 
-SMOOTHER = 0.999999  # ART's factor keeping arctanh finite at the clip bounds
 C_UPPER = 10e10  # ART's bound on c, beyond which an example stops searching
 
 
 @register
-class L2CarliniWagnerAttack(FeatureAttack):
+class L2CarliniWagnerAttack(TanhSpace, FeatureAttack):
     """Carlini-Wagner L2 attack (Carlini & Wagner 2017), ART's line-search variant."""
 
     name = "cw_l2"
@@ -74,14 +73,7 @@ class L2CarliniWagnerAttack(FeatureAttack):
                        "binary_search_steps": 20, "confidence": 0.0}]
     batch_figures = ("runs",)  # binary-search steps actually run per example
 
-    # --- ART's objective in tanh space ------------------------------------------------------
-    def _to_tanh(self, x):
-        u = (self.clip(x) - self.clip_min) / (self.clip_max - self.clip_min)
-        return torch.atanh((2 * u - 1) * SMOOTHER)
-
-    def _from_tanh(self, w):
-        return (torch.tanh(w) + 1) / 2 * (self.clip_max - self.clip_min) + self.clip_min
-
+    # --- ART's objective in tanh space (TanhSpace) -------------------------------------------
     def _objective(self, logits, x_adv, x, y, c):
         """(loss, squared L2, adversarial?) per example; the class term is ART's hinge."""
         hinge = (logit_margin(logits, y) + self.settings["confidence"]).clamp(min=0)
@@ -96,7 +88,7 @@ class L2CarliniWagnerAttack(FeatureAttack):
         x0 = torch.from_numpy(x).to(device)
         y = torch.from_numpy(np.asarray(y, np.int64)).to(device)
         n = len(x0)
-        w0 = self._to_tanh(x0)
+        w0 = self.to_tanh(x0)
         c = torch.full((n,), s["initial_const"], dtype=torch.float64, device=device)
         lower = torch.zeros_like(c)
         doubling = torch.ones(n, dtype=torch.bool, device=device)
@@ -104,10 +96,10 @@ class L2CarliniWagnerAttack(FeatureAttack):
         best_l2 = torch.full((n,), torch.inf, device=device)
         best_x = x0.clone()
         runs = np.zeros(n, np.int64)
-        chain = (self.clip_max - self.clip_min) / (2 * SMOOTHER)  # dx'/dw = chain * (1 - tanh(w)^2)
+        chain = self.tanh_chain
 
         def score(rows, w_rows, xs, ys, cs):
-            x_try = self._from_tanh(w_rows)
+            x_try = self.from_tanh(w_rows)
             with torch.no_grad():
                 logits = model(x_try)
             count[rows.cpu().numpy()] += 1
@@ -189,5 +181,5 @@ class L2CarliniWagnerAttack(FeatureAttack):
         w = w.clone()
         x_adv = x_adv.clone()
         w[moved] = w[moved] + best_lr[moved, None, None] * direction[moved]
-        x_adv[moved] = self._from_tanh(w[moved])
+        x_adv[moved] = self.from_tanh(w[moved])
         return w, x_adv, lr

@@ -39,17 +39,16 @@ import numpy as np
 import torch
 
 from ..control import should_stop
-from .base import FeatureAttack, Param, logit_margin, register
+from .base import FeatureAttack, Param, TanhSpace, logit_margin, register
 from ..errors import ParameterError
 
-SMOOTHER = 0.999999  # ART's factor keeping arctanh finite at the clip bounds
 LOSS_CONVERGED = 0.001  # ART's Adam stops a run once the loss is below this
 TAU_MIN = 1.0 / 256  # ART stops shrinking tau here
 BETA1, BETA2, ADAM_EPS = 0.9, 0.999, 1e-8  # ART's Adam
 
 
 @register
-class LinfCarliniWagnerAttack(FeatureAttack):
+class LinfCarliniWagnerAttack(TanhSpace, FeatureAttack):
     """Carlini-Wagner Linf attack (Carlini & Wagner 2017), as ART 1.12 runs it."""
 
     name = "cw_linf"
@@ -81,9 +80,6 @@ class LinfCarliniWagnerAttack(FeatureAttack):
             c *= s["const_factor"]
         return out
 
-    def _from_tanh(self, w):
-        return (torch.tanh(w) + 1) / 2 * (self.clip_max - self.clip_min) + self.clip_min
-
     def _attack_batch(self, x: np.ndarray, y: np.ndarray, count: np.ndarray, progress):
         model = self.model()
         device = next(model.parameters()).device
@@ -92,9 +88,8 @@ class LinfCarliniWagnerAttack(FeatureAttack):
         x0 = torch.from_numpy(x).to(device)
         y = torch.from_numpy(np.asarray(y, np.int64)).to(device)
         n = len(x0)
-        u = (self.clip(x0) - self.clip_min) / (self.clip_max - self.clip_min)
-        w0 = torch.atanh((2 * u - 1) * SMOOTHER)
-        chain = (self.clip_max - self.clip_min) / (2 * SMOOTHER)
+        w0 = self.to_tanh(x0)
+        chain = self.tanh_chain
         tau = torch.ones(n, device=device)
         best_linf = torch.ones(n, device=device)  # ART's delta_i_best starts at 1
         best_x = x0.clone()
@@ -115,7 +110,7 @@ class LinfCarliniWagnerAttack(FeatureAttack):
             for k in range(T + 1):
                 e = idx[rows]
                 xs, ys, tr = x0[e], y[e], tau[e][:, None, None]
-                xa = self._from_tanh(w[rows]).requires_grad_(True)
+                xa = self.from_tanh(w[rows]).requires_grad_(True)
                 logits = model(xa)
                 count[e.cpu().numpy()] += 1
                 with torch.no_grad():
