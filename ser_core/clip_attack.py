@@ -25,13 +25,11 @@ from typing import ClassVar
 
 import numpy as np
 
-from .attacks import AttackResult, get_attack
+from .attacks import DOMAINS, AttackResult, get_attack
 from .audio import load_audio, validate_waveform
 from .bundle import ClipPrediction
 from .control import stop_reason
 from .errors import ParameterError
-
-DOMAINS = ("features", "waveform")
 
 
 @dataclass
@@ -44,10 +42,11 @@ class ClipAttackResult:
     'cancelled' when the run (ser_core.control) stopped the attack before it finished; the
     result is then the best so far."""
 
-    model: str
-    attack: str
     domain: ClassVar[str] = ""
     seconds_digits: ClassVar[int] = 3  # rounding of `seconds` in to_dict, as each domain has printed it
+
+    model: str
+    attack: str
     params: dict
     before: ClipPrediction
     after: ClipPrediction

@@ -294,6 +294,12 @@ class FeatureAttack(Attack):
                 out[sl] = got
         return out, extra
 
+    def on_model(self, x: np.ndarray, y: np.ndarray):
+        """What a white-box batch starts from: (the torch model, x and y as tensors on its device)."""
+        model = self.model()
+        device = next(model.parameters()).device
+        return model, torch.from_numpy(x).to(device), torch.from_numpy(np.asarray(y, np.int64)).to(device)
+
     def _attack_batch(self, x: np.ndarray, y: np.ndarray, count: np.ndarray, progress):
         """One batch of at most BATCH examples: x_adv, followed by one array per name in
         `batch_figures` when it names any. count: this batch's view of the query counter,

@@ -31,7 +31,6 @@ from ..control import should_stop
 from .base import FeatureAttack, Param, register
 
 
-
 @register
 class LinfBasicIterativeAttack(FeatureAttack):
     """Basic Iterative Method (Kurakin et al. 2017): iterated FGSM projected on the Linf ball."""
@@ -51,11 +50,9 @@ class LinfBasicIterativeAttack(FeatureAttack):
                       for e in (0.25, 0.5, 0.75, 1.0, 1.25)]
 
     def _attack_batch(self, x: np.ndarray, y: np.ndarray, count: np.ndarray, progress) -> np.ndarray:
-        model = self.model()
-        device = next(model.parameters()).device
+        model, x0, y = self.on_model(x, y)
+        device = x0.device
         eps, step, iters = self.settings["eps"], self.settings["eps_step"], self.settings["max_iter"]
-        x0 = torch.from_numpy(x).to(device)
-        y = torch.from_numpy(np.asarray(y, np.int64)).to(device)
         x_adv = x0.clone()
         live = torch.arange(len(x0), device=device)  # examples still iterating
         for t in range(iters):

@@ -81,12 +81,10 @@ class LinfCarliniWagnerAttack(TanhSpace, FeatureAttack):
         return out
 
     def _attack_batch(self, x: np.ndarray, y: np.ndarray, count: np.ndarray, progress):
-        model = self.model()
-        device = next(model.parameters()).device
+        model, x0, y = self.on_model(x, y)
+        device = x0.device
         s = self.settings
         consts = torch.tensor(self._consts(), device=device)
-        x0 = torch.from_numpy(x).to(device)
-        y = torch.from_numpy(np.asarray(y, np.int64)).to(device)
         n = len(x0)
         w0 = self.to_tanh(x0)
         chain = self.tanh_chain

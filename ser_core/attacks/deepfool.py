@@ -65,12 +65,10 @@ class L2DeepFoolAttack(FeatureAttack):
     batch_figures = ("steps",)  # linearised steps taken per example
 
     def _attack_batch(self, x: np.ndarray, y: np.ndarray, count: np.ndarray, progress):
-        model = self.model()
-        device = next(model.parameters()).device
+        model, x0, y = self.on_model(x, y)
+        device = x0.device
         iters = self.settings["max_iter"]
         scale = (self.clip_max - self.clip_min) if self.settings["range_scaled_step"] else 1.0
-        x0 = torch.from_numpy(x).to(device)
-        y = torch.from_numpy(np.asarray(y, np.int64)).to(device)
         x_adv = x0.clone()
         live = torch.arange(len(x0), device=device)
         steps = np.zeros(len(x0), np.int64)

@@ -16,12 +16,10 @@ Shapes: x (batch, 261, 128) standardised features -> x_adv of the same shape.
 Example: `get_attack("fgsm", bundle, eps=0.5)(x, labels).summary()`."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .base import FeatureAttack, Param, register
-
 
 
 @register
@@ -37,10 +35,8 @@ class LinfFastGradientAttack(FeatureAttack):
     paper_settings = [{"eps": e} for e in (0.25, 0.5, 0.75, 1.0, 1.25)]
 
     def _attack_batch(self, x, y, count, progress):
-        model = self.model()
-        device = next(model.parameters()).device
-        xb = torch.from_numpy(x).to(device).requires_grad_(True)
-        yb = torch.from_numpy(np.asarray(y, np.int64)).to(device)
+        model, xb, yb = self.on_model(x, y)
+        xb.requires_grad_(True)
         loss = F.cross_entropy(model(xb), yb, reduction="sum")
         count += 1
         (grad,) = torch.autograd.grad(loss, xb)

@@ -38,7 +38,6 @@ from .base import FeatureAttack, Param, logit_margin, register
 from ..errors import ParameterError
 
 
-
 @register
 class SaliencyMapAttack(FeatureAttack):
     """Jacobian-based Saliency Map Attack (Papernot et al. 2016), untargeted, two cells a step."""
@@ -63,14 +62,13 @@ class SaliencyMapAttack(FeatureAttack):
                                  f"(accepted: a fraction in (0, 1])")
 
     def _attack_batch(self, x: np.ndarray, y: np.ndarray, count: np.ndarray, progress):
-        model = self.model()
-        device = next(model.parameters()).device
+        model, x0, y = self.on_model(x, y)
+        device = x0.device
         theta, iters = self.settings["theta"], self.settings["max_iter"]
         n, cells = len(x), x[0].size
         max_changed = self.settings["gamma"] * cells
         bound = self.clip_max if theta > 0 else self.clip_min
-        x_adv = torch.from_numpy(x).to(device).reshape(n, cells).clone()
-        y = torch.from_numpy(np.asarray(y, np.int64)).to(device)
+        x_adv = x0.reshape(n, cells).clone()
         movable = (x_adv < bound) if theta > 0 else (x_adv > bound)  # the search domain
         changed = torch.zeros(n, cells, dtype=torch.bool, device=device)
         steps = torch.zeros(n, dtype=torch.int64, device=device)

@@ -2,9 +2,10 @@
 
 The study attacks features; ser_core.waveform attacks the decoded samples of a whole clip and
 counts a clip as fooled only when the serving path's decision on the written 16-bit WAV differs
-from its clean decision (`attack_waveform_clip`, verify.py). Here those attacks run over a
-gender-balanced, seeded set of clips of each speaker-protocol bundle's held-out test speakers
-(`bundle.held_out_speakers`; the paper-protocol bundles have no held-out speakers):
+from its clean decision (`ser_core.clip_attack.attack_clip`, domain "waveform"; verify.py).
+Here those attacks run over a gender-balanced, seeded set of clips of each speaker-protocol
+bundle's held-out test speakers (`bundle.held_out_speakers`; the paper-protocol bundles have
+no held-out speakers):
 Linf PGD (Kurakin et al. 2017 / Madry et al. 2018) at a few SNR budgets, Carlini-Wagner L2
 (Carlini & Wagner 2017), which reports the SNR it needed, and optionally the black-box random
 search (Square Attack, Andriushchenko et al. 2020). One JSON line per attacked clip, resumable;
