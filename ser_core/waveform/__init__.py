@@ -26,7 +26,7 @@ from __future__ import annotations
 
 # importing each attack module registers its attack (ser_core.attacks.base.register)
 from . import apgd, cw, pgd, square  # noqa: F401
-from .base import Objective, WaveformAttack, snr_db
+from .base import Objective, WaveformAttack, WaveformRun, snr_db
 from .chunkmap import chunk_index_map
 
-__all__ = ["Objective", "WaveformAttack", "chunk_index_map", "snr_db"]
+__all__ = ["Objective", "WaveformAttack", "WaveformRun", "chunk_index_map", "snr_db"]

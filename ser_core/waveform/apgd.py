@@ -66,7 +66,8 @@ import torch
 from ..attacks.base import Param, register
 from ..control import should_stop, stop_reason
 from ..errors import ParameterError
-from .base import DEFAULT_SNR_DB, PCM_MAX, PCM_MIN, LinfBudget, Objective, WaveformAttack, from_pcm
+from .base import (DEFAULT_SNR_DB, PCM_MAX, PCM_MIN, LinfBudget, Objective, WaveformAttack, WaveformRun,
+                   from_pcm)
 from .chunkmap import trim_guard
 from .masking import MaskingThreshold, istft
 
@@ -296,7 +297,7 @@ class AutoPGD(LinfBudget, WaveformAttack):
         extra.update(iterations=state["forwards"], runs=run + 1,
                      model_reached=state["found"] or state["best_margin"] < 0,
                      final_margin=round(state["best_margin"], 4), stopped=stop_reason())
-        return best, state["forwards"] + serving.count, extra
+        return WaveformRun(best, state["forwards"] + serving.count, extra)
 
     @staticmethod
     def _shrink(pcm, adv, objective, serving, steps):

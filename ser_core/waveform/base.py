@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -86,6 +87,16 @@ class Objective:
         return label != self.label if self.target is None else label == self.target
 
 
+class WaveformRun(NamedTuple):
+    """What a waveform attack's `run` returns. pcm: the adversarial clip as 16-bit sample values
+    (possibly off the integer grid); queries: clip scorings spent (model forward passes and
+    serving-path calls); extra: the attack's own figures."""
+
+    pcm: np.ndarray
+    queries: int
+    extra: dict
+
+
 class WaveformAttack(Attack):
     """An attack on the 16-bit samples of one clip. Subclasses set what every `Attack` sets
     and implement `run`; `ser_core.clip_attack.attack_clip(..., domain="waveform")` runs one on
@@ -93,12 +104,10 @@ class WaveformAttack(Attack):
 
     domain = "waveform"
 
-    def run(self, pcm: np.ndarray, objective: Objective, index_map: np.ndarray,
-            progress) -> tuple[np.ndarray, int, dict]:
+    def run(self, pcm: np.ndarray, objective: Objective, index_map: np.ndarray, progress) -> WaveformRun:
         """pcm: clean clip as 16-bit sample values; objective: its clean decision and the target,
-        if any (a bare int is an untargeted objective); index_map: its chunks (chunkmap). Return
-        (adversarial 16-bit sample values, possibly off the integer grid; queries spent; extra
-        figures)."""
+        if any; index_map: its chunks (chunkmap). ser_core.clip_attack writes the result as a
+        16-bit WAV and verifies it."""
         raise NotImplementedError
 
     def white_box(self, pcm: np.ndarray, index_map: np.ndarray):

@@ -29,7 +29,7 @@ import torch
 
 from ..attacks.base import Param, register
 from ..control import should_stop
-from .base import PCM_MAX, PCM_MIN, WaveformAttack, snr_db
+from .base import PCM_MAX, PCM_MIN, WaveformAttack, WaveformRun, snr_db
 
 
 @register
@@ -96,5 +96,6 @@ class L2CarliniWagnerWaveformAttack(WaveformAttack):
         out = best if best is not None else fallback
         if out is None:  # stopped before the first step: the clean clip
             out = np.array(pcm, dtype=np.float64)
-        return out, forwards + serving.count, {"snr_needed_db": best_snr if best is not None else None,
-                                               "iterations": forwards, "final_const": c}
+        return WaveformRun(out, forwards + serving.count,
+                           {"snr_needed_db": best_snr if best is not None else None,
+                            "iterations": forwards, "final_const": c})

@@ -26,7 +26,7 @@ import torch
 
 from ..attacks.base import Param, register
 from ..control import should_stop
-from .base import PCM_MAX, PCM_MIN, LinfBudget, WaveformAttack
+from .base import PCM_MAX, PCM_MIN, LinfBudget, WaveformAttack, WaveformRun
 
 
 @register
@@ -75,5 +75,5 @@ class LinfPGD(LinfBudget, WaveformAttack):
             progress((step + 1) / s["steps"], f"pgd step {step + 1}: margin {m:.3f}")
         if best is None:  # stopped before the first step: the clean clip
             best = np.array(pcm, dtype=np.float64)
-        return best, forwards + serving.count, {"eps_16bit": eps, "iterations": forwards,
-                                                "model_flipped": found or best_margin < 0}
+        return WaveformRun(best, forwards + serving.count, {"eps_16bit": eps, "iterations": forwards,
+                                                            "model_flipped": found or best_margin < 0})

@@ -40,7 +40,7 @@ import numpy as np
 
 from ..attacks.base import Param, register
 from ..control import should_stop
-from .base import PCM_MAX, PCM_MIN, LinfBudget, ServingPath, WaveformAttack
+from .base import PCM_MAX, PCM_MIN, LinfBudget, ServingPath, WaveformAttack, WaveformRun
 
 STRIPE_FRACTION = 0.01  # initial windows: 1 % of the used samples (30 ms of a 3 s clip)
 
@@ -124,4 +124,4 @@ class LinfSquare(LinfBudget, WaveformAttack):
             if m[i] < current:
                 current, signs = float(m[i]), cand[i]
             progress(serving.count / s["max_queries"], f"square: {serving.count} queries, margin {current:.3f}")
-        return clip_of(signs[None])[0], serving.count, {"eps_16bit": eps, "final_margin": current}
+        return WaveformRun(clip_of(signs[None])[0], serving.count, {"eps_16bit": eps, "final_margin": current})
