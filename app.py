@@ -1,6 +1,6 @@
 """The Space: upload or record a clip, pick a language model and an attack, watch the emotion flip.
 
-Gradio wiring only. Everything shown comes from `ser_core.service`, which the tests call too.
+Gradio wiring only. Everything shown comes from `ser_core.serving.service`, which the tests call too.
 Endpoints (gradio_client): /predict (audio, model) -> (result, label, note) and /attack (audio,
 model, attack, params, domain, target emotion or "none"; the defaults are the page's: an Auto-PGD
 waveform attack at 30 dB SNR, untargeted, whose adversarial WAV is verified by the serving path);
@@ -34,7 +34,7 @@ if not os.environ.get("GRADIO_TEMP_DIR"):
 
 import gradio as gr
 
-from ser_core import service
+from ser_core.serving import service
 from ser_core.admission import AttackQueue
 from ser_core.errors import AudioError, SERError
 

@@ -32,7 +32,7 @@ def main():
     args = ap.parse_args()
     import torch
     torch.set_num_threads(1)
-    from ser_core import service
+    from ser_core.serving import service
     from ser_core.audio import load_audio
     tmp = Path(tempfile.mkdtemp(prefix="app-deadline-"))
     clip = tmp / "long.wav"

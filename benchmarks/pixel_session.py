@@ -13,9 +13,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 torch.set_num_threads(1)
 from ser_core.bundle import ModelBundle
 from ser_core.attacks import get_attack
-from ser_core.evaluation.examples import test_set, balanced_order
+from ser_core.evaluation.examples import bundle_test_set, balanced_order
 b = ModelBundle.load("emodb-paper")
-ts = test_set(b)
+ts = bundle_test_set(b)
 x = ts.x[np.sort(balanced_order(ts)[:2])]
 res = {}
 for label, threads in (("default session", None), ("1 thread, no spinning", 1), ("default session (again)", None), ("1 thread, no spinning (again)", 1)):

@@ -38,14 +38,16 @@ from ser_core.bundle import ModelBundle  # noqa: E402
 from ser_core.errors import ParameterError  # noqa: E402
 from ser_core.evaluation.stats import wilson  # noqa: E402
 from ser_core.evaluation.waveform import held_out_clips  # noqa: E402
-from ser_core.waveform import WAVEFORM_ATTACKS, attack_waveform_clip, chunk_index_map  # noqa: E402
+from ser_core.attacks import registry  # noqa: E402
+from ser_core.clip_attack import attack_clip  # noqa: E402
+from ser_core.waveform import chunk_index_map  # noqa: E402
 
 
 def parse_spec(spec: str) -> tuple[str, dict]:
     """'apgd:budget=linf:steps=20' -> ('apgd', {'budget': 'linf', 'steps': '20'})."""
     name, *pairs = spec.split(":")
-    if name not in WAVEFORM_ATTACKS:
-        raise SystemExit(f"unknown attack {name!r} (accepted: {', '.join(WAVEFORM_ATTACKS)})")
+    if name not in registry("waveform"):
+        raise SystemExit(f"unknown attack {name!r} (accepted: {', '.join(registry('waveform'))})")
     params = {}
     for pair in pairs:
         key, _, value = pair.partition("=")
@@ -68,7 +70,7 @@ def runs(specs, snrs, args) -> list[tuple[str, str, dict, float | None]]:
     out = []
     for spec in specs:
         name, extra = parse_spec(spec)
-        cls = WAVEFORM_ATTACKS[name]
+        cls = registry("waveform")[name]
         if cls.goal == "minimisation":
             params = {"steps": args.cw_steps, "binary_steps": args.cw_binary_steps} if name == "cw" else {}
             out.append((spec, name, {**params, **extra}, None))
@@ -117,7 +119,7 @@ def main(argv=None):
                             "speaker": utt.speaker, "gender": utt.gender, "emotion": utt.emotion, "spec": spec,
                             "snr_requested": snr}
                     try:
-                        r = attack_waveform_clip(bundle, utt.path, attack, params, out_dir=tmp)
+                        r = attack_clip(bundle, utt.path, attack, params, out_dir=tmp, domain="waveform")
                     except ParameterError as exc:  # e.g. a budget under one 16-bit step: no attack, no flip
                         row = {**head, "error": str(exc), "verified_flipped": False, "snr_db": None,
                                "cpu_seconds": 0.0, "chunks": 1, "perceptual": {}}
@@ -137,7 +139,7 @@ def main(argv=None):
                         fh.write(json.dumps(row) + "\n")
                     rows.append(row)
                     print(f"{bundle.name} {utt.path.name} {spec} {snr}: {r.label_before} -> {r.label_after} "
-                          f"verified={r.verified_flipped} SNR {row['snr_db']} dB, {cpu:.2f} CPU s; "
+                          f"verified={r.flipped} SNR {row['snr_db']} dB, {cpu:.2f} CPU s; "
                           f"{(time.perf_counter() - t_start) / 60:.1f} min", flush=True)
     print()
     models = [ModelBundle.load(n).name for n in args.models]

@@ -24,13 +24,13 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ser_core.attacks import REGISTRY, get_attack  # noqa: E402
+from ser_core.attacks import get_attack, registry  # noqa: E402
 from ser_core.bundle import ModelBundle  # noqa: E402
 
 WHITE_BOX = ("fgsm", "bim", "deepfool", "jsma", "cw_l2", "cw_linf")
 
 
-def test_examples(bundle, data_dir: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
+def held_out_examples(bundle, data_dir: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
     """(x, labels) exactly as tests/conftest.py's fixture builds them, first n of them."""
     from ser_core.evaluation.examples import held_out_chunks
     x, labels, _ = held_out_chunks(bundle, data_dir)
@@ -38,7 +38,7 @@ def test_examples(bundle, data_dir: Path, n: int) -> tuple[np.ndarray, np.ndarra
 
 
 def measure(bundle, name: str, x: np.ndarray, labels: np.ndarray) -> dict:
-    params = dict(REGISTRY[name].paper_settings[0])
+    params = dict(registry()[name].paper_settings[0])
     cpu0, t0 = time.process_time(), time.perf_counter()
     r = get_attack(name, bundle, **params)(x, labels)
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     if bad:
         p.error(f"unknown white-box attacks {bad} (accepted: {', '.join(WHITE_BOX)})")
     bundle = ModelBundle.load(args.model)
-    x, labels = test_examples(bundle, args.data, args.n)
+    x, labels = held_out_examples(bundle, args.data, args.n)
     rows = []
     for name in names:
         print(f"[{time.strftime('%H:%M:%S')}] {name} on {len(x)} examples ...", file=sys.stderr, flush=True)

@@ -1,9 +1,10 @@
-"""`attacks`: the registered attacks, their parameters and the study's settings, as JSON.
-`attack`: attack one audio clip and print the clip decision before and after, as JSON."""
+"""`attacks`: the registered attacks of both domains (features, waveform), their parameters and
+the study's settings, as JSON (`Attack.describe`, as the app shows them).
+`attack`: attack one audio clip in either domain and print the clip decision before and after,
+as JSON (`ser_core.clip_attack.attack_clip`)."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from .cli import emit
@@ -35,61 +36,41 @@ def run_list(args):
     emit(describe_attacks())
 
 
-BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
-
-
-def _parse_sets(items, attack: str) -> dict:
-    """--set NAME=VALUE strings -> parameters; each Param converts and range-checks its value,
-    except booleans, which are spelled out here (bool("false") would be True)."""
-    from ser_core.attacks import REGISTRY
+def _parse_sets(items) -> dict:
+    """--set NAME=VALUE strings -> parameters, still strings: the attack's declared Param
+    converts and range-checks each (true/false, yes/no, 1/0 for booleans)."""
     from ser_core.errors import ParameterError
-    declared = REGISTRY[attack].params if attack in REGISTRY else {}
     params = {}
     for item in items:
         name, sep, value = item.partition("=")
         name, value = name.strip(), value.strip()
         if not sep or not name:
             raise ParameterError(f"--set {item!r} (accepted: NAME=VALUE, e.g. --set eps=0.5)")
-        if name in declared and declared[name].type is bool:
-            if value.lower() not in BOOLEANS:
-                raise ParameterError(f"{attack}: {name}={value!r} (accepted: true, false)")
-            value = BOOLEANS[value.lower()]
         params[name] = value
     return params
 
 
 def run_attack(args):
+    import numpy as np
     from ser_core.bundle import ModelBundle
+    from ser_core.clip_attack import attack_clip
     from ser_core.errors import ParameterError
-    params = _parse_sets(args.set, args.attack)
+    params = _parse_sets(args.set)
     if args.target is not None and args.domain != "waveform":
         raise ParameterError("--target is for waveform attacks (accepted: --domain waveform, or no --target)")
     bundle = ModelBundle.load(args.model)
-    if args.domain == "waveform":
-        try:
-            from ser_core.waveform import attack_waveform_clip
-        except ImportError as exc:
-            print(json.dumps({"error": "WaveformAttacksUnavailable",
-                              "message": f"waveform attacks are not available in this installation "
-                                         f"({exc}); use --domain features"}), file=sys.stderr)
-            return 2
-        res = attack_waveform_clip(bundle, args.audio, attack=args.attack, params=params,
-                                   max_seconds=args.max_seconds, out_dir=args.out, target=args.target)
-        # label_after is the serving path's decision on the written WAV (the verified one)
-        d = {"file": args.audio, **res.to_dict()}
-        if args.out is not None:
-            d["files"] = [d["wav_path"], str(args.out / "result.json")]
-            (args.out / "result.json").write_text(json.dumps(d, indent=1))
-        emit(d)
-        return 0
-    import numpy as np
-    from ser_core.clip_attack import attack_clip
-    res = attack_clip(bundle, args.audio, args.attack, params, max_seconds=args.max_seconds)
+    res = attack_clip(bundle, args.audio, args.attack, params, domain=args.domain,
+                      max_seconds=args.max_seconds, out_dir=args.out, target=args.target)
+    # label_after: features, the decision on the adversarial features; waveform, the serving
+    # path's decision on the written WAV (the verified one)
     d = {"file": args.audio, **res.to_dict()}
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
-        np.save(args.out / "clean.npy", res.features)
-        np.save(args.out / "adversarial.npy", res.adversarial_features)
-        d["files"] = [str(args.out / f) for f in ("clean.npy", "adversarial.npy", "result.json")]
+        if args.domain == "features":
+            np.save(args.out / "clean.npy", res.features)
+            np.save(args.out / "adversarial.npy", res.adversarial_features)
+            d["files"] = [str(args.out / f) for f in ("clean.npy", "adversarial.npy", "result.json")]
+        else:
+            d["files"] = [d["wav_path"], str(args.out / "result.json")]
         (args.out / "result.json").write_text(json.dumps(d, indent=1))
     emit(d)

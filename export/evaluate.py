@@ -1,5 +1,5 @@
 """`evaluate`, `report` and `defend`: the systematic evaluation of the study over the shipped
-bundles (ser_core/evaluation), its Markdown report, and adversarial training."""
+bundles (ser_core/evaluation), its Markdown report, and adversarial training (ser_core/defence.py)."""
 from __future__ import annotations
 
 import sys
@@ -55,15 +55,9 @@ def register(sub):
     d = sub.add_parser("defend", help="adversarial training from a bundle (the study's FGSM recipe, or PGD); "
                                       "run again after an interruption to resume from the last epoch")
     d.add_argument("--model", required=True, help="bundle name or folder to start from")
-    d.add_argument("--method", default="fgsm", choices=["fgsm", "pgd"])
     d.add_argument("--out", required=True, help="bundle folder to write")
-    d.add_argument("--eps", type=float, default=1.25)
-    d.add_argument("--fraction", type=float, default=0.6, help="adversarial share of each batch")
-    d.add_argument("--epochs", type=int, default=30)
-    d.add_argument("--lr", type=float, default=1e-4)
-    d.add_argument("--batch-size", type=int, default=128)
-    d.add_argument("--pgd-steps", type=int, default=7)
-    d.add_argument("--max-steps", type=int, help="stop after this many optimiser steps (smoke runs)")
+    from ser_core.defence import add_arguments
+    add_arguments(d)  # one option per field of the recipe, ser_core.defence.DefenceConfig
     d.add_argument("--data-dir")
     d.set_defaults(func=run_defend)
 
@@ -199,10 +193,8 @@ def run_report(args):
 
 def run_defend(args):
     from ser_core.bundle import ModelBundle
-    from ser_core.evaluation.defence import DefenceConfig, adversarial_train
-    cfg = DefenceConfig(args.method, args.eps, args.fraction, args.epochs, args.lr, args.batch_size,
-                        args.pgd_steps, args.max_steps)
-    b = adversarial_train(ModelBundle.load(args.model), args.out, cfg, args.data_dir)
+    from ser_core.defence import adversarial_train, config_from_arguments
+    b = adversarial_train(ModelBundle.load(args.model), args.out, config_from_arguments(args), args.data_dir)
     emit({"bundle": str(b.folder), "defence": b.config["defence"]["method"],
           "metrics": {k: v for k, v in b.config["metrics"]["test"].items() if k != "confusion"},
           "training_seconds": b.config["training"]["seconds"], "steps": b.config["training"]["steps"]})

@@ -1,9 +1,6 @@
 """`predict`: one JSON object per audio file with the label and probabilities."""
 from __future__ import annotations
 
-import json
-import sys
-
 from .cli import emit
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -100,9 +100,6 @@ PAPER_TRAIN = {
 
 PAPER_SEED = 1938
 PAPER_TEST_FRACTION = 0.2
-
-# Clip range used by the study's attacks: floor(min)..ceil(max) of the standardised corpus.
-PAPER_CLIP_RANGE = {"emodb": (-5.0, 7.0), "emovo": (-3.0, 7.0), "ravdess": (-2.0, 8.0)}
 
 
 def stable_hash(obj) -> str:

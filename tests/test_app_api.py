@@ -334,7 +334,7 @@ def test_listening_copy_inverts_the_features_the_serving_path_computed(bundle):
     features gives back the clip's loudness envelope (what makes the listening copy honest)."""
     from ser_core.audio import load_audio
     from ser_core.features import mel_power
-    from ser_core.inversion import chunk_layout, db_references, features_to_power, invert_features
+    from ser_core.serving.inversion import chunk_layout, db_references, features_to_power, invert_features
     y = load_audio(EXAMPLE)
     layout = chunk_layout(y, bundle.feature_config)
     mel = mel_power(layout.chunks, bundle.feature_config)
@@ -360,7 +360,7 @@ def test_export_space_renders_a_space_folder(tmp_path):
     front = yaml.safe_load(text.split("---\n")[1])
     assert front["sdk"] == "gradio" and front["app_file"] == "app.py"
     assert front["license"] == "cc-by-nc-sa-4.0" and str(front["python_version"]) == "3.11"
-    assert (out / "app.py").is_file() and (out / "ser_core" / "service.py").is_file()
+    assert (out / "app.py").is_file() and (out / "ser_core" / "serving" / "service.py").is_file()
     assert "torch" in (out / "requirements.txt").read_text()
     names = [b.name for b in shipped_bundles(REPO / "models")]
     assert summary["models"] == names

@@ -14,19 +14,19 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ser_core import service
+from ser_core.serving import service
 from ser_core.admission import AttackQueue
-from ser_core.attacks import REGISTRY, get_attack
+from ser_core.attacks import get_attack, registry
 from ser_core.control import run_control
 from ser_core.errors import AttackCancelledError, BusyError, ParameterError
-from ser_core.waveform import WAVEFORM_ATTACKS, attack_waveform_clip
+from ser_core.clip_attack import attack_clip
 from tests.test_app_api import EXAMPLE, WAVEFORM_EXAMPLE
 
 MODEL = "emodb"
 
 
 # --- deadline and cancel -----------------------------------------------------------------------
-@pytest.mark.parametrize("name", sorted(REGISTRY))
+@pytest.mark.parametrize("name", sorted(registry()))
 def test_every_feature_attack_stops_at_a_passed_deadline(bundle, name):
     """Deadline already passed: each attack returns at its first check, marked, with its input
     unchanged or inside its budget, and spends (almost) nothing."""
@@ -39,10 +39,10 @@ def test_every_feature_attack_stops_at_a_passed_deadline(bundle, name):
     assert r.queries.sum() <= 3
 
 
-@pytest.mark.parametrize("name", sorted(WAVEFORM_ATTACKS))
+@pytest.mark.parametrize("name", sorted(registry("waveform")))
 def test_every_waveform_attack_stops_at_a_passed_deadline(bundle, tmp_path, name):
     with run_control(deadline_s=0.0):
-        r = attack_waveform_clip(bundle, WAVEFORM_EXAMPLE, name, {}, out_dir=tmp_path)
+        r = attack_clip(bundle, WAVEFORM_EXAMPLE, name, {}, out_dir=tmp_path, domain="waveform")
     assert r.stopped_early and r.stop_reason == "deadline"
     assert r.to_dict()["stopped_early"] is True and r.wav_path.is_file()
     assert r.queries <= 2
@@ -64,8 +64,8 @@ def test_cancel_stops_the_waveform_loop_after_the_current_step(bundle, tmp_path)
         if len(steps) == 3:
             cancel.set()
     with run_control(cancel=cancel):
-        r = attack_waveform_clip(bundle, WAVEFORM_EXAMPLE, "pgd", {"steps": 200, "eps_16bit": 2.0},
-                                 out_dir=tmp_path, progress=progress)
+        r = attack_clip(bundle, WAVEFORM_EXAMPLE, "pgd", {"steps": 200, "eps_16bit": 2.0},
+                        out_dir=tmp_path, progress=progress, domain="waveform")
     assert r.stop_reason == "cancelled" and r.extra["iterations"] == 3
 
 
@@ -118,7 +118,7 @@ def test_the_space_caps_long_attacks_the_cli_accepts(bundle, domain, attack, par
         service.check_params(bundle, attack, params, domain)
     # the attack itself (CLI, evaluation) keeps its full range
     if domain == "waveform":
-        WAVEFORM_ATTACKS[attack](bundle, **params)
+        registry("waveform")[attack](bundle, **params)
     else:
         get_attack(attack, bundle, **params)
 

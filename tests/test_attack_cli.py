@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from export.cli import main
-from ser_core.attacks import REGISTRY
+from ser_core.attacks import registry
 from ser_core.audio import load_audio
 from ser_core.clip_attack import attack_clip
 from ser_core.waveform.base import to_pcm
@@ -26,11 +26,13 @@ def clip(data_dir):
     return data_dir / "emodb" / "wav" / "03b02Tb.flac"
 
 
-def test_attacks_lists_every_registered_attack_with_its_parameters(capsys):
+def test_attacks_lists_every_registered_attack_of_both_domains_with_its_parameters(capsys):
     assert main(["attacks"]) == 0
     listed = {a["name"]: a for a in json.loads(capsys.readouterr().out)}
-    assert set(listed) == set(REGISTRY)
-    for name, cls in REGISTRY.items():
+    both = {**registry("features"), **registry("waveform")}
+    assert set(listed) == set(both) and {"fgsm", "pixel", "apgd", "square"} <= set(listed)
+    for name, cls in both.items():
+        assert listed[name]["domain"] == cls.domain
         assert set(listed[name]["params"]) == set(cls.params)
         assert listed[name]["kind"] in ("white-box", "black-box")
         for p, spec in listed[name]["params"].items():
@@ -84,7 +86,8 @@ def test_waveform_attack_writes_the_wav_and_prints_the_serving_paths_decision_on
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--attack", "nope"], "unknown attack 'nope'"),
+    (["--attack", "nope"], "unknown features attack 'nope'"),
+    (["--attack", "apgd"], "apgd is a waveform attack: pass domain 'waveform'"),
     (["--attack", "pixel", "--set", "th=0"], "th=0 is outside [1, 1000]"),
     (["--attack", "pixel", "--set", "th"], "NAME=VALUE"),
     (["--attack", "boundary", "--set", "persist=maybe"], "accepted: true, false"),
@@ -103,7 +106,7 @@ def test_attack_clip_on_a_waveform_array(bundle, clip):
     assert res.before.label == bundle.predict_clip(clip).label
     assert res.flipped == (res.before.label != res.after.label)
     d = res.to_dict()
-    assert d["chunks"] == len(res.features) and d["queries"] == int(res.result.queries.sum()) > 0
+    assert d["chunks"] == len(res.features) and d["queries"] == int(res.chunk_result.queries.sum()) > 0
     json.dumps(d)  # JSON-ready
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ser_core.attacks import REGISTRY, get_attack
+from ser_core.attacks import get_attack, registry
 from ser_core.bundle import ModelBundle
 from ser_core.errors import ParameterError
 
@@ -51,7 +51,7 @@ def test_blackbox_attack_lowers_accuracy_with_onnx_queries_only(blackbox_bundle,
     idx = correct_low_margin(blackbox_bundle, x, labels, k)
     blackbox_bundle.scored["rows"] = 0
     r = get_attack(name, blackbox_bundle, **params)(x[idx], labels=labels[idx])
-    assert REGISTRY[name].kind == "black-box"
+    assert registry()[name].kind == "black-box"
     assert blackbox_bundle._torch is None
     clean_acc = (r.clean_pred == labels[idx]).mean()
     adv_acc = (r.adv_pred == labels[idx]).mean()
@@ -89,6 +89,18 @@ def test_pixel_is_seeded(bundle, test_examples):
     b = get_attack("pixel", bundle, th=1, max_iter=0, seed=3)(x[:2])
     np.testing.assert_array_equal(a.x_adv, b.x_adv)
     assert (a.queries == 399).all()  # ART's population for th 1: 133 members x 3 genes, scored once
+
+
+def test_pixel_evolution_is_seeded_not_only_its_start(bundle, test_examples):
+    """After several generations the same seed gives the same population's best, another seed
+    another; every generation scores the whole population (399 queries for th 1) until a flip."""
+    x, _, _ = test_examples
+    runs = [get_attack("pixel", bundle, th=1, max_iter=2, seed=s)(x[:1]) for s in (3, 3, 4)]
+    same, again, other = (r.extra["best_true_class_probability"] for r in runs)
+    assert same == again and same != other
+    np.testing.assert_array_equal(runs[0].x_adv, runs[1].x_adv)
+    assert not any(r.flipped[0] for r in runs)  # so no run stopped early:
+    assert all(r.queries[0] == 399 * 3 for r in runs)  # the start and two generations
 
 
 @pytest.mark.parametrize("name, params", [

@@ -38,7 +38,7 @@ main(["evaluate", "--models", {bundle.name!r}, "--attacks", "fgsm", "--examples"
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = grid.read_rows(tmp_path / "results-quick.jsonl")
-    assert len(rows) == 3 * len(__import__("ser_core.attacks", fromlist=["REGISTRY"]).REGISTRY["fgsm"].paper_settings)
+    assert len(rows) == 3 * len(__import__("ser_core.attacks", fromlist=["registry"]).registry()["fgsm"].paper_settings)
     assert {b["executor"] for r in rows for b in r["batches"]} == {"local"}
 
 
@@ -105,10 +105,10 @@ def local_rows(bundle, four, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def four(test_examples):
-    from ser_core.evaluation.examples import TestSet
+    from ser_core.evaluation.examples import HeldOutSet
     x, labels, genders = test_examples
     idx = np.concatenate([np.flatnonzero(genders == g)[:2] for g in ("male", "female")])
-    return TestSet(x[idx], labels[idx], genders[idx], idx)
+    return HeldOutSet(x[idx], labels[idx], genders[idx], idx)
 
 
 def test_ray_gives_the_local_loops_rows(cluster, bundle, four, local_rows, tmp_path):

@@ -16,13 +16,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ser_core.attacks.base import Attack, Param
+from ser_core.attacks.base import FeatureAttack, Param
 from ser_core.errors import ParameterError
 from ser_core.evaluation import grid, report, stats
-from ser_core.evaluation.examples import TestSet, balanced_order, balanced_subset
+from ser_core.evaluation.examples import HeldOutSet, balanced_order, balanced_subset
 
 
-class SignStep(Attack):
+class SignStep(FeatureAttack):
     """One gradient-sign step away from the reference label (FGSM, Goodfellow et al. 2015)."""
 
     name = "signstep"
@@ -38,7 +38,7 @@ class SignStep(Attack):
         return self.clip(xt + self.settings["eps"] * xt.grad.sign()).detach().numpy(), {}
 
 
-class RandomSign(Attack):
+class RandomSign(FeatureAttack):
     """Black-box: the best of `tries` random sign perturbations of size eps (lowest confidence
     in the reference label), scored through the query counter."""
 
@@ -66,7 +66,7 @@ def four(test_examples):
     """4 real test-speaker examples, 2 male and 2 female."""
     x, labels, genders = test_examples
     idx = np.concatenate([np.flatnonzero(genders == g)[:2] for g in ("male", "female")])
-    return TestSet(x[idx], labels[idx], genders[idx], idx)
+    return HeldOutSet(x[idx], labels[idx], genders[idx], idx)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def test_newcombe_difference_excludes_zero_only_for_a_real_gap():
 
 
 def test_balanced_subset_takes_per_class_and_gender(four):
-    ts = TestSet(np.zeros((12, 1, 1)), np.array([0, 0, 0, 1, 1, 1] * 2),
+    ts = HeldOutSet(np.zeros((12, 1, 1)), np.array([0, 0, 0, 1, 1, 1] * 2),
                  np.array(["male"] * 6 + ["female"] * 6), np.arange(12))
     pick = balanced_subset(ts, 1, seed=0)
     assert len(pick) == 4
@@ -107,7 +107,7 @@ def test_balanced_subset_takes_per_class_and_gender(four):
 
 def test_balanced_order_prefixes_are_balanced():
     labels = np.repeat(np.arange(5), 6).tolist() * 2
-    ts = TestSet(np.zeros((60, 1, 1)), np.array(labels), np.array(["male"] * 30 + ["female"] * 30), np.arange(60))
+    ts = HeldOutSet(np.zeros((60, 1, 1)), np.array(labels), np.array(["male"] * 30 + ["female"] * 30), np.arange(60))
     order = balanced_order(ts, seed=3)
     assert sorted(order) == list(range(60))  # a permutation: "all" keeps every example
     pairs = set(zip(ts.labels[order[:10]], ts.genders[order[:10]]))
@@ -242,7 +242,7 @@ def test_report_renders_the_paper_comparison(grid_run, tmp_path):
 
 
 def test_defence_examples_stay_in_the_ball_and_raise_the_loss(bundle, four):
-    from ser_core.evaluation.defence import fgsm_examples, pgd_examples
+    from ser_core.defence import fgsm_examples, pgd_examples
     model = bundle.torch_model()
     x, y = torch.from_numpy(four.x[1:3]), torch.from_numpy(four.labels[1:3]).long()  # a male and a female
     lo, hi = bundle.clip_range
@@ -257,7 +257,7 @@ def test_defence_examples_stay_in_the_ball_and_raise_the_loss(bundle, four):
 
 def test_defence_writes_a_bundle_that_records_its_recipe(bundle, tmp_path, data_dir):
     from ser_core.bundle import ModelBundle
-    from ser_core.evaluation.defence import DefenceConfig, adversarial_train
+    from ser_core.defence import DefenceConfig, adversarial_train
     with pytest.raises(ParameterError):
         DefenceConfig(adversarial_fraction=1.5).check()
     out = adversarial_train(bundle, tmp_path / "defended", DefenceConfig("fgsm", batch_size=8, max_steps=1, train_rows=8),
@@ -284,7 +284,7 @@ class _StopAfterFirstEpoch(io.StringIO):
 
 
 def test_defence_resumes_after_interruption_to_the_same_weights(bundle, tmp_path, data_dir):
-    from ser_core.evaluation.defence import CHECKPOINT, DefenceConfig, adversarial_train
+    from ser_core.defence import CHECKPOINT, DefenceConfig, adversarial_train
     cfg = DefenceConfig("fgsm", epochs=2, batch_size=8, train_rows=16)
     straight = adversarial_train(bundle, tmp_path / "straight", cfg, data_dir=data_dir, log=io.StringIO())
     with pytest.raises(KeyboardInterrupt):
@@ -305,19 +305,31 @@ def test_defence_resumes_after_interruption_to_the_same_weights(bundle, tmp_path
     assert any(not torch.equal(a[k], bundle.torch_model().state_dict()[k]) for k in a if a[k].is_floating_point())
 
 
-def test_waveform_part_counts_only_verified_flips_and_resumes(bundle, data_dir, tmp_path):
-    from ser_core.evaluation.waveform import WaveformPlan, run_waveform, summarise, test_clips
+def test_waveform_part_counts_only_verified_flips_and_resumes(bundle, data_dir, tmp_path, capsys):
+    from export.cli import main as cli
+    from ser_core.clip_attack import attack_clip
+    from ser_core.evaluation.waveform import WaveformPlan, run_waveform, summarise, bundle_test_clips
     plan = WaveformPlan(1, snrs=(20.0,), pgd_steps=2, cw_steps=2, cw_binary_steps=1)
-    clips = test_clips(bundle, 1, data_dir=data_dir)
+    clips = bundle_test_clips(bundle, 1, data_dir=data_dir)
     assert [u.gender for u in clips] == ["male", "female"]
     assert {u.speaker for u in clips} <= set(bundle.held_out_speakers)
     out = tmp_path / "waveform.jsonl"
     rows = run_waveform([bundle], out, plan, data_dir)
     assert len(rows) == 2 * 2 and {r["attack"] for r in rows} == {"pgd", "cw"}
     for r in rows:
-        assert r["verified_flipped"] == (r["label_after"] != r["label_before"])
         if r["attack"] == "pgd" and r["snr_db"] is not None:
             assert r["snr_db"] >= 20.0 - 1e-6  # the budget holds on the written 16-bit clip
+    # a row's labels are what `export predict` reads from the clean file and from the WAV the
+    # attack writes (the evaluation keeps no WAV: each run is redone here, deterministic)
+    paths = {u.path.name: u.path for u in clips}
+    for r in rows:
+        again = attack_clip(bundle, paths[r["clip"]], r["attack"], r["params_requested"], domain="waveform",
+                            out_dir=tmp_path / "again")
+        capsys.readouterr()
+        assert cli(["predict", "--model", str(bundle.folder), str(paths[r["clip"]]), str(again.wav_path)]) == 0
+        printed = [json.loads(line)["label"] for line in capsys.readouterr().out.splitlines()]
+        assert printed == [r["label_before"], r["label_after"]]
+        assert r["verified_flipped"] is (printed[1] != printed[0])
     assert run_waveform([bundle], out, plan, data_dir) == rows  # resumed: nothing redone
     table = {(s["setting"], s["subset"]): s for s in summarise(rows)}
     a = table[("PGD, SNR >= 20 dB", "all")]
@@ -385,8 +397,24 @@ def test_report_sets_defended_bundles_beside_their_base(tmp_path):
 
 
 def test_defend_command_reproduces_the_study_recipe_with_no_flags():
-    d = {"method": "fgsm-at", "base": "emodb-paper", **report.DEFENCE_DEFAULTS, "folder": "models-defended/x"}
-    assert report.defend_command(d) == "python -m export defend --model emodb-paper --method fgsm --out models-defended/x"
+    from ser_core.defence import DefenceConfig, defend_command
+    d = {**dataclasses.asdict(DefenceConfig()), "method": "fgsm-at", "base": "emodb-paper", "folder": "models-defended/x"}
+    assert defend_command(d) == "python -m export defend --model emodb-paper --method fgsm --out models-defended/x"
+
+
+def test_defend_options_and_the_rebuild_command_come_from_the_one_recipe():
+    """`export defend` parses its options into DefenceConfig, and the report's rebuild command
+    of that recipe parses back into the same DefenceConfig (both read DefenceConfig's fields)."""
+    from export.cli import build_parser
+    from ser_core.defence import config_from_arguments, defend_command
+    argv = ["defend", "--model", "emodb-paper", "--method", "pgd", "--eps", "0.5", "--fraction", "0.5",
+            "--epochs", "3", "--lr", "0.001", "--batch-size", "64", "--pgd-steps", "3", "--out", "models-defended/x"]
+    cfg = config_from_arguments(build_parser().parse_args(argv))
+    assert (cfg.method, cfg.eps, cfg.adversarial_fraction, cfg.epochs, cfg.learning_rate, cfg.batch_size,
+            cfg.pgd_steps, cfg.max_steps) == ("pgd", 0.5, 0.5, 3, 0.001, 64, 3, None)
+    command = defend_command({**dataclasses.asdict(cfg), "base": "emodb-paper", "folder": "models-defended/x"})
+    again = build_parser().parse_args(command.split()[3:])
+    assert config_from_arguments(again) == cfg
 
 
 class _Counting(SignStep):
@@ -447,19 +475,19 @@ def test_wilson_size_is_the_fewest_examples_within_the_margin():
 
 
 def test_standard_profile_follows_the_wilson_rule_and_the_cost_table():
-    from ser_core.attacks import REGISTRY
+    from ser_core.attacks import registry
     from ser_core.bundle import ModelBundle
     p = grid.PROFILES["standard"]
     paper = [ModelBundle.load(f"{c}-paper") for c in ("emodb", "emovo", "ravdess")]
-    examples = sum(grid.test_size(b) for b in paper)
+    examples = sum(grid.bundle_test_size(b) for b in paper)
     costs = grid.load_costs()
     proj = grid.Projection((), costs)
-    for name, cls in REGISTRY.items():
+    for name, cls in registry().items():
         whole_hours = sum(proj.estimate(name, grid.setting_key(s), examples) for s in grid.settings_of(cls)) / 3600
         n = p.count(name)
         if n is None:  # whole test sets: cheap by the cost table
             assert name in grid.STANDARD_WHOLE and whole_hours <= grid.STANDARD_WHOLE_CPU_HOURS
-            assert min(grid.test_size(b) for b in paper) >= stats.wilson_size(grid.STANDARD_MARGIN)
+            assert min(grid.bundle_test_size(b) for b in paper) >= stats.wilson_size(grid.STANDARD_MARGIN)
         else:
             margin = grid.STANDARD_MARGINS.get(name, grid.STANDARD_MARGIN)
             assert whole_hours > grid.STANDARD_WHOLE_CPU_HOURS, name
@@ -471,7 +499,7 @@ def test_standard_profile_follows_the_wilson_rule_and_the_cost_table():
 def test_gender_split_is_what_the_balanced_order_takes():
     labels = np.array([0, 1, 2] * 5 + [0, 1] * 2)
     genders = np.array(["male"] * 4 + ["female"] * 15)
-    ts = TestSet(np.zeros((19, 1, 1)), labels, genders, np.arange(19))
+    ts = HeldOutSet(np.zeros((19, 1, 1)), labels, genders, np.arange(19))
     order = balanced_order(ts, seed=1)
     for n in range(1, 20):
         m = int((ts.genders[order[:n]] == "male").sum())
@@ -480,12 +508,12 @@ def test_gender_split_is_what_the_balanced_order_takes():
 
 
 def test_dry_run_plan_gives_counts_intervals_and_cpu_hours(bundle):
-    from ser_core.attacks import REGISTRY
-    costs = {("fgsm", grid.setting_key(s)): 0.5 for s in REGISTRY["fgsm"].paper_settings}
-    cells = grid.plan_cells([bundle], {"fgsm": REGISTRY["fgsm"], "pixel": REGISTRY["pixel"]},
+    from ser_core.attacks import registry
+    costs = {("fgsm", grid.setting_key(s)): 0.5 for s in registry()["fgsm"].paper_settings}
+    cells = grid.plan_cells([bundle], {"fgsm": registry()["fgsm"], "pixel": registry()["pixel"]},
                             grid.PROFILES["standard"], costs)
     fgsm, pixel = cells
-    size = grid.test_size(bundle)
+    size = grid.bundle_test_size(bundle)
     assert fgsm["examples"] == size and fgsm["whole_test_set"]  # FGSM: the whole (small) test set
     assert fgsm["male"] + fgsm["female"] == size and fgsm["cpu_seconds"] == pytest.approx(5 * 0.5 * size)
     assert pixel["examples"] == min(93, size) and pixel["cpu_seconds"] is None  # pixel not in this cost table

@@ -8,7 +8,7 @@ import torch
 from ser_core.audio import load_audio
 from ser_core.chunks import chunks, trim
 from ser_core.features import log_mel
-from ser_core.frontend import DB_TOLERANCE, STANDARDISED_TOLERANCE, LogMelFrontEnd
+from ser_core.waveform.frontend import DB_TOLERANCE, STANDARDISED_TOLERANCE, LogMelFrontEnd
 
 
 def real_chunks(data_dir, n_clips=4):

@@ -22,7 +22,7 @@ from pathlib import Path
 root = Path.cwd().resolve()
 sys.path.insert(0, str(root))
 import app
-from ser_core import service
+from ser_core.serving import service
 service.warm_up()
 service.run_attack(sys.argv[1], sys.argv[2], "fgsm", {"eps": 0.5}, "features")
 service.run_attack(sys.argv[1], sys.argv[2], "pgd", {"steps": 3}, "waveform")

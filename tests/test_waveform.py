@@ -7,12 +7,21 @@ import json
 import numpy as np
 import pytest
 
+from export.cli import main as cli
 from ser_core.audio import load_audio
 from ser_core.bundle import ModelBundle
 from ser_core.chunks import chunks, trim
 from ser_core.errors import ParameterError
-from ser_core.waveform import attack_waveform_clip, chunk_index_map, snr_db
+from ser_core.clip_attack import attack_clip
+from ser_core.waveform import chunk_index_map, snr_db
 from ser_core.waveform.base import to_pcm
+
+
+def predicted_by_cli(bundle, capsys, *paths) -> list[str]:
+    """The labels `python -m export predict` prints for audio files, as a user would read them."""
+    capsys.readouterr()
+    assert cli(["predict", "--model", str(bundle.folder), *map(str, paths)]) == 0
+    return [json.loads(line)["label"] for line in capsys.readouterr().out.splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -33,19 +42,19 @@ def test_index_map_reproduces_the_serving_chunks(data_dir):
     assert chunk_index_map(load_audio(long_ones[0])).shape[0] >= 2
 
 
-def test_pgd_keeps_its_budget_and_its_flip_is_verified(bundle, test_clips, tmp_path):
+def test_pgd_keeps_its_budget_and_its_flip_is_verified(bundle, test_clips, tmp_path, capsys):
     flips = 0
     for f in test_clips[:3]:
-        r = attack_waveform_clip(bundle, f, "pgd", {"snr_db": 15, "steps": 4, "step_fraction": 0.5},
-                                 out_dir=tmp_path)
+        r = attack_clip(bundle, f, "pgd", {"snr_db": 15, "steps": 4, "step_fraction": 0.5},
+                        out_dir=tmp_path, domain="waveform")
         assert r.snr_db >= 15.0
         assert r.extra["eps_16bit"] >= r.linf_16bit > 0
         clean = to_pcm(load_audio(f))
         assert np.abs(to_pcm(r.adversarial_audio) - clean).max() == r.linf_16bit
         assert snr_db(clean / 32768, r.adversarial_audio) == pytest.approx(r.snr_db)
-        assert r.label_after == bundle.predict_clip(r.wav_path).label
-        assert r.verified_flipped == (r.label_after != r.label_before)
-        flips += r.verified_flipped
+        # the written WAV, read back by `export predict`, carries label_after; the clean file label_before
+        assert predicted_by_cli(bundle, capsys, f, r.wav_path) == [r.label_before, r.label_after]
+        flips += r.flipped
         if flips:
             break
     assert flips >= 1
@@ -56,9 +65,11 @@ def test_pgd_keeps_its_budget_and_its_flip_is_verified(bundle, test_clips, tmp_p
 
 
 def test_pgd_budget_in_16bit_units(bundle, test_clips, tmp_path):
-    r = attack_waveform_clip(bundle, test_clips[0], "pgd", {"eps_16bit": 3, "steps": 1}, out_dir=tmp_path)
+    r = attack_clip(bundle, test_clips[0], "pgd", {"eps_16bit": 3, "steps": 1}, out_dir=tmp_path, domain="waveform")
     assert r.linf_16bit <= 3
-    assert r.queries >= 1 and r.sample_rate == 16000
+    # one forward pass of the clip model, and one serving-path scoring if the model saw a flip
+    assert r.extra["iterations"] == 1 and r.queries == 1 + int(r.extra["model_flipped"])
+    assert r.sample_rate == 16000
     assert r.adversarial_audio.dtype == np.float32
 
 
@@ -68,8 +79,8 @@ def test_black_box_attack_never_loads_torch_and_counts_queries(test_clips, tmp_p
     scored = []
     features = fresh.features
     monkeypatch.setattr(fresh, "features", lambda y: scored.append(1) or features(y))
-    r = attack_waveform_clip(fresh, test_clips[0], "square",
-                             {"eps_16bit": 200, "max_queries": 9, "population": 4}, out_dir=tmp_path)
+    r = attack_clip(fresh, test_clips[0], "square",
+                    {"eps_16bit": 200, "max_queries": 9, "population": 4}, out_dir=tmp_path, domain="waveform")
     assert fresh._torch is None
     # every clip the serving path scored: the clean one, the attack's queries, the written WAV
     assert len(scored) == r.queries + 2
@@ -85,11 +96,11 @@ def test_square_flips_a_clip_querying_only_the_serving_path(data_dir, tmp_path, 
     scored = []
     features = fresh.features
     monkeypatch.setattr(fresh, "features", lambda y: scored.append(1) or features(y))
-    r = attack_waveform_clip(fresh, data_dir / "emodb" / "wav" / "13b10La.flac", "square",
-                             {"snr_db": 20, "max_queries": 300}, out_dir=tmp_path)
+    r = attack_clip(fresh, data_dir / "emodb" / "wav" / "13b10La.flac", "square",
+                    {"snr_db": 20, "max_queries": 300}, out_dir=tmp_path, domain="waveform")
     assert fresh._torch is None
     assert len(scored) == r.queries + 2 and r.queries < 300  # stopped at its first flip
-    assert r.verified_flipped and r.label_after != r.label_before
+    assert r.flipped and r.label_after != r.label_before
     assert fresh.predict_clip(r.wav_path).label == r.label_after
     assert r.snr_db >= 20.0 and r.linf_16bit == r.extra["eps_16bit"]  # on the vertices of the ball
     assert r.extra["final_margin"] < 0
@@ -108,11 +119,11 @@ def test_square_windows_hold_the_clips_own_signs_in_one_band():
 
 def test_waveform_input_needs_its_sample_rate(bundle):
     with pytest.raises(ParameterError, match="sample_rate"):
-        attack_waveform_clip(bundle, np.zeros(16000, np.float32), "pgd")
+        attack_clip(bundle, np.zeros(16000, np.float32), "pgd", domain="waveform")
 
 
 @pytest.mark.parametrize("attack, params, message", [
-    ("fgsm", {}, "accepted: pgd, apgd, cw, square"),
+    ("fgsm", {}, r"accepted: apgd, cw, pgd, square\); fgsm is a features attack"),
     ("pgd", {"snr_db": 120}, "snr_db"),
     ("pgd", {"eps_16bit": 0}, "eps_16bit"),
     ("pgd", {"snr_db": 30, "eps_16bit": 8}, "not both"),
@@ -122,4 +133,4 @@ def test_waveform_input_needs_its_sample_rate(bundle):
 ])
 def test_bad_parameters_raise(bundle, attack, params, message):
     with pytest.raises(ParameterError, match=message):
-        attack_waveform_clip(bundle, "does-not-matter.wav", attack, params)
+        attack_clip(bundle, "does-not-matter.wav", attack, params, domain="waveform")

@@ -13,7 +13,9 @@ import torch
 from ser_core.audio import load_audio
 from ser_core.control import run_control
 from ser_core.errors import ParameterError
-from ser_core.waveform import attack_waveform_clip, chunk_index_map, get_waveform_attack
+from ser_core.attacks import get_attack
+from ser_core.clip_attack import attack_clip
+from ser_core.waveform import chunk_index_map
 from ser_core.waveform.apgd import checkpoints, dlr
 from ser_core.waveform.base import PCM_MAX, PCM_MIN, ClipModel, Objective, from_pcm, to_pcm
 from ser_core.waveform.chunkmap import trim_guard
@@ -33,7 +35,7 @@ def clip(data_dir, name):
 
 
 def prepared(bundle, path):
-    """(16-bit samples, clean label index, index map) of a clip, as attack_waveform_clip makes them."""
+    """(16-bit samples, clean label index, index map) of a clip, as attack_clip makes them for the waveform domain."""
     pcm = to_pcm(load_audio(path))
     label = bundle.labels.index(bundle.predict_clip(from_pcm(pcm), 16000).label)
     return pcm, label, chunk_index_map(from_pcm(pcm), bundle.feature_config)
@@ -76,7 +78,7 @@ def test_apgd_never_leaves_its_budget_or_the_16_bit_range(bundle, data_dir, para
     loud = np.round(pcm * (PCM_MAX / np.abs(pcm).max()))
     label = bundle.labels.index(bundle.predict_clip(from_pcm(loud), 16000).label)
     index_map = chunk_index_map(from_pcm(loud), bundle.feature_config)
-    runner = get_waveform_attack("apgd", bundle, {**params, "steps": 6})
+    runner = get_attack("apgd", bundle, domain="waveform", **{**params, "steps": 6})
     adv, queries, extra = runner.run(loud, Objective(label), index_map, lambda *a: None)
     assert np.array_equal(adv, np.round(adv)) and adv.min() >= PCM_MIN and adv.max() <= PCM_MAX
     diff = adv - loud
@@ -100,11 +102,11 @@ def test_apgd_counts_every_forward_pass_and_serving_scoring(bundle, data_dir, tm
     for name, params in [("12b03Ta.flac", {"snr_db": 40, "steps": 8}),   # runs all its steps
                          ("13b10La.flac", {"snr_db": 30, "steps": 8})]:  # stops at a verified flip
         forwards.clear(), scored.clear()
-        r = attack_waveform_clip(bundle, clip(data_dir, name), "apgd", params, out_dir=tmp_path)
+        r = attack_clip(bundle, clip(data_dir, name), "apgd", params, out_dir=tmp_path, domain="waveform")
         # the clean clip and the written WAV are scored too, and are not queries
         assert r.queries == len(forwards) + len(scored) - 2
         assert len(forwards) == r.extra["iterations"] <= 8
-    assert r.verified_flipped and len(forwards) < 8
+    assert r.flipped and len(forwards) < 8
 
 
 def test_apgd_reaches_a_lower_margin_than_pgd_where_pgd_stalls(own_bundle, data_dir):
@@ -113,7 +115,7 @@ def test_apgd_reaches_a_lower_margin_than_pgd_where_pgd_stalls(own_bundle, data_
     40 gradient steps, gets far lower (to a flip, -0.01, when measured)."""
     pcm, label, index_map = prepared(own_bundle, clip(data_dir, "08b02Ff.flac"))
     objective = Objective(label)
-    runs = {name: get_waveform_attack(name, own_bundle, params).run(pcm, objective, index_map, lambda *a: None)
+    runs = {name: get_attack(name, own_bundle, domain="waveform", **params).run(pcm, objective, index_map, lambda *a: None)
             for name, params in [("pgd", {"snr_db": 30, "steps": 40, "step_fraction": 0.1}),
                                  ("apgd", {"snr_db": 30, "steps": 40})]}
     margins = {}
@@ -129,16 +131,16 @@ def test_apgd_reaches_a_lower_margin_than_pgd_where_pgd_stalls(own_bundle, data_
 def test_apgd_keeps_the_chunking_of_a_short_clip(bundle, data_dir, tmp_path):
     """12a01Lb (1.9 s, looped to 3 s): perturbing samples next to its trim bounds shifted the
     looping and lost the flip on the written WAV; APGD leaves them clean and its flip holds."""
-    r = attack_waveform_clip(bundle, clip(data_dir, "12a01Lb.flac"), "apgd", {"snr_db": 40, "steps": 10},
-                             out_dir=tmp_path)
-    assert r.chunking_unchanged and r.verified_flipped and r.snr_db >= 40
+    r = attack_clip(bundle, clip(data_dir, "12a01Lb.flac"), "apgd", {"snr_db": 40, "steps": 10},
+                    out_dir=tmp_path, domain="waveform")
+    assert r.chunking_unchanged and r.flipped and r.snr_db >= 40
 
 
 @pytest.mark.parametrize("attack, params", [("apgd", {"snr_db": 15, "steps": 20}),
                                             ("pgd", {"snr_db": 15, "steps": 20, "step_fraction": 0.1})])
 @pytest.mark.parametrize("target", ["sadness", "neutral"])
 def test_targeted_attacks_land_on_the_target_on_the_written_wav(own_bundle, data_dir, tmp_path, attack, params, target):
-    r = attack_waveform_clip(own_bundle, clip(data_dir, "08a07La.flac"), attack, params, out_dir=tmp_path, target=target)
+    r = attack_clip(own_bundle, clip(data_dir, "08a07La.flac"), attack, params, out_dir=tmp_path, target=target, domain="waveform")
     assert r.label_before == "boredom"
     assert r.target == target and r.target_reached and r.label_after == target
     assert own_bundle.predict_clip(r.wav_path).label == target
@@ -146,14 +148,14 @@ def test_targeted_attacks_land_on_the_target_on_the_written_wav(own_bundle, data
 
 
 def test_a_clip_already_on_the_target_is_returned_unchanged(bundle, data_dir, tmp_path):
-    r = attack_waveform_clip(bundle, clip(data_dir, "08a07La.flac"), "apgd", {"snr_db": 30},
-                             out_dir=tmp_path, target="boredom")
-    assert r.target_reached and not r.verified_flipped and r.queries == 0 and r.snr_db == np.inf
+    r = attack_clip(bundle, clip(data_dir, "08a07La.flac"), "apgd", {"snr_db": 30},
+                    out_dir=tmp_path, target="boredom", domain="waveform")
+    assert r.target_reached and not r.flipped and r.queries == 0 and r.snr_db == np.inf
 
 
 def test_an_unknown_target_is_refused_with_the_accepted_ones(bundle):
     with pytest.raises(ParameterError, match="accepted: boredom, disgust, happiness, sadness, neutral"):
-        attack_waveform_clip(bundle, "does-not-matter.wav", "apgd", {}, target="anger")
+        attack_clip(bundle, "does-not-matter.wav", "apgd", {}, target="anger", domain="waveform")
 
 
 def test_apgd_stops_when_cancelled_and_returns_its_best_clip(bundle, data_dir):
@@ -161,7 +163,7 @@ def test_apgd_stops_when_cancelled_and_returns_its_best_clip(bundle, data_dir):
     cancel = threading.Event()
     cancel.set()
     with run_control(cancel=cancel):
-        adv, queries, extra = get_waveform_attack("apgd", bundle, {"snr_db": 40, "steps": 40}) \
+        adv, queries, extra = get_attack("apgd", bundle, domain="waveform", snr_db=40, steps=40) \
             .run(pcm, Objective(label), index_map, lambda *a: None)
     assert extra["stopped"] == "cancelled" and extra["iterations"] == 1 and adv.shape == pcm.shape
 
@@ -175,7 +177,7 @@ def test_apgd_stops_when_cancelled_and_returns_its_best_clip(bundle, data_dir):
 ])
 def test_bad_apgd_parameters_raise(bundle, params, message):
     with pytest.raises(ParameterError, match=message):
-        get_waveform_attack("apgd", bundle, params)
+        get_attack("apgd", bundle, domain="waveform", **params)
 
 
 def test_masking_threshold_is_highest_around_a_tone_and_reports_a_perturbation():

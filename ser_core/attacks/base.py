@@ -1,14 +1,25 @@
-"""What every attack shares: parameter declaration and checking, clipping, the result object.
+"""What every attack shares, in both domains: parameter declaration and checking, the
+registry by (domain, name), the catalogue entry (`describe`), the logit margin, and for the
+feature domain the batching loop, clipping and the result object.
 
-Attacks work on standardised log-Mel features x of shape (batch, 261, 128) and are untargeted:
-an example "flips" when the model's decision on the adversarial input differs from its decision
-on the clean input (or from the true label, when labels are given). Two families, as Foolbox
-names them:
+One base class, `Attack`, for both domains. An attack's `domain` says what it perturbs:
+  - "features": standardised log-Mel features x of shape (batch, 261, 128), the study's attacks
+    (`FeatureAttack`, this module); a flip is the model's decision on the adversarial features;
+  - "waveform": the 16-bit samples of one whole clip (`ser_core.waveform.base.WaveformAttack`);
+    a flip counts only when the serving path's decision on the written 16-bit WAV differs.
+Callers never need to tell them apart: `ser_core.attacks.get_attack(name, bundle, domain=...)`
+makes either, `describe_attacks()` lists both, and `ser_core.clip_attack.attack_clip` runs
+either on a clip and returns one `ClipAttackResult`.
+
+Feature attacks are untargeted: an example "flips" when the model's decision on the
+adversarial input differs from its decision on the clean input (or from the true label, when
+labels are given). Two families, as Foolbox names them:
   - fixed-budget attacks (FGSM, BIM, Pixel): given a budget, return the best input inside it;
   - minimisation attacks (DeepFool, JSMA, C&W, Boundary): return the smallest perturbation found.
-White-box attacks get gradients from `bundle.torch_model()`; black-box attacks only call
+White-box attacks get gradients from `bundle.torch_model()` and implement `_attack_batch`, which
+`FeatureAttack._run` calls on batches of `BATCH` examples; black-box attacks only call
 `bundle.predict_features` (ONNX Runtime) through `QueryCounter`, which counts every example
-scored."""
+scored, and implement `_run` over the whole input."""
 from __future__ import annotations
 
 import time
@@ -18,8 +29,12 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from ..control import stop_reason
+from ..control import should_stop, stop_reason
 from ..errors import ParameterError
+
+DOMAINS = ("features", "waveform")
+BATCH = 64  # feature examples per forward/backward pass: bounds activation memory on long inputs
+TANH_SMOOTHER = 0.999999  # ART's factor keeping arctanh finite at the clip bounds (TanhSpace)
 
 
 @dataclass(frozen=True)
@@ -82,6 +97,21 @@ def check_settings(attack: str, params: dict[str, Param], given: dict) -> dict:
 
 
 _BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+def logit_margin(z, y):
+    """z[y] - max_{o != y} z[o] per row of the scores z (batch, classes): < 0 exactly when the
+    decision is not y. y: one class for every row, or one per row. Works on torch tensors (with
+    gradients: +1 to z_y, -1 to the strongest other class) and on numpy arrays alike. Every
+    margin in the attacks (C&W's hinge, JSMA's saliency, DeepFool's overshoot check, the
+    waveform objectives) is this function on logits or clip log-probabilities."""
+    if isinstance(z, torch.Tensor):
+        rows = torch.as_tensor(y, device=z.device).expand(len(z))[:, None]
+        return z.gather(1, rows).squeeze(1) - z.scatter(1, rows, -torch.inf).amax(1)
+    rows = np.broadcast_to(np.asarray(y), (len(z),))[:, None]
+    others = z.copy()
+    np.put_along_axis(others, rows, -np.inf, axis=1)
+    return np.take_along_axis(z, rows, axis=1)[:, 0] - others.max(1)
 
 
 @dataclass
@@ -167,10 +197,13 @@ class QueryCounter:
 
 
 class Attack:
-    """Base class. Subclasses set `name`, `kind` ("white-box" | "black-box"), `goal`
-    ("fixed-budget" | "minimisation"), `params` (name -> Param) and implement `_run`."""
+    """Base class of every attack. Subclasses set `name`, `domain` ("features" | "waveform"),
+    `kind` ("white-box" | "black-box"), `goal` ("fixed-budget" | "minimisation"), `params`
+    (name -> Param) and `paper_settings` (the study's settings, feature attacks only), and
+    register with `@register`. Parameters whose declared default is None are optional."""
 
     name: ClassVar[str] = ""
+    domain: ClassVar[str] = ""  # set by FeatureAttack and WaveformAttack
     kind: ClassVar[str] = "white-box"
     goal: ClassVar[str] = "fixed-budget"
     params: ClassVar[dict[str, Param]] = {}
@@ -179,17 +212,40 @@ class Attack:
     def __init__(self, bundle, **kwargs):
         self.bundle = bundle
         self.settings = check_settings(self.name, self.params, kwargs)
-        self.clip_min, self.clip_max = (float(v) for v in bundle.clip_range)
         self._validate()
 
     def _validate(self):
         """Cross-parameter checks; raise ParameterError."""
 
-    # -- plumbing for subclasses --
+    @classmethod
+    def describe(cls) -> dict:
+        """The catalogue entry the CLI (`python -m export attacks`) and the app show: name,
+        domain, kind, goal, one-line doc, parameters (default, type, range, choices, meaning)
+        and the study's settings."""
+        return {"name": cls.name, "domain": cls.domain, "kind": cls.kind, "goal": cls.goal,
+                "doc": (cls.__doc__ or "").strip().split("\n")[0],
+                "params": {k: {"default": p.default, "type": p.type.__name__, "low": p.low, "high": p.high,
+                               "choices": p.choices, "help": p.help} for k, p in cls.params.items()},
+                "paper_settings": cls.paper_settings}
+
     def model(self) -> torch.nn.Module:
         if self.kind != "white-box":
             raise RuntimeError(f"{self.name} is black-box: it must not touch the torch model")
         return self.bundle.torch_model()
+
+
+class FeatureAttack(Attack):
+    """An attack on standardised log-Mel features (the study's domain). White-box attacks
+    implement `_attack_batch`; black-box ones override `_run`."""
+
+    domain = "features"
+    # per-example counts a white-box `_attack_batch` returns beside x_adv (e.g. "steps"); they
+    # reach AttackResult.extra, zero for examples a stopped run never reached
+    batch_figures: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, bundle, **kwargs):
+        super().__init__(bundle, **kwargs)
+        self.clip_min, self.clip_max = (float(v) for v in bundle.clip_range)
 
     def clip(self, x):
         if isinstance(x, torch.Tensor):
@@ -218,14 +274,66 @@ class Attack:
                             stop_reason())
 
     def _run(self, x: np.ndarray, y: np.ndarray, query: QueryCounter, progress) -> tuple[np.ndarray, dict]:
-        """Return (x_adv, extra). y: the labels to move away from. White-box attacks count a
-        query per forward pass per example too (add to query.count)."""
+        """Return (x_adv, extra). y: the labels to move away from. White-box attacks: every
+        batch of BATCH examples through `_attack_batch`, in order; a run stopped early
+        (ser_core.control) leaves the batches it never reached clean."""
+        out = x.copy()
+        extra = {k: np.zeros(len(x), np.int64) for k in self.batch_figures}
+        for start in range(0, len(x), BATCH):
+            if should_stop():
+                break
+            sl = slice(start, start + BATCH)
+            n = len(out[sl])
+            got = self._attack_batch(x[sl], y[sl], query.count[sl],
+                                     lambda f, m="", start=start, n=n: progress((start + f * n) / len(x), m))
+            if self.batch_figures:
+                out[sl] = got[0]
+                for k, v in zip(self.batch_figures, got[1:]):
+                    extra[k][sl] = v
+            else:
+                out[sl] = got
+        return out, extra
+
+    def on_model(self, x: np.ndarray, y: np.ndarray):
+        """What a white-box batch starts from: (the torch model, x and y as tensors on its device)."""
+        model = self.model()
+        device = next(model.parameters()).device
+        return model, torch.from_numpy(x).to(device), torch.from_numpy(np.asarray(y, np.int64)).to(device)
+
+    def _attack_batch(self, x: np.ndarray, y: np.ndarray, count: np.ndarray, progress):
+        """One batch of at most BATCH examples: x_adv, followed by one array per name in
+        `batch_figures` when it names any. count: this batch's view of the query counter,
+        updated in place (a query per forward pass per example)."""
         raise NotImplementedError
 
 
-REGISTRY: dict[str, type[Attack]] = {}
+class TanhSpace:
+    """Carlini & Wagner's change of variables, as ART writes it, for feature attacks:
+    x' = (tanh(w) + 1) / 2 * (clip_max - clip_min) + clip_min keeps x' in the clip range, and
+    w starts at arctanh((2 u - 1) * TANH_SMOOTHER) for x scaled to u in [0, 1]."""
+
+    def to_tanh(self, x: torch.Tensor) -> torch.Tensor:
+        u = (self.clip(x) - self.clip_min) / (self.clip_max - self.clip_min)
+        return torch.atanh((2 * u - 1) * TANH_SMOOTHER)
+
+    def from_tanh(self, w: torch.Tensor) -> torch.Tensor:
+        return (torch.tanh(w) + 1) / 2 * (self.clip_max - self.clip_min) + self.clip_min
+
+    @property
+    def tanh_chain(self) -> float:
+        """dx'/dw = tanh_chain * (1 - tanh(w)^2), with ART's smoothing factor in it."""
+        return (self.clip_max - self.clip_min) / (2 * TANH_SMOOTHER)
+
+
+# domain -> attack name -> class; names are unique across domains
+REGISTRY: dict[str, dict[str, type[Attack]]] = {d: {} for d in DOMAINS}
 
 
 def register(cls: type[Attack]) -> type[Attack]:
-    REGISTRY[cls.name] = cls
+    if cls.domain not in REGISTRY:
+        raise ValueError(f"{cls.__name__}: domain {cls.domain!r} (accepted: {', '.join(DOMAINS)})")
+    taken = [d for d in DOMAINS if d != cls.domain and cls.name in REGISTRY[d]]
+    if taken:
+        raise ValueError(f"{cls.__name__}: attack name {cls.name!r} is already a {taken[0]} attack")
+    REGISTRY[cls.domain][cls.name] = cls
     return cls

@@ -28,13 +28,11 @@ import torch
 import torch.nn.functional as F
 
 from ..control import should_stop
-from .base import Attack, Param, register
-
-BATCH = 64  # examples per forward/backward pass: bounds activation memory on long inputs
+from .base import FeatureAttack, Param, register
 
 
 @register
-class LinfBasicIterativeAttack(Attack):
+class LinfBasicIterativeAttack(FeatureAttack):
     """Basic Iterative Method (Kurakin et al. 2017): iterated FGSM projected on the Linf ball."""
 
     name = "bim"
@@ -51,23 +49,10 @@ class LinfBasicIterativeAttack(Attack):
     paper_settings = [{"eps": e, "eps_step": 0.1, "max_iter": 100, "early_stop": False}
                       for e in (0.25, 0.5, 0.75, 1.0, 1.25)]
 
-    def _run(self, x, y, query, progress):
-        out = x.copy()  # batches a stopped run never reaches stay clean
-        for start in range(0, len(x), BATCH):
-            if should_stop():
-                break
-            sl = slice(start, start + BATCH)
-            out[sl] = self._attack(x[sl], y[sl], query.count[sl],
-                                   lambda f, m="": progress((start + f * len(out[sl])) / len(x), m))
-        return out, {}
-
-    def _attack(self, x: np.ndarray, y: np.ndarray, count: np.ndarray, progress) -> np.ndarray:
-        """count: this batch's view of the query counter (updated in place)."""
-        model = self.model()
-        device = next(model.parameters()).device
+    def _attack_batch(self, x: np.ndarray, y: np.ndarray, count: np.ndarray, progress) -> np.ndarray:
+        model, x0, y = self.on_model(x, y)
+        device = x0.device
         eps, step, iters = self.settings["eps"], self.settings["eps_step"], self.settings["max_iter"]
-        x0 = torch.from_numpy(x).to(device)
-        y = torch.from_numpy(np.asarray(y, np.int64)).to(device)
         x_adv = x0.clone()
         live = torch.arange(len(x0), device=device)  # examples still iterating
         for t in range(iters):
@@ -90,6 +75,3 @@ class LinfBasicIterativeAttack(Attack):
                 x_adv[live] = x0[live] + (stepped - x0[live]).clamp(-eps, eps)
             progress((t + 1) / iters, f"BIM step {t + 1}/{iters}, {len(live)} left")
         return x_adv.cpu().numpy()
-
-
-BIM = LinfBasicIterativeAttack

@@ -38,11 +38,11 @@ from __future__ import annotations
 import numpy as np
 
 from ..control import should_stop
-from .base import Attack, Param, register
+from .base import FeatureAttack, Param, register
 
 
 @register
-class BoundaryAttack(Attack):
+class BoundaryAttack(FeatureAttack):
     """Boundary attack (Brendel et al. 2018): decision-based walk along the boundary towards x."""
 
     name = "boundary"

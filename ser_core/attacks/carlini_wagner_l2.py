@@ -48,15 +48,13 @@ import numpy as np
 import torch
 
 from ..control import should_stop
-from .base import Attack, Param, register
+from .base import FeatureAttack, Param, TanhSpace, logit_margin, register
 
-BATCH = 64  # examples per forward/backward pass: bounds activation memory on long inputs
-SMOOTHER = 0.999999  # ART's factor keeping arctanh finite at the clip bounds
 C_UPPER = 10e10  # ART's bound on c, beyond which an example stops searching
 
 
 @register
-class L2CarliniWagnerAttack(Attack):
+class L2CarliniWagnerAttack(TanhSpace, FeatureAttack):
     """Carlini-Wagner L2 attack (Carlini & Wagner 2017), ART's line-search variant."""
 
     name = "cw_l2"
@@ -73,43 +71,22 @@ class L2CarliniWagnerAttack(Attack):
     }
     paper_settings = [{"initial_const": 0.01, "learning_rate": 0.01, "max_iter": 10,
                        "binary_search_steps": 20, "confidence": 0.0}]
+    batch_figures = ("runs",)  # binary-search steps actually run per example
 
-    def _run(self, x, y, query, progress):
-        out = x.copy()  # batches a stopped run never reaches stay clean
-        runs = np.zeros(len(x), np.int64)  # binary-search steps actually run per example
-        for start in range(0, len(x), BATCH):
-            if should_stop():
-                break
-            sl = slice(start, start + BATCH)
-            out[sl], runs[sl] = self._attack(x[sl], y[sl], query.count[sl],
-                                             lambda f, m="": progress((start + f * len(out[sl])) / len(x), m))
-        return out, {"runs": runs}
-
-    # --- ART's objective in tanh space ------------------------------------------------------
-    def _to_tanh(self, x):
-        u = (self.clip(x) - self.clip_min) / (self.clip_max - self.clip_min)
-        return torch.atanh((2 * u - 1) * SMOOTHER)
-
-    def _from_tanh(self, w):
-        return (torch.tanh(w) + 1) / 2 * (self.clip_max - self.clip_min) + self.clip_min
-
+    # --- ART's objective in tanh space (TanhSpace) -------------------------------------------
     def _objective(self, logits, x_adv, x, y, c):
         """(loss, squared L2, adversarial?) per example; the class term is ART's hinge."""
-        z_y = logits.gather(1, y[:, None]).squeeze(1)
-        z_o = logits.scatter(1, y[:, None], -torch.inf).amax(1)
-        hinge = (z_y - z_o + self.settings["confidence"]).clamp(min=0)
+        hinge = (logit_margin(logits, y) + self.settings["confidence"]).clamp(min=0)
         l2 = (x_adv - x).flatten(1).pow(2).sum(1)
         return c * hinge + l2, l2, hinge <= 0
 
     # --- the attack -------------------------------------------------------------------------
-    def _attack(self, x: np.ndarray, y: np.ndarray, count: np.ndarray, progress):
-        model = self.model()
-        device = next(model.parameters()).device
+    def _attack_batch(self, x: np.ndarray, y: np.ndarray, count: np.ndarray, progress):
+        model, x0, y = self.on_model(x, y)
+        device = x0.device
         s = self.settings
-        x0 = torch.from_numpy(x).to(device)
-        y = torch.from_numpy(np.asarray(y, np.int64)).to(device)
         n = len(x0)
-        w0 = self._to_tanh(x0)
+        w0 = self.to_tanh(x0)
         c = torch.full((n,), s["initial_const"], dtype=torch.float64, device=device)
         lower = torch.zeros_like(c)
         doubling = torch.ones(n, dtype=torch.bool, device=device)
@@ -117,10 +94,10 @@ class L2CarliniWagnerAttack(Attack):
         best_l2 = torch.full((n,), torch.inf, device=device)
         best_x = x0.clone()
         runs = np.zeros(n, np.int64)
-        chain = (self.clip_max - self.clip_min) / (2 * SMOOTHER)  # dx'/dw = chain * (1 - tanh(w)^2)
+        chain = self.tanh_chain
 
         def score(rows, w_rows, xs, ys, cs):
-            x_try = self._from_tanh(w_rows)
+            x_try = self.from_tanh(w_rows)
             with torch.no_grad():
                 logits = model(x_try)
             count[rows.cpu().numpy()] += 1
@@ -148,9 +125,7 @@ class L2CarliniWagnerAttack(Attack):
                     best_x[idx[better]] = x_adv.detach()[better]
                 if it == s["max_iter"] or should_stop():
                     break
-                z_y = logits.gather(1, ys[:, None]).squeeze(1)
-                z_o = logits.scatter(1, ys[:, None], -torch.inf).amax(1)
-                (g,) = torch.autograd.grad((cs * (z_y - z_o)).sum(), xg)
+                (g,) = torch.autograd.grad((cs * logit_margin(logits, ys)).sum(), xg)
                 x_adv = x_adv.detach()
                 with torch.no_grad():
                     direction = -(g + 2 * (x_adv - xs)) * chain * (1 - torch.tanh(w) ** 2)
@@ -204,8 +179,5 @@ class L2CarliniWagnerAttack(Attack):
         w = w.clone()
         x_adv = x_adv.clone()
         w[moved] = w[moved] + best_lr[moved, None, None] * direction[moved]
-        x_adv[moved] = self._from_tanh(w[moved])
+        x_adv[moved] = self.from_tanh(w[moved])
         return w, x_adv, lr
-
-
-CarliniWagnerL2 = L2CarliniWagnerAttack

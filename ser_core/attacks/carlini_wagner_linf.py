@@ -39,18 +39,16 @@ import numpy as np
 import torch
 
 from ..control import should_stop
-from .base import Attack, Param, register
+from .base import FeatureAttack, Param, TanhSpace, logit_margin, register
 from ..errors import ParameterError
 
-BATCH = 64  # examples per forward/backward pass: bounds activation memory on long inputs
-SMOOTHER = 0.999999  # ART's factor keeping arctanh finite at the clip bounds
 LOSS_CONVERGED = 0.001  # ART's Adam stops a run once the loss is below this
 TAU_MIN = 1.0 / 256  # ART stops shrinking tau here
 BETA1, BETA2, ADAM_EPS = 0.9, 0.999, 1e-8  # ART's Adam
 
 
 @register
-class LinfCarliniWagnerAttack(Attack):
+class LinfCarliniWagnerAttack(TanhSpace, FeatureAttack):
     """Carlini-Wagner Linf attack (Carlini & Wagner 2017), as ART 1.12 runs it."""
 
     name = "cw_linf"
@@ -67,6 +65,7 @@ class LinfCarliniWagnerAttack(Attack):
     }
     paper_settings = [{"initial_const": 1e-4, "learning_rate": 0.01, "max_iter": 10, "largest_const": 20.0,
                        "const_factor": 4.0, "decrease_factor": 0.8}]
+    batch_figures = ("rounds",)  # tau rounds per example
 
     def _validate(self):
         if self.settings["initial_const"] >= self.settings["largest_const"]:
@@ -81,31 +80,14 @@ class LinfCarliniWagnerAttack(Attack):
             c *= s["const_factor"]
         return out
 
-    def _run(self, x, y, query, progress):
-        out = x.copy()  # batches a stopped run never reaches stay clean
-        rounds = np.zeros(len(x), np.int64)  # tau rounds per example
-        for start in range(0, len(x), BATCH):
-            if should_stop():
-                break
-            sl = slice(start, start + BATCH)
-            out[sl], rounds[sl] = self._attack(x[sl], y[sl], query.count[sl],
-                                               lambda f, m="": progress((start + f * len(out[sl])) / len(x), m))
-        return out, {"rounds": rounds}
-
-    def _from_tanh(self, w):
-        return (torch.tanh(w) + 1) / 2 * (self.clip_max - self.clip_min) + self.clip_min
-
-    def _attack(self, x: np.ndarray, y: np.ndarray, count: np.ndarray, progress):
-        model = self.model()
-        device = next(model.parameters()).device
+    def _attack_batch(self, x: np.ndarray, y: np.ndarray, count: np.ndarray, progress):
+        model, x0, y = self.on_model(x, y)
+        device = x0.device
         s = self.settings
         consts = torch.tensor(self._consts(), device=device)
-        x0 = torch.from_numpy(x).to(device)
-        y = torch.from_numpy(np.asarray(y, np.int64)).to(device)
         n = len(x0)
-        u = (self.clip(x0) - self.clip_min) / (self.clip_max - self.clip_min)
-        w0 = torch.atanh((2 * u - 1) * SMOOTHER)
-        chain = (self.clip_max - self.clip_min) / (2 * SMOOTHER)
+        w0 = self.to_tanh(x0)
+        chain = self.tanh_chain
         tau = torch.ones(n, device=device)
         best_linf = torch.ones(n, device=device)  # ART's delta_i_best starts at 1
         best_x = x0.clone()
@@ -126,16 +108,14 @@ class LinfCarliniWagnerAttack(Attack):
             for k in range(T + 1):
                 e = idx[rows]
                 xs, ys, tr = x0[e], y[e], tau[e][:, None, None]
-                xa = self._from_tanh(w[rows]).requires_grad_(True)
+                xa = self.from_tanh(w[rows]).requires_grad_(True)
                 logits = model(xa)
                 count[e.cpu().numpy()] += 1
                 with torch.no_grad():
                     d = xa.detach() - xs
                     excess = (d.abs() - tr).clamp(min=0)
                     if k >= 1 or T == 0:  # x' after k Adam steps: every running c's stopping rule
-                        z_y = logits.gather(1, ys[:, None]).squeeze(1)
-                        z_o = logits.scatter(1, ys[:, None], -torch.inf).amax(1)
-                        hinge = (z_y - z_o + s["confidence"]).clamp(min=0)
+                        hinge = (logit_margin(logits, ys) + s["confidence"]).clamp(min=0)
                         loss = consts[None, :] * hinge[:, None] + excess.flatten(1).sum(1)[:, None]
                         stop = running[rows] & ((loss < LOSS_CONVERGED) | (k == T))
                         linf = d.flatten(1).abs().amax(1)
@@ -148,9 +128,7 @@ class LinfCarliniWagnerAttack(Attack):
                         running[rows] &= ~stop
                 if k == T or should_stop():
                     break
-                z_y = logits.gather(1, ys[:, None]).squeeze(1)
-                z_o = logits.scatter(1, ys[:, None], -torch.inf).amax(1)
-                (g,) = torch.autograd.grad((z_y - z_o).sum(), xa)
+                (g,) = torch.autograd.grad(logit_margin(logits, ys).sum(), xa)
                 with torch.no_grad():
                     wr = w[rows]
                     g = (g + torch.sign(excess) * torch.sign(d)) * chain * (1 - torch.tanh(wr) ** 2)
@@ -170,6 +148,3 @@ class LinfCarliniWagnerAttack(Attack):
             progress(float((~going | (tau <= TAU_MIN)).float().mean()),
                      f"C&W Linf round {int(rounds.max())}, {int((going & (tau > TAU_MIN)).sum())} left")
         return best_x.cpu().numpy(), rounds
-
-
-CarliniWagnerLinf = LinfCarliniWagnerAttack

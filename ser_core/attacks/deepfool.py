@@ -34,16 +34,15 @@ import numpy as np
 import torch
 
 from ..control import should_stop
-from .base import Attack, Param, register
+from .base import FeatureAttack, Param, logit_margin, register
 
-BATCH = 64  # examples per forward/backward pass: bounds activation memory on long inputs
 TOL = 1e-7  # ART's guard against division by zero (written 10e-8 there)
 MARGIN = 1e-3  # logit margin a flip must clear to survive float rounding on the serving path
 MAX_OVERSHOOT = 0.02  # the DeepFool paper's overshoot: the most the final scaling grows to
 
 
 @register
-class L2DeepFoolAttack(Attack):
+class L2DeepFoolAttack(FeatureAttack):
     """DeepFool (Moosavi-Dezfooli et al. 2016): iterated steps to the linearised nearest boundary."""
 
     name = "deepfool"
@@ -63,24 +62,13 @@ class L2DeepFoolAttack(Attack):
     paper_settings = [{"max_iter": m, "overshoot": 1e-5, "nb_grads": 5, "range_scaled_step": True}
                       for m in (1, 5, 20)]
 
-    def _run(self, x, y, query, progress):
-        out = x.copy()  # batches a stopped run never reaches stay clean
-        steps = np.zeros(len(x), np.int64)  # linearised steps taken per example
-        for start in range(0, len(x), BATCH):
-            if should_stop():
-                break
-            sl = slice(start, start + BATCH)
-            out[sl], steps[sl] = self._attack(x[sl], y[sl], query.count[sl])
-            progress(min(1.0, (start + BATCH) / len(x)), "DeepFool")
-        return out, {"steps": steps}
+    batch_figures = ("steps",)  # linearised steps taken per example
 
-    def _attack(self, x: np.ndarray, y: np.ndarray, count: np.ndarray):
-        model = self.model()
-        device = next(model.parameters()).device
+    def _attack_batch(self, x: np.ndarray, y: np.ndarray, count: np.ndarray, progress):
+        model, x0, y = self.on_model(x, y)
+        device = x0.device
         iters = self.settings["max_iter"]
         scale = (self.clip_max - self.clip_min) if self.settings["range_scaled_step"] else 1.0
-        x0 = torch.from_numpy(x).to(device)
-        y = torch.from_numpy(np.asarray(y, np.int64)).to(device)
         x_adv = x0.clone()
         live = torch.arange(len(x0), device=device)
         steps = np.zeros(len(x0), np.int64)
@@ -120,7 +108,9 @@ class L2DeepFoolAttack(Attack):
                 x_adv[live[moved]] = self.clip(xa.detach()[moved] + scale * r[moved])
                 steps[live[moved].cpu().numpy()] += 1
                 live = live[moved]
-        return self._overshoot(model, x0, x_adv, y, count).cpu().numpy(), steps
+        out = self._overshoot(model, x0, x_adv, y, count).cpu().numpy()
+        progress(1.0, "DeepFool")
+        return out, steps
 
     @torch.no_grad()
     def _overshoot(self, model, x0, x_adv, y, count):
@@ -135,10 +125,7 @@ class L2DeepFoolAttack(Attack):
         while len(todo) and eta < MAX_OVERSHOOT:
             logits = model(out[todo])
             count[todo.cpu().numpy()] += 1
-            z_y = logits.gather(1, y[todo, None]).squeeze(1)
-            margin = logits.scatter(1, y[todo, None], -torch.inf).amax(1) - z_y
-            todo = todo[margin < MARGIN]
+            todo = todo[-logit_margin(logits, y[todo]) < MARGIN]
             eta = min(eta * 10, MAX_OVERSHOOT) if eta > 0 else 1e-6
             out[todo] = self.clip(x0[todo] + (1 + eta) * (x_adv[todo] - x0[todo]))
         return out
-DeepFool = L2DeepFoolAttack

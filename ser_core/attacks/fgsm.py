@@ -16,18 +16,14 @@ Shapes: x (batch, 261, 128) standardised features -> x_adv of the same shape.
 Example: `get_attack("fgsm", bundle, eps=0.5)(x, labels).summary()`."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..control import should_stop
-from .base import Attack, Param, register
-
-BATCH = 64  # examples per forward/backward pass: bounds activation memory on long inputs
+from .base import FeatureAttack, Param, register
 
 
 @register
-class LinfFastGradientAttack(Attack):
+class LinfFastGradientAttack(FeatureAttack):
     """Fast Gradient Sign Method (Goodfellow et al. 2015): x + eps * sign(gradient of the loss)."""
 
     name = "fgsm"
@@ -38,24 +34,13 @@ class LinfFastGradientAttack(Attack):
     }
     paper_settings = [{"eps": e} for e in (0.25, 0.5, 0.75, 1.0, 1.25)]
 
-    def _run(self, x, y, query, progress):
-        model = self.model()
-        device = next(model.parameters()).device
-        eps = self.settings["eps"]
-        out = x.copy()  # batches a stopped run never reaches stay clean
-        for start in range(0, len(x), BATCH):
-            if should_stop():
-                break
-            sl = slice(start, start + BATCH)
-            xb = torch.from_numpy(x[sl]).to(device).requires_grad_(True)
-            yb = torch.from_numpy(np.asarray(y[sl], np.int64)).to(device)
-            loss = F.cross_entropy(model(xb), yb, reduction="sum")
-            query.count[sl] += 1
-            (grad,) = torch.autograd.grad(loss, xb)
-            with torch.no_grad():
-                out[sl] = self.clip(xb + eps * grad.sign()).cpu().numpy()
-            progress(min(1.0, (start + BATCH) / len(x)), "FGSM")
-        return out, {}
-
-
-FGSM = LinfFastGradientAttack
+    def _attack_batch(self, x, y, count, progress):
+        model, xb, yb = self.on_model(x, y)
+        xb.requires_grad_(True)
+        loss = F.cross_entropy(model(xb), yb, reduction="sum")
+        count += 1
+        (grad,) = torch.autograd.grad(loss, xb)
+        with torch.no_grad():
+            out = self.clip(xb + self.settings["eps"] * grad.sign()).cpu().numpy()
+        progress(1.0, "FGSM")
+        return out

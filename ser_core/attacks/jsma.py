@@ -34,14 +34,12 @@ import numpy as np
 import torch
 
 from ..control import should_stop
-from .base import Attack, Param, register
+from .base import FeatureAttack, Param, logit_margin, register
 from ..errors import ParameterError
-
-BATCH = 64  # examples per forward/backward pass: bounds activation memory on long inputs
 
 
 @register
-class SaliencyMapAttack(Attack):
+class SaliencyMapAttack(FeatureAttack):
     """Jacobian-based Saliency Map Attack (Papernot et al. 2016), untargeted, two cells a step."""
 
     name = "jsma"
@@ -54,6 +52,7 @@ class SaliencyMapAttack(Attack):
         "max_iter": Param(2000, int, 1, 1_000_000, help="most pair updates per example"),
     }
     paper_settings = [{"theta": t, "gamma": 1.0} for t in (-1.0, -0.5, 0.5, 1.0)]
+    batch_figures = ("steps",)  # pair updates per example
 
     def _validate(self):
         if self.settings["theta"] == 0:
@@ -62,26 +61,14 @@ class SaliencyMapAttack(Attack):
             raise ParameterError(f"{self.name}: gamma={self.settings['gamma']!r} lets no cell change "
                                  f"(accepted: a fraction in (0, 1])")
 
-    def _run(self, x, y, query, progress):
-        out = x.copy()  # batches a stopped run never reaches stay clean
-        steps = np.zeros(len(x), np.int64)  # pair updates per example
-        for start in range(0, len(x), BATCH):
-            if should_stop():
-                break
-            sl = slice(start, start + BATCH)
-            out[sl], steps[sl] = self._attack(x[sl], y[sl], query.count[sl],
-                                              lambda f, m="": progress((start + f * len(out[sl])) / len(x), m))
-        return out, {"steps": steps}
-
-    def _attack(self, x: np.ndarray, y: np.ndarray, count: np.ndarray, progress):
-        model = self.model()
-        device = next(model.parameters()).device
+    def _attack_batch(self, x: np.ndarray, y: np.ndarray, count: np.ndarray, progress):
+        model, x0, y = self.on_model(x, y)
+        device = x0.device
         theta, iters = self.settings["theta"], self.settings["max_iter"]
         n, cells = len(x), x[0].size
         max_changed = self.settings["gamma"] * cells
         bound = self.clip_max if theta > 0 else self.clip_min
-        x_adv = torch.from_numpy(x).to(device).reshape(n, cells).clone()
-        y = torch.from_numpy(np.asarray(y, np.int64)).to(device)
+        x_adv = x0.reshape(n, cells).clone()
         movable = (x_adv < bound) if theta > 0 else (x_adv > bound)  # the search domain
         changed = torch.zeros(n, cells, dtype=torch.bool, device=device)
         steps = torch.zeros(n, dtype=torch.int64, device=device)
@@ -95,9 +82,7 @@ class SaliencyMapAttack(Attack):
             if t == iters or not keep.any() or should_stop():
                 break
             live, logits = live[keep], logits[keep]
-            z_y = logits.gather(1, y[live, None]).squeeze(1)
-            z_o = logits.scatter(1, y[live, None], -torch.inf).amax(1)
-            (grad,) = torch.autograd.grad((z_o - z_y).sum(), xa)
+            (grad,) = torch.autograd.grad((-logit_margin(logits, y[live])).sum(), xa)
             with torch.no_grad():
                 saliency = grad[keep].reshape(len(live), cells) * (1.0 if theta > 0 else -1.0)
                 saliency[~movable[live]] = -torch.inf
@@ -113,6 +98,3 @@ class SaliencyMapAttack(Attack):
             if t % 20 == 0:
                 progress(t / iters, f"JSMA step {t}, {len(live)} left")
         return x_adv.reshape(x.shape).cpu().numpy(), steps.cpu().numpy()
-
-
-JSMA = SaliencyMapAttack

@@ -33,13 +33,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..control import should_stop
-from .base import Attack, Param, register
+from .base import FeatureAttack, Param, register
 
 LEVELS = 255  # ART's 8-bit value range for a cell
 
 
 @register
-class PixelAttack(Attack):
+class PixelAttack(FeatureAttack):
     """Pixel attack (Su et al. 2019; Kotyan & Vargas 2019): differential evolution over th cells."""
 
     name = "pixel"

@@ -25,10 +25,9 @@ def data_root() -> Path:
 
 
 @dataclass
-class TestSet:
-    """Standardised test features with their true labels, genders and table rows."""
-
-    __test__ = False  # not a pytest class
+class HeldOutSet:
+    """A bundle's test examples (held out from its training): standardised features with
+    their true labels, genders and table rows."""
 
     x: np.ndarray        # (n, 261, 128) float32, standardised
     labels: np.ndarray   # (n,) int
@@ -38,11 +37,11 @@ class TestSet:
     def __len__(self):
         return len(self.labels)
 
-    def take(self, idx: np.ndarray) -> "TestSet":
-        return TestSet(self.x[idx], self.labels[idx], self.genders[idx], self.rows[idx])
+    def take(self, idx: np.ndarray) -> "HeldOutSet":
+        return HeldOutSet(self.x[idx], self.labels[idx], self.genders[idx], self.rows[idx])
 
 
-def test_rows(bundle, root: Path | None = None):
+def bundle_test_rows(bundle, root: Path | None = None):
     """(chunk table, test rows) of a bundle under its own protocol."""
     from ..corpora import read_corpus
     from ..dataset import build_table
@@ -66,13 +65,13 @@ def test_rows(bundle, root: Path | None = None):
     return table, rows
 
 
-def test_set(bundle, root: Path | None = None) -> TestSet:
-    table, rows = test_rows(bundle, root)
+def bundle_test_set(bundle, root: Path | None = None) -> HeldOutSet:
+    table, rows = bundle_test_rows(bundle, root)
     x = bundle.standardizer.transform(table.features[rows])
-    return TestSet(x, table.labels[rows], table.genders[rows], rows)
+    return HeldOutSet(x, table.labels[rows], table.genders[rows], rows)
 
 
-def balanced_subset(ts: TestSet, per_group: int | None, seed: int = 0) -> np.ndarray:
+def balanced_subset(ts: HeldOutSet, per_group: int | None, seed: int = 0) -> np.ndarray:
     """Indices of up to `per_group` examples of every (class, gender) pair, drawn with `seed`,
     sorted; None keeps every example."""
     if per_group is None:
@@ -88,7 +87,7 @@ def balanced_subset(ts: TestSet, per_group: int | None, seed: int = 0) -> np.nda
     return np.sort(np.concatenate(pick)).astype(int)
 
 
-def balanced_order(ts: TestSet, seed: int = 0) -> np.ndarray:
+def balanced_order(ts: HeldOutSet, seed: int = 0) -> np.ndarray:
     """Every example index, ordered so that each prefix is as balanced as the test set allows:
     genders alternate, and each pick takes the class picked least so far (then the (class,
     gender) pair picked least, then a seeded class rank), examples within a pair in seeded

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..errors import ParameterError
-from .examples import GENDERS, TestSet, balanced_order, test_set
+from .examples import GENDERS, HeldOutSet, balanced_order, bundle_test_set
 from .stats import wilson, wilson_half_width, wilson_size
 
 SUBSETS = ("all",) + GENDERS
@@ -101,7 +101,8 @@ def place(bundle, device: str) -> None:
 def select_attacks(names=None, registry=None) -> dict:
     """name -> attack class, in registry order (white-box first, then black-box)."""
     if registry is None:
-        from ..attacks import REGISTRY as registry
+        from ..attacks import registry as feature_attacks
+        registry = feature_attacks("features")
     names = list(names) if names else sorted(registry, key=lambda n: (registry[n].kind != "white-box", n))
     unknown = [n for n in names if n not in registry]
     if unknown:
@@ -208,7 +209,7 @@ def combine(parts: list[dict]) -> tuple[dict[str, np.ndarray], list[dict]]:
     return cells, batches
 
 
-def summarise(cells: dict[str, np.ndarray], ts: TestSet, base: dict, batches: list[dict] | None = None) -> list[dict]:
+def summarise(cells: dict[str, np.ndarray], ts: HeldOutSet, base: dict, batches: list[dict] | None = None) -> list[dict]:
     """Three rows (all / male / female) from per-example outcomes; `batches` (from `combine`)
     give each row the devices its batches ran on and their own timings."""
     rows = []
@@ -260,8 +261,8 @@ class Cell:
     cls: type
     settings: dict
     key: str
-    ts: TestSet
-    total: TestSet
+    ts: HeldOutSet
+    total: HeldOutSet
     folder: Path
     batch: int
     parts: dict = field(default_factory=dict)
@@ -386,7 +387,7 @@ def _done(rows, bundles=()) -> dict:
     return {k: v["all"] for k, v in have.items() if set(SUBSETS) <= set(v)}
 
 
-def test_size(bundle) -> int | None:
+def bundle_test_size(bundle) -> int | None:
     """Test examples the bundle records (checked against the corpus when the grid loads them)."""
     return bundle.held_out_rows
 
@@ -412,7 +413,7 @@ def project(bundles, attacks: dict, profile: Profile, rows=(), costs: dict | Non
     unknown = []
     for bundle, name, _, settings in plan_grid(bundles, attacks):
         key = setting_key(settings)
-        n = examples_for(profile, name, test_size(bundle))
+        n = examples_for(profile, name, bundle_test_size(bundle))
         a = per_attack.setdefault(name, {"examples": {}, "seconds": 0.0, "cells": 0})
         a["examples"][bundle.name] = n
         if done.get((bundle.name, name, key)) == n:
@@ -462,7 +463,7 @@ def plan_cells(bundles, attacks: dict, profile: Profile, costs: dict | None = No
     out = []
     for b in bundles:
         t = b.config.get("metrics", {}).get("test", {})
-        size = test_size(b)
+        size = bundle_test_size(b)
         for name, cls in attacks.items():
             n = examples_for(profile, name, size)
             m, f = gender_split(n, t.get("n_male"), t.get("n_female"))
@@ -516,7 +517,7 @@ def run_grid(bundles, attacks: dict, results, profile: Profile = PROFILES["quick
              device: str = "auto", data_dir=None, log=sys.stderr, test_sets: dict | None = None,
              costs: dict | None = None, executor=None) -> list[dict]:
     """Run every (bundle, attack, setting) cell not yet in `results` (JSON lines), appending
-    three rows per cell. test_sets: bundle name -> TestSet, to skip loading from the corpora
+    three rows per cell. test_sets: bundle name -> HeldOutSet, to skip loading from the corpora
     (tests). executor: who runs the batches (default `LocalExecutor(device)`, this process;
     `cluster.RayExecutor` for Ray tasks). Whoever runs them, this process alone writes: each
     batch file as its result arrives (a batch already there, from a retried or duplicated task
@@ -531,13 +532,13 @@ def run_grid(bundles, attacks: dict, results, profile: Profile = PROFILES["quick
     proj = Projection(done_rows, load_costs() if costs is None else costs)
     t_start = time.perf_counter()
     plan = plan_grid(bundles, attacks)
-    fulls: dict[str, TestSet] = dict(test_sets or {})
+    fulls: dict[str, HeldOutSet] = dict(test_sets or {})
     orders: dict[str, np.ndarray] = {}
     finished: set[int] = set()
 
     def todo(i) -> bool:
         bundle, name, _, settings = plan[i]
-        size = len(fulls[bundle.name]) if bundle.name in fulls else test_size(bundle)
+        size = len(fulls[bundle.name]) if bundle.name in fulls else bundle_test_size(bundle)
         return i not in finished and done.get((bundle.name, name, setting_key(settings))) != examples_for(profile, name, size)
 
     def finish(cell: Cell) -> None:
@@ -557,7 +558,7 @@ def run_grid(bundles, attacks: dict, results, profile: Profile = PROFILES["quick
         finished.add(cell.index)
         done_rows.extend(rows)
         proj.add(cell.name, cell.key, rows[0]["seconds_per_example"])
-        left = [proj.estimate(nm, setting_key(st), examples_for(profile, nm, test_size(b) or len(cell.ts)))
+        left = [proj.estimate(nm, setting_key(st), examples_for(profile, nm, bundle_test_size(b) or len(cell.ts)))
                 for j, (b, nm, _, st) in enumerate(plan) if todo(j)]
         known = [v for v in left if v is not None]
         eta = f", about {sum(known) / 60:.1f} min left" + ("" if len(known) == len(left) else " (+ unmeasured)") if left else ""
@@ -572,7 +573,7 @@ def run_grid(bundles, attacks: dict, results, profile: Profile = PROFILES["quick
                 continue
             if bundle.name not in orders:
                 if bundle.name not in fulls:
-                    fulls[bundle.name] = test_set(bundle, data_dir)
+                    fulls[bundle.name] = bundle_test_set(bundle, data_dir)
                 orders[bundle.name] = balanced_order(fulls[bundle.name], profile.seed)
                 executor.prepare(bundle)
             total = fulls[bundle.name]

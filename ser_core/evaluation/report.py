@@ -11,10 +11,9 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from dataclasses import asdict
 from pathlib import Path
 
-from .defence import DefenceConfig
+from ..defence import defend_command, is_study_recipe
 from .grid import project_full, read_rows
 from .stats import newcombe_difference, wilson
 
@@ -297,29 +296,12 @@ STUDY_DEFENCE_CLEAN = (.90, .92)
 STUDY_DEFENCE = {"FGSM 1.25": (.68, .89), "BIM (any eps)": (.06, .06), "DeepFool 5 it": (.05, .06),
                  "JSMA theta 1": (.02, .04), "CW-Linf": (.06, .06), "Pixel th 10": (.32, .56),
                  "Boundary": (.03, .20)}
-_DEFENCE_FLAGS = {"eps": "--eps", "adversarial_fraction": "--fraction", "epochs": "--epochs",
-                  "learning_rate": "--lr", "batch_size": "--batch-size", "pgd_steps": "--pgd-steps"}
-# the recipe `python -m export defend` runs without flags (the study's, plus our PGD step count)
-DEFENCE_DEFAULTS = {k: v for k, v in asdict(DefenceConfig()).items() if k in _DEFENCE_FLAGS}
-
-
 def _study_defence(attack: str, setting: dict) -> str:
     for label, name, want, _ in STUDY_TABLE:
         if name == attack and matches(setting, want) and label in STUDY_DEFENCE:
             lo, hi = STUDY_DEFENCE[label]
             return _f(lo, 2) if lo == hi else f"{_f(lo, 2)}-{_f(hi, 2)}"
     return "not reported"
-
-
-def defend_command(d: dict) -> str:
-    """The `python -m export defend` command that rebuilds a defended bundle from its recipe
-    (flags only where the recipe differs from the study's defaults)."""
-    method = str(d.get("method", "fgsm")).removesuffix("-at")
-    flags = [f"{flag} {d[k]:g}" if isinstance(d.get(k), float) else f"{flag} {d[k]}"
-             for k, flag in _DEFENCE_FLAGS.items()
-             if d.get(k) is not None and not (k == "pgd_steps" and method != "pgd") and d[k] != DEFENCE_DEFAULTS[k]]
-    return " ".join([f"python -m export defend --model {d.get('base')} --method {method}", *flags,
-                     f"--out {d.get('folder', '<folder>')}"])
 
 
 def _cell(r: dict | None) -> str:
@@ -348,8 +330,7 @@ def defence_lines(rows: list[dict]) -> list[str]:
                 "over its three corpora (PAPER.md, 'Defence the authors tried'); it did not try PGD training.", ""]
         for m in defended:
             d = cfgs[m]
-            ours = "the study's recipe" if d.get("method") == "fgsm-at" and all(
-                d.get(k) == v for k, v in DEFENCE_DEFAULTS.items() if k != "pgd_steps") else "our choice, not the study's"
+            ours = "the study's recipe" if is_study_recipe(d) else "our choice, not the study's"
             extra = f", {d['pgd_steps']} PGD steps of 2.5 eps / steps from a random start" if d.get("method") == "pgd-at" else ""
             secs = d.get("training_seconds")
             out.append(f"- **{m}**: {d.get('method')} ({ours}): eps {d.get('eps')}{extra}, "
@@ -575,15 +556,9 @@ def write_report(rows: list[dict], out_dir, profile: str = "quick", wall_seconds
     return text
 
 
-def summary_json(rows: list[dict]) -> str:
-    return json.dumps(project_full(rows))
-
-
 def _bundle_test_metrics(model: str) -> dict | None:
     """The bundle's clean test metrics on its whole test set (config.json), not the attacked subset."""
-    import json
     from ..bundle import MODELS_DIR
-    from pathlib import Path
     for folder in (MODELS_DIR / model, Path(model)):
         if (folder / "config.json").is_file():
             return json.loads((folder / "config.json").read_text())["metrics"]["test"]

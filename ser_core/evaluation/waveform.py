@@ -2,9 +2,10 @@
 
 The study attacks features; ser_core.waveform attacks the decoded samples of a whole clip and
 counts a clip as fooled only when the serving path's decision on the written 16-bit WAV differs
-from its clean decision (`attack_waveform_clip`, verify.py). Here those attacks run over a
-gender-balanced, seeded set of clips of each speaker-protocol bundle's held-out test speakers
-(`bundle.held_out_speakers`; the paper-protocol bundles have no held-out speakers):
+from its clean decision (`ser_core.clip_attack.attack_clip`, domain "waveform"; verify.py).
+Here those attacks run over a gender-balanced, seeded set of clips of each speaker-protocol
+bundle's held-out test speakers (`bundle.held_out_speakers`; the paper-protocol bundles have
+no held-out speakers):
 Linf PGD (Kurakin et al. 2017 / Madry et al. 2018) at a few SNR budgets, Carlini-Wagner L2
 (Carlini & Wagner 2017), which reports the SNR it needed, and optionally the black-box random
 search (Square Attack, Andriushchenko et al. 2020). One JSON line per attacked clip, resumable;
@@ -66,7 +67,7 @@ def speaker_bundles(bundles) -> list:
             and b.held_out_speakers]
 
 
-def test_clips(bundle, per_gender: int, seed: int = 0, data_dir=None) -> list:
+def bundle_test_clips(bundle, per_gender: int, seed: int = 0, data_dir=None) -> list:
     """Up to per_gender utterances of each gender from the bundle's held-out test speakers,
     seeded (each clip whole, as a listener would hear it)."""
     from ..corpora import read_corpus
@@ -135,7 +136,7 @@ def run_waveform(bundles, results, plan: WaveformPlan = WAVEFORM_PROFILES["quick
                  log=sys.stderr) -> list[dict]:
     """Attack every (speaker bundle, clip, run) not yet in `results` (JSON lines, one per
     attacked clip) and return every row of the file."""
-    from ..waveform import attack_waveform_clip
+    from ..clip_attack import attack_clip
     from .grid import read_rows
     results = Path(results)
     results.parent.mkdir(parents=True, exist_ok=True)
@@ -144,12 +145,12 @@ def run_waveform(bundles, results, plan: WaveformPlan = WAVEFORM_PROFILES["quick
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ser-waveform-eval-") as tmp:
         for bundle in speaker_bundles(bundles):
-            for utt in test_clips(bundle, plan.clips_per_gender, plan.seed, data_dir):
+            for utt in bundle_test_clips(bundle, plan.clips_per_gender, plan.seed, data_dir):
                 for attack, params in plan.runs():
                     if _key(bundle.name, utt.path.name, attack, params) in done:
                         continue
                     cpu = time.process_time()
-                    r = attack_waveform_clip(bundle, utt.path, attack, params, out_dir=tmp)
+                    r = attack_clip(bundle, utt.path, attack, params, out_dir=tmp, domain="waveform")
                     row = {"model": bundle.name, "corpus": bundle.config["corpus"], "gender": utt.gender,
                            "speaker": utt.speaker, "clip": utt.path.name, "emotion": utt.emotion,
                            "params_requested": params, "cpu_seconds": round(time.process_time() - cpu, 2),
@@ -160,7 +161,7 @@ def run_waveform(bundles, results, plan: WaveformPlan = WAVEFORM_PROFILES["quick
                     rows.append(row)
                     snr = "-" if row["snr_db"] is None else f"{row['snr_db']:.1f} dB"
                     print(f"waveform {bundle.name} {utt.path.name} {attack} {params}: {r.label_before} -> "
-                          f"{r.label_after} verified={r.verified_flipped} SNR {snr}, {r.seconds:.1f} s; "
+                          f"{r.label_after} verified={r.flipped} SNR {snr}, {r.seconds:.1f} s; "
                           f"elapsed {(time.perf_counter() - t_start) / 60:.1f} min", file=log, flush=True)
     return rows
 

@@ -55,7 +55,7 @@ steps (40, per run), loss ('margin'), restarts (0), rho (0.75), alpha (0.75), se
 shrink (4).
 Input: one clip; output: adversarial 16-bit samples (on the integer grid).
 
-Example: attack_waveform_clip(bundle, "clip.wav", "apgd", {"snr_db": 30}, target="sadness")"""
+Example: attack_clip(bundle, "clip.wav", "apgd", {"snr_db": 30}, target="sadness", domain="waveform")"""
 from __future__ import annotations
 
 import math
@@ -63,11 +63,11 @@ import math
 import numpy as np
 import torch
 
-from ..attacks.base import Param
+from ..attacks.base import Param, register
 from ..control import should_stop, stop_reason
 from ..errors import ParameterError
-from .base import (DEFAULT_SNR_DB, PCM_MAX, PCM_MIN, ClipModel, LinfBudget, Objective, ServingPath,
-                   WaveformAttack, as_objective, from_pcm, samples_in_use)
+from .base import (DEFAULT_SNR_DB, PCM_MAX, PCM_MIN, LinfBudget, Objective, WaveformAttack, WaveformRun,
+                   from_pcm)
 from .chunkmap import trim_guard
 from .masking import MaskingThreshold, istft
 
@@ -177,6 +177,7 @@ class _Masking:
         return istft(v, self.length) * self.used
 
 
+@register
 class AutoPGD(LinfBudget, WaveformAttack):
     """Auto-PGD on the waveform, budget an SNR (L2 ball), Linf, or the masking threshold (Croce & Hein 2020)."""
 
@@ -218,14 +219,10 @@ class AutoPGD(LinfBudget, WaveformAttack):
         return radius
 
     def run(self, pcm, objective, index_map, progress):
-        objective = as_objective(objective)
         s = self.settings
-        model = ClipModel(self.bundle, index_map)
-        serving = ServingPath(self.bundle)
-        used = samples_in_use(len(pcm), index_map)
+        model, serving, used, x0 = self.white_box(pcm, index_map)
         # samples near a trim bound stay clean, so the chunking the model sees is the serving one
         used[torch.from_numpy(trim_guard(from_pcm(pcm), self.bundle.feature_config))] = 0.0
-        x0 = torch.from_numpy(pcm).float()
         extra = {"budget": s["budget"]}
         if s["budget"] == "linf":
             eps = self.epsilon(pcm, index_map)
@@ -300,7 +297,7 @@ class AutoPGD(LinfBudget, WaveformAttack):
         extra.update(iterations=state["forwards"], runs=run + 1,
                      model_reached=state["found"] or state["best_margin"] < 0,
                      final_margin=round(state["best_margin"], 4), stopped=stop_reason())
-        return best, state["forwards"] + serving.count, extra
+        return WaveformRun(best, state["forwards"] + serving.count, extra)
 
     @staticmethod
     def _shrink(pcm, adv, objective, serving, steps):

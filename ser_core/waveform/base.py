@@ -1,5 +1,6 @@
-"""What waveform attacks share: 16-bit sample arithmetic, the budget in SNR or 16-bit units,
-the differentiable clip model (white-box) and the counted serving path (black-box).
+"""What waveform attacks share: their base class (`WaveformAttack`, the waveform domain of the
+one `ser_core.attacks.base.Attack`), 16-bit sample arithmetic, the budget in SNR or 16-bit
+units, the differentiable clip model (white-box) and the counted serving path (black-box).
 
 Waveform attacks work on a whole decoded clip held as 16-bit sample values (floats on the
 integer grid -32768..32767, full scale = 32768), because the adversarial audio is delivered as a
@@ -9,21 +10,21 @@ its `Objective`: untargeted, it moves the clip's decision away from its clean de
 margin
   log p_clip[clean] - max_{j != clean} log p_clip[j]      (< 0 means flipped);
 targeted, it moves the decision onto a chosen label t, scored by
-  max_{j != t} log p_clip[j] - log p_clip[t]             (< 0 means the decision is t)."""
+  max_{j != t} log p_clip[j] - log p_clip[t]             (< 0 means the decision is t).
+Both are `ser_core.attacks.base.logit_margin` on clip log-probabilities (negated for a target)."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..attacks.base import Param, check_settings
+from ..attacks.base import Attack, Param, logit_margin
 from ..errors import ParameterError
-from ..frontend import LogMelFrontEnd
-from .chunkmap import chunk_index_map
+from .frontend import LogMelFrontEnd
 
 PCM_SCALE = 32768.0
 PCM_MIN, PCM_MAX = -32768.0, 32767.0
@@ -56,21 +57,6 @@ def samples_in_use(n_samples: int, index_map: np.ndarray) -> torch.Tensor:
     return used
 
 
-def margin(log_probs: torch.Tensor, label: int) -> torch.Tensor:
-    """(batch, classes) clip log-probabilities -> (batch,) margin of the clean label (< 0: flipped)."""
-    others = log_probs.clone()
-    others[:, label] = -math.inf
-    return log_probs[:, label] - others.amax(1)
-
-
-def target_margin(log_probs: torch.Tensor, target: int) -> torch.Tensor:
-    """(batch, classes) clip log-probabilities -> (batch,) margin to the target (< 0: the decision
-    is the target)."""
-    others = log_probs.clone()
-    others[:, target] = -math.inf
-    return others.amax(1) - log_probs[:, target]
-
-
 @dataclass(frozen=True)
 class Objective:
     """What an attack is after: `label` is the clip's clean decision (class index); `target` None
@@ -85,50 +71,51 @@ class Objective:
         return self.target is not None
 
     def margin(self, log_probs: torch.Tensor) -> torch.Tensor:
-        return margin(log_probs, self.label) if self.target is None else target_margin(log_probs, self.target)
+        """(batch, classes) clip log-probabilities of the clip model -> (batch,) margin."""
+        if self.target is None:
+            return logit_margin(log_probs, self.label)
+        return -logit_margin(log_probs, self.target)
 
     def serving_margin(self, probs: np.ndarray) -> np.ndarray:
-        if self.target is None:
-            return serving_margin(probs, self.label)
+        """(batch, classes) clip probabilities from the serving path -> (batch,) margin."""
         logp = np.log(np.clip(probs, 1e-30, None))
-        others = logp.copy()
-        others[:, self.target] = -np.inf
-        return others.max(1) - logp[:, self.target]
+        if self.target is None:
+            return logit_margin(logp, self.label)
+        return -logit_margin(logp, self.target)
 
     def reached(self, label: int) -> bool:
         return label != self.label if self.target is None else label == self.target
 
 
-def as_objective(goal) -> Objective:
-    """A Objective, or a bare clean label (untargeted) as older callers pass it."""
-    return goal if isinstance(goal, Objective) else Objective(int(goal))
+class WaveformRun(NamedTuple):
+    """What a waveform attack's `run` returns. pcm: the adversarial clip as 16-bit sample values
+    (possibly off the integer grid); queries: clip scorings spent (model forward passes and
+    serving-path calls); extra: the attack's own figures."""
+
+    pcm: np.ndarray
+    queries: int
+    extra: dict
 
 
-class WaveformAttack:
-    """Base class. Subclasses set `name`, `kind`, `goal`, `params` and implement `run`.
+class WaveformAttack(Attack):
+    """An attack on the 16-bit samples of one clip. Subclasses set what every `Attack` sets
+    and implement `run`; `ser_core.clip_attack.attack_clip(..., domain="waveform")` runs one on
+    a clip and verifies its flip on the written WAV."""
 
-    Parameters whose declared default is None are optional (None = not given)."""
+    domain = "waveform"
 
-    name: ClassVar[str] = ""
-    kind: ClassVar[str] = "white-box"
-    goal: ClassVar[str] = "fixed-budget"
-    params: ClassVar[dict[str, Param]] = {}
-
-    def __init__(self, bundle, **kwargs):
-        self.bundle = bundle
-        self.settings = check_settings(self.name, self.params, kwargs)
-        self._validate()
-
-    def _validate(self):
-        """Cross-parameter checks; raise ParameterError."""
-
-    def run(self, pcm: np.ndarray, objective: Objective, index_map: np.ndarray,
-            progress) -> tuple[np.ndarray, int, dict]:
+    def run(self, pcm: np.ndarray, objective: Objective, index_map: np.ndarray, progress) -> WaveformRun:
         """pcm: clean clip as 16-bit sample values; objective: its clean decision and the target,
-        if any (a bare int is an untargeted objective); index_map: its chunks (chunkmap). Return
-        (adversarial 16-bit sample values, possibly off the integer grid; queries spent; extra
-        figures)."""
+        if any; index_map: its chunks (chunkmap). ser_core.clip_attack writes the result as a
+        16-bit WAV and verifies it."""
         raise NotImplementedError
+
+    def white_box(self, pcm: np.ndarray, index_map: np.ndarray):
+        """What a white-box attack starts from: (the clip model with this chunking held fixed,
+        the counted serving path that verifies its candidates, the (samples,) mask of samples
+        some chunk reads, the clean clip as a float32 tensor)."""
+        return (ClipModel(self.bundle, index_map), ServingPath(self.bundle), samples_in_use(len(pcm), index_map),
+                torch.from_numpy(pcm).float())
 
 
 class LinfBudget:
@@ -203,11 +190,3 @@ class ServingPath:
         probs = self.bundle.predict_features(np.concatenate(feats))
         bounds = np.cumsum([0] + [len(f) for f in feats])
         return np.stack([probs[a:b].mean(0) for a, b in zip(bounds[:-1], bounds[1:])])
-
-
-def serving_margin(probs: np.ndarray, label: int) -> np.ndarray:
-    """Margin of `label` on clip probabilities from the serving path (< 0: flipped)."""
-    logp = np.log(np.clip(probs, 1e-30, None))
-    others = logp.copy()
-    others[:, label] = -np.inf
-    return logp[:, label] - others.max(1)

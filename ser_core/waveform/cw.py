@@ -19,7 +19,7 @@ Arguments: steps (100), binary_steps (6), initial_const (0.01), learning_rate (0
 as a fraction of the clip's RMS), confidence (0.0, margin in log-probability).
 queries: forward passes of the clip plus serving-path scorings.
 
-Example: attack_waveform_clip(bundle, "clip.wav", "cw", {"binary_steps": 4})"""
+Example: attack_clip(bundle, "clip.wav", "cw", {"binary_steps": 4}, domain="waveform")"""
 from __future__ import annotations
 
 import math
@@ -27,12 +27,13 @@ import math
 import numpy as np
 import torch
 
-from ..attacks.base import Param
+from ..attacks.base import Param, register
 from ..control import should_stop
-from .base import PCM_MAX, PCM_MIN, ClipModel, ServingPath, WaveformAttack, as_objective, snr_db, samples_in_use
+from .base import PCM_MAX, PCM_MIN, WaveformAttack, WaveformRun, snr_db
 
 
-class CarliniWagnerL2(WaveformAttack):
+@register
+class L2CarliniWagnerWaveformAttack(WaveformAttack):
     """Carlini-Wagner L2 on the waveform, binary search on c, reports the SNR needed."""
 
     name = "cw"
@@ -47,12 +48,8 @@ class CarliniWagnerL2(WaveformAttack):
     }
 
     def run(self, pcm, objective, index_map, progress):
-        objective = as_objective(objective)
         s = self.settings
-        model = ClipModel(self.bundle, index_map)
-        serving = ServingPath(self.bundle)
-        used = samples_in_use(len(pcm), index_map)
-        x0 = torch.from_numpy(pcm).float()
+        model, serving, used, x0 = self.white_box(pcm, index_map)
         energy = float(np.sum(pcm ** 2))
         rms = math.sqrt(energy / float(used.sum()))
         c, lo, hi = s["initial_const"], 0.0, math.inf
@@ -99,5 +96,6 @@ class CarliniWagnerL2(WaveformAttack):
         out = best if best is not None else fallback
         if out is None:  # stopped before the first step: the clean clip
             out = np.array(pcm, dtype=np.float64)
-        return out, forwards + serving.count, {"snr_needed_db": best_snr if best is not None else None,
-                                               "iterations": forwards, "final_const": c}
+        return WaveformRun(out, forwards + serving.count,
+                           {"snr_needed_db": best_snr if best is not None else None,
+                            "iterations": forwards, "final_const": c})

@@ -18,17 +18,18 @@ Arguments: snr_db | eps_16bit (budget), steps (100), step_fraction (0.05), rando
 seed (0). Input: one clip; output: adversarial 16-bit samples (on the integer grid).
 queries: forward passes of the clip plus serving-path scorings.
 
-Example: attack_waveform_clip(bundle, "clip.wav", "pgd", {"snr_db": 30})"""
+Example: attack_clip(bundle, "clip.wav", "pgd", {"snr_db": 30}, domain="waveform")"""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from ..attacks.base import Param
+from ..attacks.base import Param, register
 from ..control import should_stop
-from .base import PCM_MAX, PCM_MIN, ClipModel, LinfBudget, ServingPath, WaveformAttack, as_objective, samples_in_use
+from .base import PCM_MAX, PCM_MIN, LinfBudget, WaveformAttack, WaveformRun
 
 
+@register
 class LinfPGD(LinfBudget, WaveformAttack):
     """Linf PGD/BIM on the waveform, budget in SNR dB or 16-bit units (Madry et al. 2018)."""
 
@@ -44,13 +45,9 @@ class LinfPGD(LinfBudget, WaveformAttack):
     }
 
     def run(self, pcm, objective, index_map, progress):
-        objective = as_objective(objective)
         eps = self.epsilon(pcm, index_map)
         s = self.settings
-        model = ClipModel(self.bundle, index_map)
-        serving = ServingPath(self.bundle)
-        used = samples_in_use(len(pcm), index_map)
-        x0 = torch.from_numpy(pcm).float()
+        model, serving, used, x0 = self.white_box(pcm, index_map)
         delta = torch.zeros_like(x0)
         if s["random_start"]:
             g = torch.Generator().manual_seed(s["seed"])
@@ -78,5 +75,5 @@ class LinfPGD(LinfBudget, WaveformAttack):
             progress((step + 1) / s["steps"], f"pgd step {step + 1}: margin {m:.3f}")
         if best is None:  # stopped before the first step: the clean clip
             best = np.array(pcm, dtype=np.float64)
-        return best, forwards + serving.count, {"eps_16bit": eps, "iterations": forwards,
-                                                "model_flipped": found or best_margin < 0}
+        return WaveformRun(best, forwards + serving.count, {"eps_16bit": eps, "iterations": forwards,
+                                                            "model_flipped": found or best_margin < 0})

@@ -33,14 +33,14 @@ is the target.
 Arguments: snr_db | eps_16bit (budget), max_queries (300), p_init (0.3), bands (8),
 population (1: the paper's one candidate per iteration), seed (0).
 
-Example: attack_waveform_clip(bundle, "clip.wav", "square", {"snr_db": 20, "max_queries": 300})"""
+Example: attack_clip(bundle, "clip.wav", "square", {"snr_db": 20, "max_queries": 300}, domain="waveform")"""
 from __future__ import annotations
 
 import numpy as np
 
-from ..attacks.base import Param
+from ..attacks.base import Param, register
 from ..control import should_stop
-from .base import PCM_MAX, PCM_MIN, LinfBudget, ServingPath, WaveformAttack, as_objective
+from .base import PCM_MAX, PCM_MIN, LinfBudget, ServingPath, WaveformAttack, WaveformRun
 
 STRIPE_FRACTION = 0.01  # initial windows: 1 % of the used samples (30 ms of a 3 s clip)
 
@@ -69,6 +69,7 @@ def band_signs(samples: np.ndarray, sample_rate: int, bands: int) -> np.ndarray:
     return out
 
 
+@register
 class LinfSquare(LinfBudget, WaveformAttack):
     """Black-box Linf random search on the waveform (Square Attack, Andriushchenko et al. 2020)."""
 
@@ -85,7 +86,6 @@ class LinfSquare(LinfBudget, WaveformAttack):
     }
 
     def run(self, pcm, objective, index_map, progress):
-        objective = as_objective(objective)
         s = self.settings
         eps = self.epsilon(pcm, index_map)
         rng = np.random.default_rng(s["seed"])
@@ -124,4 +124,4 @@ class LinfSquare(LinfBudget, WaveformAttack):
             if m[i] < current:
                 current, signs = float(m[i]), cand[i]
             progress(serving.count / s["max_queries"], f"square: {serving.count} queries, margin {current:.3f}")
-        return clip_of(signs[None])[0], serving.count, {"eps_16bit": eps, "final_margin": current}
+        return WaveformRun(clip_of(signs[None])[0], serving.count, {"eps_16bit": eps, "final_margin": current})

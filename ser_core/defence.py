@@ -16,7 +16,11 @@ Resuming: after every epoch the model, the optimiser and every random generator 
 `<out>/defence-checkpoint.pt` (written atomically). Run the same command again after an
 interruption and training goes on from the last finished epoch, to the same weights as an
 uninterrupted run (tested); a checkpoint from another recipe or base model is refused with a
-ParameterError naming the difference. The checkpoint is deleted once the bundle is written."""
+ParameterError naming the difference. The checkpoint is deleted once the bundle is written.
+
+The recipe is `DefenceConfig`; its fields declare their command-line flags, from which both
+`python -m export defend` builds its options (`add_arguments`) and the evaluation report writes
+the command that rebuilds a defended bundle (`defend_command`)."""
 from __future__ import annotations
 
 import copy
@@ -25,31 +29,40 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import ParameterError
+from .errors import ParameterError
 
 METHODS = ("fgsm", "pgd")
 CHECKPOINT = "defence-checkpoint.pt"
 
 
+def _flag(default, flag: str | None, help: str = "", rebuild: bool = True):
+    """A recipe field with its `python -m export defend` flag (None: not on the command line);
+    rebuild: whether the report's rebuild command writes it where it differs from the default."""
+    return field(default=default, metadata={"flag": flag, "help": help, "rebuild": rebuild and flag is not None})
+
+
 @dataclass(frozen=True)
 class DefenceConfig:
-    method: str = "fgsm"
-    eps: float = 1.25
-    adversarial_fraction: float = 0.6
-    epochs: int = 30
-    learning_rate: float = 1e-4
-    batch_size: int = 128
-    pgd_steps: int = 7
-    max_steps: int | None = None  # cap on optimiser steps (smoke runs)
-    train_rows: int | None = None  # cap on training examples, a seeded draw (smoke runs)
-    seed: int = 1938
+    """The adversarial-training recipe (defaults: the study's FGSM recipe, and our PGD steps)."""
+
+    method: str = _flag("fgsm", "--method", "fgsm: the study's defence; pgd: Madry et al.", rebuild=False)
+    eps: float = _flag(1.25, "--eps", "Linf radius of the adversarial examples, standardised units")
+    adversarial_fraction: float = _flag(0.6, "--fraction", "adversarial share of each batch")
+    epochs: int = _flag(30, "--epochs", "training epochs")
+    learning_rate: float = _flag(1e-4, "--lr", "Adam's learning rate")
+    batch_size: int = _flag(128, "--batch-size", "training examples per batch")
+    pgd_steps: int = _flag(7, "--pgd-steps", "pgd: projected gradient steps per adversarial example")
+    max_steps: int | None = _flag(None, "--max-steps", "stop after this many optimiser steps (smoke runs)",
+                                  rebuild=False)
+    train_rows: int | None = _flag(None, None)  # cap on training examples, a seeded draw (smoke runs)
+    seed: int = _flag(1938, None)
 
     def check(self) -> "DefenceConfig":
         if self.method not in METHODS:
@@ -63,6 +76,43 @@ class DefenceConfig:
             if not ok:
                 raise ParameterError(f"defence {name}={getattr(self, name)!r} (accepted: {accepted})")
         return self
+
+
+def add_arguments(parser) -> None:
+    """`python -m export defend`'s recipe options, one per DefenceConfig field with a flag."""
+    for f in fields(DefenceConfig):
+        flag = f.metadata["flag"]
+        if flag is None:
+            continue
+        kind = {"int": int, "int | None": int, "float": float}.get(str(f.type))
+        extra = {"choices": METHODS} if f.name == "method" else {"type": kind}
+        parser.add_argument(flag, dest=f.name, default=f.default, help=f.metadata["help"], **extra)
+
+
+def config_from_arguments(args) -> DefenceConfig:
+    """The DefenceConfig of parsed `add_arguments` options."""
+    return DefenceConfig(**{f.name: getattr(args, f.name) for f in fields(DefenceConfig) if f.metadata["flag"]})
+
+
+def defend_command(d: dict) -> str:
+    """The `python -m export defend` command that rebuilds a defended bundle from its recipe
+    `d` (a DefenceConfig as a dict, with "base" and "folder"): a flag only where the recipe
+    differs from DefenceConfig's default, pgd_steps only for PGD."""
+    method = str(d.get("method", "fgsm")).removesuffix("-at")
+    flags = []
+    for f in fields(DefenceConfig):
+        v = d.get(f.name)
+        if not f.metadata["rebuild"] or v is None or v == f.default or (f.name == "pgd_steps" and method != "pgd"):
+            continue
+        flags.append(f"{f.metadata['flag']} {v:g}" if isinstance(v, float) else f"{f.metadata['flag']} {v}")
+    return " ".join([f"python -m export defend --model {d.get('base')} --method {method}", *flags,
+                     f"--out {d.get('folder', '<folder>')}"])
+
+
+def is_study_recipe(d: dict) -> bool:
+    """Whether recipe `d` is the study's: FGSM training with DefenceConfig's defaults."""
+    return d.get("method") == "fgsm-at" and all(
+        d.get(f.name) == f.default for f in fields(DefenceConfig) if f.metadata["rebuild"] and f.name != "pgd_steps")
 
 
 def _loss_grad(model, x, y):
@@ -92,18 +142,16 @@ def adversarial_train(bundle, out, cfg: DefenceConfig = DefenceConfig(), data_di
     """Fine-tune `bundle`'s model with adversarial training on its own training rows (same
     protocol, same split) and write the result to bundle folder `out`, evaluated on the
     bundle's test examples. Returns the new ModelBundle."""
-    from ..bundle import ModelBundle, quantize_roundtrip
-    from ..model_card import render
-    from ..onnx_export import check_parity, export_onnx
-    from ..splits import make_split
-    from ..train import classification_metrics, load_rows
-    from .examples import test_rows
-    from .grid import torch_probabilities
-    from .. import bundle as bundle_mod
-    from ..corpora import read_corpus
-    from ..dataset import build_table
-    from .examples import data_root
-    from .report import defend_command
+    from . import bundle as bundle_mod
+    from .bundle import ModelBundle, quantize_roundtrip
+    from .corpora import read_corpus
+    from .dataset import build_table
+    from .evaluation.examples import bundle_test_rows, data_root
+    from .evaluation.grid import torch_probabilities
+    from .model_card import render
+    from .onnx_export import check_parity, export_onnx
+    from .splits import make_split
+    from .train import classification_metrics, load_rows
 
     cfg.check()
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -193,7 +241,7 @@ def adversarial_train(bundle, out, cfg: DefenceConfig = DefenceConfig(), data_di
                   retrain_command=defend_command({**asdict(cfg), "base": bundle.name, "folder": str(out)}))
     config.pop("onnx_parity", None)
     new = ModelBundle.save(out, model, bundle.standardizer, config, c.get("weights_dtype", "float32"))
-    table_t, rows = test_rows(new, data_dir)
+    table_t, rows = bundle_test_rows(new, data_dir)
     probs = torch_probabilities(new, new.standardizer.transform(table_t.features[rows]))
     config = json.loads((out / "config.json").read_text())
     config["metrics"] = {"test": classification_metrics(probs, table_t.labels[rows], table_t.genders[rows], new.labels)}

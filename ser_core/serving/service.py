@@ -27,10 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import bundle as bundle_module
-from .audio import load_audio
-from .control import run_control, stop_reason
-from .errors import AttackCancelledError, AudioError, EmptyAudioError, ModelBundleError, ParameterError, TooLongAudioError
+from .. import bundle as bundle_module
+from ..attacks import attack_class, describe_attacks, get_attack
+from ..audio import load_audio
+from ..clip_attack import attack_clip, check_target
+from ..control import run_control, stop_reason
+from ..errors import AttackCancelledError, AudioError, EmptyAudioError, ModelBundleError, ParameterError, TooLongAudioError
 
 MAX_PREDICT_SECONDS = 120.0   # prediction is cheap: a couple of minutes of speech
 MAX_ATTACK_SECONDS = 30.0     # white-box attacks cost per chunk: ten 3 s chunks at most
@@ -112,20 +114,11 @@ def get_bundle(name: str):
 
 
 # --- attacks --------------------------------------------------------------------------------
-def _waveform_module():
-    """ser_core.waveform when its clip attack is available (the verified waveform domain)."""
-    try:
-        from . import waveform
-    except ImportError:
-        return None
-    return waveform if hasattr(waveform, "attack_waveform_clip") else None
-
-
 def domains() -> list[str]:
-    """Attack domains this installation offers, the default first: waveform attacks with
-    verified flips (adversarial audio you can play) when ser_core.waveform provides them, and
-    the study's feature attacks always. SER_APP_DEFAULT_DOMAIN=features puts those first."""
-    found = ([DOMAIN_WAVEFORM] if _waveform_module() else []) + [DOMAIN_FEATURES]
+    """Attack domains the app offers, the default first: waveform attacks with verified flips
+    (adversarial audio you can play), then the study's feature attacks.
+    SER_APP_DEFAULT_DOMAIN=features puts those first."""
+    found = [DOMAIN_WAVEFORM, DOMAIN_FEATURES]
     first = os.environ.get("SER_APP_DEFAULT_DOMAIN", DOMAIN_WAVEFORM)
     return sorted(found, key=lambda d: d != first)
 
@@ -148,34 +141,18 @@ def default_attack(domain: str) -> str | None:
 
 
 def attack_catalogue(domain: str = DOMAIN_FEATURES) -> list[dict]:
-    """Name, kind, goal, parameters and the study's settings of each attack of `domain`."""
-    if domain == DOMAIN_WAVEFORM:
-        wf = _waveform_module()
-        if wf is None:
-            raise ParameterError(f"domain {domain!r} is not available here (accepted: {', '.join(domains())})")
-        return wf.describe_waveform_attacks()
-    if domain != DOMAIN_FEATURES:
+    """Name, kind, goal, parameters and the study's settings of each attack of `domain`
+    (`Attack.describe`, as `python -m export attacks` lists them)."""
+    if domain not in domains():
         raise ParameterError(f"unknown domain {domain!r} (accepted: {', '.join(domains())})")
-    from .attacks import describe_attacks
-    return describe_attacks()
+    return describe_attacks(domain)
 
 
 def _attack_entry(attack: str, domain: str) -> dict:
-    catalogue = attack_catalogue(domain)
-    for a in catalogue:
-        if a["name"] == attack:
-            return a
-    raise ParameterError(f"unknown {domain} attack {attack!r} "
-                         f"(accepted: {', '.join(a['name'] for a in catalogue)}){_other_domain_hint(attack, domain)}")
-
-
-def _other_domain_hint(attack, domain: str) -> str:
-    """'; fgsm is a features attack: pass domain 'features'' when the name belongs elsewhere
-    (the default domain is the waveform one; API callers of the study's attacks name theirs)."""
-    for other in domains():
-        if other != domain and any(a["name"] == attack for a in attack_catalogue(other)):
-            return f"; {attack} is a {other} attack: pass domain {other!r}"
-    return ""
+    """The catalogue entry of `attack`; an unknown name is told which domain it belongs to."""
+    if domain not in domains():
+        raise ParameterError(f"unknown domain {domain!r} (accepted: {', '.join(domains())})")
+    return attack_class(attack, domain).describe()
 
 
 def default_params(attack: str, domain: str = DOMAIN_FEATURES) -> dict:
@@ -329,12 +306,7 @@ def check_params(bundle, attack: str, params: dict, domain: str) -> None:
     if not isinstance(attack, str):
         raise ParameterError(f"attack must be a name, not {type(attack).__name__} "
                              f"(accepted: {', '.join(a['name'] for a in attack_catalogue(domain))})")
-    _attack_entry(attack, domain)  # an unknown name is told which domain it belongs to
-    if domain == DOMAIN_FEATURES:
-        from .attacks import get_attack
-        runner = get_attack(attack, bundle, **params)
-    else:
-        runner = _waveform_module().get_waveform_attack(attack, bundle, params)
+    runner = get_attack(attack, bundle, domain=domain, **params)  # an unknown name is told its domain
     _check_caps(attack, domain, runner.settings)
 
 
@@ -403,7 +375,7 @@ def confidence_note(probabilities: dict) -> str | None:
 
 
 def speech_check(y: np.ndarray, sample_rate: int) -> dict:
-    from .speech import check_speech
+    from ..speech import check_speech
     return check_speech(y, sample_rate).to_dict()
 
 
@@ -574,7 +546,7 @@ def run_attack(path, model: str, attack: str, params=None, domain: str | None = 
         if domain != DOMAIN_WAVEFORM:
             raise ParameterError(f"a target emotion is for waveform attacks, not {domain} attacks "
                                  f"(accepted: domain {DOMAIN_WAVEFORM!r}, or target none)")
-        _waveform_module().check_target(b, target)
+        check_target(b, target)
     sr = b.feature_config.sample_rate
     y = read_clip(path, max_seconds, sr)
     out = Path(out_dir) if out_dir else output_folder()
@@ -593,7 +565,6 @@ def run_attack(path, model: str, attack: str, params=None, domain: str | None = 
 
 
 def _feature_attack(b, y, attack, params, max_seconds, progress, out: Path) -> AttackOutcome:
-    from .clip_attack import attack_clip
     from .inversion import LABEL, listening_copy
     sr = b.feature_config.sample_rate
     r = attack_clip(b, y, attack, params, sample_rate=sr, max_seconds=max_seconds, progress=progress)
@@ -611,13 +582,12 @@ def _feature_attack(b, y, attack, params, max_seconds, progress, out: Path) -> A
 
 
 def _waveform_attack(b, y, attack, params, max_seconds, progress, out: Path, target=None) -> AttackOutcome:
-    wf = _waveform_module()
     sr = b.feature_config.sample_rate
-    r = wf.attack_waveform_clip(b, y, attack=attack, params=params, sample_rate=sr,
-                                max_seconds=max_seconds, out_dir=out, progress=progress, target=target)
+    r = attack_clip(b, y, attack, params, domain=DOMAIN_WAVEFORM, sample_rate=sr, max_seconds=max_seconds,
+                    out_dir=out, progress=progress, target=target)
     _stop_if_cancelled(attack)
     result = r.to_dict()
-    result["flipped"] = r.verified_flipped  # only the decision on the written WAV counts
+    result["flipped"] = r.flipped  # the decision on the written WAV: the only one that counts
     wav = Path(r.wav_path)
     # the images compare what the serving path computes from the clean clip and the WAV
     x, x_adv = b.features(y), b.features(r.adversarial_audio)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import FeatureConfig, PAPER_FEATURES
+from ..config import FeatureConfig, PAPER_FEATURES
 
 # amplitude_to_db's default amin: it clamps the (here: power Mel) values before the log.
 AMIN = 1e-5
