@@ -167,15 +167,15 @@ SHIPPED = [("emodb", "emodb"), ("emovo", "emovo"), ("ravdess", "ravdess")]
 
 @pytest.mark.parametrize("name,corpus", SHIPPED)
 def test_shipped_default_model_does_not_answer_one_class_for_new_voices(name, corpus, data_dir):
-    """Clips of the speakers the shipped model never trained on: no single label for most of them."""
+    """Every clip of the speakers the shipped model never trained on: no single label for most
+    of them, and better than chance by a margin."""
     from ser_core.bundle import ModelBundle
     from ser_core.corpora import read_corpus
     b = ModelBundle.load(name)
     held = set(b.held_out_speakers)
     assert held, "a shipped speaker-protocol model names the speakers it never trained on"
     utts = [u for u in read_corpus(corpus, data_dir / corpus).utterances if u.speaker in held]
-    rng = np.random.default_rng(0)
-    utts = [utts[i] for i in sorted(rng.permutation(len(utts))[:24])]
+    assert len(utts) >= 60  # every clip of the held-out speakers (71, 140 and 80)
     labels = [b.predict_clip(u.path).label for u in utts]
     top = max(labels.count(l) for l in set(labels))
     assert top / len(labels) < 0.5, labels
