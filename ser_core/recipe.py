@@ -107,8 +107,8 @@ def _r(name, describe, **kw) -> Recipe:
     return Recipe(name=name, describe=describe, **kw)
 
 
-# The ablation ladder: each row changes one thing from the one above (EmoDB folds), then the
-# winner is confirmed on every corpus. `ours` is the default.
+# The ablation ladder: each row changes one thing from a row above (EmoDB folds first), then the
+# candidates run on every corpus (README, "Default models"). DEFAULT_RECIPE is the winner.
 RECIPES: dict[str, Recipe] = {r.name: r for r in [
     _r("study", "the study's training (Adam 1e-3, cell standardiser, no augmentation, selection on "
        "validation loss), on speaker folds", standardizer="cell", input_norm="none",
@@ -140,7 +140,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
        standardizer="global", input_norm="global", offline_augmentation=True, max_epochs=16,
        patience=16),
 ]}
-DEFAULT_RECIPE = "ours-global"
+DEFAULT_RECIPE = "ours-global-pre"  # emodb and emovo bundles; ravdess ships ours-global (README)
 
 
 def get_recipe(name: str, **overrides) -> Recipe:
