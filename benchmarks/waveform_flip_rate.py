@@ -216,8 +216,8 @@ def misses_table(rows, snrs, specs, models) -> str:
         for spec in specs:
             sel = [r for r in rows if r["model"] == model and r["spec"] == spec
                    and r["snr_requested"] is not None and "error" not in r]
-            if not sel:
-                continue
+            if not any("final_margin" in (r.get("extra") or {}) for r in sel):
+                continue  # an attack that does not report its margin (pgd)
             cells = []
             for s in snrs:
                 m = [r["extra"]["final_margin"] for r in sel if r["snr_requested"] == s
