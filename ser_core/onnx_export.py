@@ -5,6 +5,8 @@ and `probabilities`; the batch axis is dynamic. `check_parity` runs torch and ON
 the same real features and requires probabilities within `atol` and identical decisions."""
 from __future__ import annotations
 
+import copy
+
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +34,9 @@ class _WithProbabilities(torch.nn.Module):
 def export_onnx(model: torch.nn.Module, path: Path, input_shape=(261, 128), opset: int = 17) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    model = model.eval().float().cpu()
+    # a copy: tracing the caller's model (a bundle's, which attacks share) left it answering
+    # differently in a later test (a 4-step PGD that flips these clips flipped none after it)
+    model = copy.deepcopy(model).eval().float().cpu()
     dummy = torch.zeros(2, *input_shape)
     tmp = path.with_suffix(".tmp.onnx")
     torch.onnx.export(_WithProbabilities(model), (dummy,), str(tmp), input_names=["features"],
