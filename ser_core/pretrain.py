@@ -29,6 +29,8 @@ from .corpora import read_corpus
 from .dataset import build_table, table_key
 from .errors import ParameterError
 from .model import CNNLSTM
+from .recipe import cpu_fast, fit_standardizer, plain, recalibrate_batchnorm, train_epoch
+from .train import load_rows, resolve_precision
 
 CORPORA = ("emodb", "emovo", "ravdess")
 # every emotion of the three corpora: the pre-trained model's outputs, in this order
@@ -74,15 +76,12 @@ def pretrain(target: str, data_root, recipe, run_root="runs/crossval", precision
     """Train (or load) the pre-trained weights for `target`: {"model": state_dict, "outputs":
     EMOTIONS (the output rows), "classes" (the emotions the other corpora had), "corpora",
     "epochs", "cpu_seconds", "seconds"}."""
-    from .recipe import cpu_fast, fit_standardizer, plain, recalibrate_batchnorm, train_epoch
-    from .train import load_rows, resolve_precision
     log = log or sys.stderr
     tables = pretrain_tables(target, data_root)
     path = pretrain_path(target, recipe, tables, run_root)
-    if path.is_file():
-        saved = torch.load(path, weights_only=False)
-        if saved.get("done"):
-            return saved
+    saved = torch.load(path, weights_only=False) if path.is_file() else None
+    if saved is not None and saved.get("done"):
+        return saved
     path.parent.mkdir(parents=True, exist_ok=True)
     precision = resolve_precision(precision)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -103,8 +102,7 @@ def pretrain(target: str, data_root, recipe, run_root="runs/crossval", precision
     steps_per_epoch = math.ceil(len(x) / recipe.batch_size)
     total_steps = steps_per_epoch * recipe.pretrain_epochs
     state = {"epoch": 0, "seconds": 0.0, "cpu_seconds": 0.0}
-    if path.is_file():  # an interrupted run: resume after its last epoch
-        saved = torch.load(path, weights_only=False)
+    if saved is not None:  # an interrupted run: resume after its last epoch
         model.load_state_dict(saved["model"]); opt.load_state_dict(saved["opt"])
         state = saved["state"]; g.set_state(saved["gen"]); torch.set_rng_state(saved["torch_rng"])
     corpora = [t.corpus.name for t in tables]
@@ -135,23 +133,3 @@ def _save(path: Path, obj) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(obj, tmp)
     tmp.replace(path)
-
-
-def start_from(model: CNNLSTM, init: dict, classes) -> None:
-    """Copy the pre-trained weights into `model` (whose outputs are `classes`): every layer but
-    the output one as is; the output row of each class from the same emotion's row, where the
-    pre-training data had that emotion."""
-    state = {k: v for k, v in init["model"].items() if not k.startswith("dense.")}
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as e:  # a tensor of another shape
-        raise ParameterError(f"pre-trained weights do not fit the model: {e}") from None
-    if unexpected or any(not k.startswith("dense.") for k in missing):
-        raise ParameterError(f"pre-trained weights do not fit the model (missing {missing}, "
-                             f"unexpected {unexpected})")
-    with torch.no_grad():
-        for i, c in enumerate(classes):
-            if c in init["classes"]:  # an emotion pre-training saw
-                j = init["outputs"].index(c)
-                model.dense.weight[i] = init["model"]["dense.weight"][j]
-                model.dense.bias[i] = init["model"]["dense.bias"][j]

@@ -276,6 +276,26 @@ def train_epoch(model, opt, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, g:
     return total / max(n, 1)
 
 
+def start_from(model: CNNLSTM, init: dict, classes) -> None:
+    """Copy the pre-trained weights into `model` (whose outputs are `classes`): every layer but
+    the output one as is; the output row of each class from the same emotion's row, where the
+    pre-training data had that emotion."""
+    state = {k: v for k, v in init["model"].items() if not k.startswith("dense.")}
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # a tensor of another shape
+        raise ParameterError(f"pre-trained weights do not fit the model: {e}") from None
+    if unexpected or any(not k.startswith("dense.") for k in missing):
+        raise ParameterError(f"pre-trained weights do not fit the model (missing {missing}, "
+                             f"unexpected {unexpected})")
+    with torch.no_grad():
+        for i, c in enumerate(classes):
+            if c in init["classes"]:  # an emotion pre-training saw
+                j = init["outputs"].index(c)
+                model.dense.weight[i] = init["model"]["dense.weight"][j]
+                model.dense.bias[i] = init["model"]["dense.bias"][j]
+
+
 def cpu_fast(model: CNNLSTM, device) -> CNNLSTM:
     """On CPU: channels-last CNN and unrolled LSTM, the same function trained about 1.8x faster
     (ser_core/model.py); `plain` undoes it before the weights are handed back."""
@@ -322,7 +342,6 @@ def train_recipe(table: ChunkTable, train_rows: np.ndarray, val_rows: np.ndarray
     model = CNNLSTM(n_classes, recipe.dropout, recipe.lstm_input_dropout, table.cfg.input_shape,
                     input_norm=recipe.input_norm).to(device)
     if init is not None:
-        from .pretrain import start_from
         start_from(model, init, table.corpus.classes)
     cpu_fast(model, device)
     params = [p for p in model.parameters() if p.requires_grad]

@@ -207,7 +207,8 @@ def test_pretrained_weights_start_each_class_from_the_same_emotion():
     """Every layer copied; the output row of each class from the same emotion's row; a class the
     other corpora lack keeps its fresh initialisation."""
     from ser_core.model import CNNLSTM
-    from ser_core.pretrain import EMOTIONS, start_from
+    from ser_core.pretrain import EMOTIONS
+    from ser_core.recipe import start_from
     torch.manual_seed(0)
     pre = CNNLSTM(len(EMOTIONS), input_norm="global")
     init = {"model": pre.state_dict(), "outputs": list(EMOTIONS),
