@@ -539,3 +539,17 @@ def test_report_counts_the_cells_within_5_points_of_the_study():
     table, notes = report.paper_comparison(rows)
     assert sum(line.count("⚠") for line in table) == len(notes) == 81 - a["within"] - a["not run"]
     assert a["wide"] == 81  # quick: 2-20 examples per cell, no interval within +/- 5 points
+
+
+def test_projection_counts_cpu_time_not_the_wall_time_of_a_busy_machine():
+    # a CPU cell run beside other jobs: 10 CPU seconds over 5 examples, 500 s of wall time
+    row = dict(model="m", attack="fgsm", setting_key='{"eps": 0.5}', subset="all", n=5, defence=None,
+               device="cpu", cpu_seconds=10.0, seconds=500.0, seconds_per_example=100.0,
+               test_examples={"all": 40})
+    proj = grid.Projection([row])
+    assert proj.estimate("fgsm", '{"eps": 0.5}', 7) == pytest.approx(14.0)
+    assert grid.project_full([row])["total_seconds"] == pytest.approx(80.0)
+    # on a GPU the CPU time is not what the cell cost: its wall time is
+    gpu = dict(row, device="cuda")
+    assert grid.Projection([gpu]).estimate("fgsm", '{"eps": 0.5}', 7) == pytest.approx(700.0)
+    assert grid.project_full([gpu])["total_seconds"] == pytest.approx(4000.0)

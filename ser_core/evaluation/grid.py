@@ -351,17 +351,26 @@ def save_costs(rows: list[dict], path=COSTS, overhead_per_bundle: float | None =
     return table
 
 
+def cost_per_example(row: dict) -> float:
+    """What an example of a results row cost: its CPU seconds per example when it ran on a CPU
+    (wall time there says how busy the machine was: a cell run at nice 19 beside training took
+    40 times its CPU time), else its wall seconds per example (a GPU's time is not CPU time)."""
+    if row.get("device") == "cpu" and row.get("cpu_seconds") is not None and row["n"]:
+        return row["cpu_seconds"] / row["n"]
+    return row["seconds_per_example"]
+
+
 class Projection:
     """Seconds per example per (attack, setting): measured in this run's results file where a
-    row exists (wall seconds, as this machine runs now), else the cost table, else the mean of
-    the attack's other settings."""
+    row exists (`cost_per_example`: CPU seconds on a CPU, as the cost table counts), else the
+    cost table, else the mean of the attack's other settings."""
 
     def __init__(self, rows=(), costs: dict | None = None):
         self.per_example: dict[tuple, float] = {k: v for k, v in (costs or {}).items() if isinstance(k, tuple)}
         self.overhead = (costs or {}).get("overhead_per_bundle", 0.0)
         for r in rows:
             if r["subset"] == "all" and r["n"]:
-                self.per_example[(r["attack"], r["setting_key"])] = r["seconds_per_example"]
+                self.per_example[(r["attack"], r["setting_key"])] = cost_per_example(r)
 
     def add(self, attack, key, spe):
         self.per_example[(attack, key)] = spe
@@ -557,7 +566,7 @@ def run_grid(bundles, attacks: dict, results, profile: Profile = PROFILES["quick
         cell.parts = {}
         finished.add(cell.index)
         done_rows.extend(rows)
-        proj.add(cell.name, cell.key, rows[0]["seconds_per_example"])
+        proj.add(cell.name, cell.key, cost_per_example(rows[0]))
         left = [proj.estimate(nm, setting_key(st), examples_for(profile, nm, bundle_test_size(b) or len(cell.ts)))
                 for j, (b, nm, _, st) in enumerate(plan) if todo(j)]
         known = [v for v in left if v is not None]
@@ -618,12 +627,12 @@ def run_grid(bundles, attacks: dict, results, profile: Profile = PROFILES["quick
 
 
 def project_full(rows: list[dict]) -> dict:
-    """Projected seconds of the full profile (whole test sets) from the seconds per example
-    measured in `rows`, per model and in total."""
+    """Projected seconds of the full profile (whole test sets) from the cost per example
+    measured in `rows` (`cost_per_example`), per model and in total."""
     per_model: dict[str, float] = {}
     for r in rows:
         if r["subset"] == "all" and r.get("defence") is None:
-            per_model[r["model"]] = per_model.get(r["model"], 0.0) + r["seconds_per_example"] * r["test_examples"]["all"]
+            per_model[r["model"]] = per_model.get(r["model"], 0.0) + cost_per_example(r) * r["test_examples"]["all"]
     return {"per_model_seconds": per_model, "total_seconds": sum(per_model.values())}
 
 

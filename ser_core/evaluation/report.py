@@ -525,7 +525,7 @@ def write_report(rows: list[dict], out_dir, profile: str = "quick", wall_seconds
          + (f" (and {defended_seconds / 60:.1f} min on the defended bundles)" if defended_seconds else "")
          + (f", {wall_seconds / 60:.1f} min wall clock for the whole run" if wall_seconds else "")
          + f" on {', '.join(sorted({r['device'] for r in rows}))}.",
-         f"- Full profile (every test example) projected from the seconds per example measured here: "
+         f"- Full profile (every test example) projected from the CPU seconds per example measured here: "
          f"{proj['total_seconds'] / 3600:.1f} CPU-hours for these {len(proj['per_model_seconds'])} models and "
          f"{len(attacks)} attacks on this machine "
          f"(study: about {STUDY_GPU_HOURS} GPU-hours for its grid with ART).", ""]
