@@ -113,9 +113,12 @@ def train_fold(table, fold: int, recipe, run_dir: Path, precision="auto", device
 
     def progress(epoch, total, row):
         print(f"[{table.corpus.name} {recipe.name} fold {fold + 1}/{len(folds_for(table.corpus.name))}] "
-              f"epoch {epoch}/{total} val UAR {row['val_uar']:.3f} ({row['seconds']} s)",
+              f"epoch {epoch}/{total} val UAR "
+              f"{'-' if row['val_uar'] is None else format(row['val_uar'], '.3f')} ({row['seconds']} s)",
               file=log, flush=True)
 
+    if not recipe.hold_out_validation:
+        split = split.validation_trains(table)
     res = train_recipe(table, split.train, split.val, recipe, fold_dir, precision, device,
                        log=open(fold_dir / "history.jsonl", "a"), progress=progress, init=init)
     x = load_rows(table, split.test, res.standardizer)

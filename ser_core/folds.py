@@ -46,6 +46,14 @@ class FoldSplit:
     test: np.ndarray
     speakers: dict
 
+    def validation_trains(self, table: ChunkTable) -> "FoldSplit":
+        """The same fold with no validation: every row (augmented versions included) of every
+        speaker but the test speakers trains."""
+        train = np.flatnonzero(~np.isin(table.speakers, self.speakers["test"]))
+        desc = {k: v for k, v in self.speakers.items() if k not in ("val", "val_sentences")}
+        desc.update(val=[], train=sorted(set(table.speakers[train])))
+        return FoldSplit(self.fold, train, np.array([], dtype=np.int64), self.test, desc)
+
     def describe(self) -> dict:
         return {"protocol": "speaker folds", "fold": self.fold, "speakers": self.speakers,
                 "rows": {"train": int(len(self.train)), "val": int(len(self.val)),

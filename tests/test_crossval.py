@@ -320,3 +320,40 @@ def test_recipe_key_keeps_runs_made_before_a_field_was_added():
     assert dataclasses.replace(r, swa_start=0.5).key() != r.key()
     assert dataclasses.replace(r, describe="reworded").key() == r.key()
     assert r.key()["standardizer"] == "global" and "mixup_alpha" not in r.key()
+
+
+def test_a_fold_without_validation_trains_its_validation_speakers_and_runs_every_epoch(tiny_corpus, tmp_path):
+    """hold_out_validation=False: the fold's validation speakers join its training side (never a
+    test speaker), no epoch is selected and none is skipped; a recipe that would need to select
+    an epoch on no validation is refused."""
+    import dataclasses
+    from ser_core.corpora import read_corpus
+    from ser_core.crossval import train_fold
+    from ser_core.dataset import build_table
+    from ser_core.recipe import get_recipe, train_recipe
+    table = build_table(read_corpus("emodb", tiny_corpus), augmentation=False, progress=False)
+    split = fold_split(table, 0)
+    full = split.validation_trains(table)
+    assert len(full.val) == 0 and np.array_equal(full.test, split.test)
+    assert np.array_equal(np.sort(full.train), np.sort(np.concatenate([split.train, split.val])))
+    assert not set(table.speakers[full.train]) & set(table.speakers[split.test])
+    recipe = dataclasses.replace(get_recipe("ours-global-pre-swa-all"), pretrain=False,
+                                 max_epochs=3, patience=1, swa_start=0.34)
+    rec = train_fold(table, 0, recipe, tmp_path / "all", precision="fp32")
+    assert rec["epochs"] == 3 and rec["best_epoch"] == 3  # patience 1 did not stop it
+    assert rec["split"]["speakers"]["val"] == [] and rec["split"]["rows"]["train"] == len(full.train)
+    assert len(rec["clips"]) == len(set(table.utt[split.test]))
+    with pytest.raises(ParameterError, match="must average weights"):
+        train_recipe(table, full.train, full.val, dataclasses.replace(recipe, swa_start=0.0),
+                     tmp_path / "none", precision="fp32")
+
+
+def test_recipes_that_differ_only_in_fine_tuning_share_one_pre_training(tmp_path):
+    from ser_core.pretrain import pretrain_path
+    from ser_core.recipe import get_recipe
+    paths = {pretrain_path("emodb", get_recipe(r), [], tmp_path)
+             for r in ("ours-global-pre", "ours-global-pre-swa", "ours-global-pre-swa-all")}
+    assert len(paths) == 1
+    import dataclasses
+    other = dataclasses.replace(get_recipe("ours-global-pre"), dropout=0.5)
+    assert pretrain_path("emodb", other, [], tmp_path) not in paths
