@@ -101,7 +101,8 @@ def main(argv=None):
 
     rows = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()] \
         if args.out.is_file() else []
-    done = {(r["model"], r["clip"], r["spec"], r["snr_requested"]) for r in rows}
+    # a row counts for the weights it was measured on: a retrained model starts afresh
+    done = {(r["model"], r.get("weights"), r["clip"], r["spec"], r["snr_requested"]) for r in rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     plan = runs(args.attacks, args.snr, args)
     t_start = time.perf_counter()
@@ -112,10 +113,11 @@ def main(argv=None):
             bundle.torch_model()  # loaded before the clock starts: the app holds it loaded too
             for utt in held_out_clips(bundle, args.clips, args.seed, args.data):
                 for spec, attack, params, snr in plan:
-                    if (bundle.name, utt.path.name, spec, snr) in done:
+                    if (bundle.name, bundle.config["weights_sha"], utt.path.name, spec, snr) in done:
                         continue
                     cpu, wall = time.process_time(), time.perf_counter()
-                    head = {"model": bundle.name, "corpus": bundle.config["corpus"], "clip": utt.path.name,
+                    head = {"model": bundle.name, "weights": bundle.config["weights_sha"],
+                            "corpus": bundle.config["corpus"], "clip": utt.path.name,
                             "speaker": utt.speaker, "gender": utt.gender, "emotion": utt.emotion, "spec": spec,
                             "snr_requested": snr}
                     try:
@@ -142,7 +144,9 @@ def main(argv=None):
                           f"verified={r.flipped} SNR {row['snr_db']} dB, {cpu:.2f} CPU s; "
                           f"{(time.perf_counter() - t_start) / 60:.1f} min", flush=True)
     print()
-    models = [ModelBundle.load(n).name for n in args.models]
+    current = {b.name: b.config["weights_sha"] for b in map(ModelBundle.load, args.models)}
+    models = list(current)
+    rows = [r for r in rows if current.get(r["model"]) == r.get("weights")]
     print(table(rows, args.snr, args.attacks, models))
     print()
     print(masking_table(rows, args.snr, args.attacks, models))

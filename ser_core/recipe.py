@@ -150,6 +150,9 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
        "folds (nothing is selected on them): they train too", standardizer="global",
        input_norm="global", pretrain=True, max_epochs=60, patience=60, swa_start=0.5,
        hold_out_validation=False),
+    _r("ours-global-swa-all", "ours-global-swa with no validation speakers held out in the folds: "
+       "they train too", standardizer="global", input_norm="global", max_epochs=60, patience=60,
+       swa_start=0.5, hold_out_validation=False),
     _r("ours-global-aug", "ours-global with the study's pitch (+-1.5, +-3 semitones) and tempo "
        "(0.75-1.25) copies of the training clips; 16 epochs of nine times the rows",
        standardizer="global", input_norm="global", offline_augmentation=True, max_epochs=16,

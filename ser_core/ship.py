@@ -21,7 +21,8 @@ def train_shipped_bundle(corpus_name: str, data_dir, out, recipe_name: str = DEF
                         pretrain_root="runs/crossval"):
     """A shipped speaker-protocol bundle trained with one of our recipes (ser_core/recipe.py) on
     every speaker but one male and one female validation speaker (ser_core/folds.ship_split),
-    early-stopped on them. Its published accuracy is the recipe's speaker-fold cross-validation
+    early-stopped on them (a weight-averaging recipe keeps them out too, as a held-out check,
+    whatever its `hold_out_validation` says for the folds). Its published accuracy is the recipe's speaker-fold cross-validation
     (reports/crossval/<corpus>-<recipe>.json, copied into config["crossval"]); the validation
     speakers' figures are recorded as `metrics.test` with `subset` saying what they are."""
     import platform
@@ -52,7 +53,9 @@ def train_shipped_bundle(corpus_name: str, data_dir, out, recipe_name: str = DEF
     metrics = {"test": classification_metrics(chunk_probs, table.labels[rows], table.genders[rows],
                                               corpus.classes)}
     metrics["test"]["subset"] = (f"3 s chunks of the validation speakers {split.speakers['val']} "
-                                 "(never trained on; they chose the epoch, so this is optimistic)")
+                                 + ("(never trained on; the model is a weight average, so they chose "
+                                    "nothing)" if recipe.swa_start else
+                                    "(never trained on; they chose the epoch, so this is optimistic)"))
     ids, clip = clip_probabilities(chunk_probs, table.utt[rows])
     utts = [corpus.utterances[i] for i in ids]
     metrics["held_out_clips"] = summarise(
