@@ -23,7 +23,7 @@ def register(sub):
     p.add_argument("--run-dir", help="checkpoint folder (resumes if a checkpoint is there)")
     p.add_argument("--pretrain-data-root", help="recipes with pre-training: the folder holding the "
                    "other corpora's folders (default: the folder holding --data-dir)")
-    p.add_argument("--recipe", help="one of our training recipes (ser_core/recipe.py, e.g. ours-global-pre, the emodb and emovo models' one): "
+    p.add_argument("--recipe", help="one of our training recipes (ser_core/recipe.py, e.g. ours-global-pre-swa-all, the default models' one): "
                    "trains on every speaker but the two validation speakers of "
                    "ser_core/folds.SHIP_VALIDATION and quotes the recipe's cross-validation; "
                    "without it, the study's recipe under --protocol")

@@ -28,8 +28,11 @@ def render(config: dict) -> str:
                    f"standardiser, input normalisation {hp['input_norm']}, AdamW lr "
                    f"{hp['learning_rate']} (weight decay {hp['weight_decay']}, {hp['schedule']} "
                    f"schedule), batch {hp['batch_size']}, at most {hp['max_epochs']} epochs, "
-                   f"selection on {hp['select_on']} (patience {hp['patience']}), dropout "
-                   f"{hp['dropout']} / LSTM input {hp['lstm_input_dropout']}, augmentation: time "
+                   + (f"the model the average of the weights of epochs "
+                      f"{int(hp['swa_start'] * hp['max_epochs']) + 1}-{hp['max_epochs']} (no epoch "
+                      f"selected), dropout " if hp.get("swa_start") else
+                      f"selection on {hp['select_on']} (patience {hp['patience']}), dropout ")
+                   + f"{hp['dropout']} / LSTM input {hp['lstm_input_dropout']}, augmentation: time "
                    f"shift {hp['time_roll']}, Mel shift {hp['mel_shift']}, SpecAugment "
                    f"{hp['freq_masks']}x{hp['freq_mask_width']} bands / {hp['time_masks']}x"
                    f"{hp['time_mask_width']} frames, mixup {hp['mixup_alpha']}, label smoothing "

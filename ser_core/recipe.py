@@ -158,7 +158,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
        standardizer="global", input_norm="global", offline_augmentation=True, max_epochs=16,
        patience=16),
 ]}
-DEFAULT_RECIPE = "ours-global-pre"  # emodb and emovo bundles; ravdess ships ours-global (README)
+DEFAULT_RECIPE = "ours-global-pre-swa-all"  # every default bundle (README, "Default models")
 
 
 def get_recipe(name: str, **overrides) -> Recipe:
