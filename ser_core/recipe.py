@@ -409,18 +409,15 @@ def train_recipe(table: ChunkTable, train_rows: np.ndarray, val_rows: np.ndarray
             val_uar = uar(y_va_clip, pred, n_classes)
             val_acc = float(np.mean(pred == y_va_clip))
             score = val_uar if recipe.select_on == "val_uar" else -val_loss
-        else:  # nothing to select on: the weight average is the model
-            val_loss = val_uar = val_acc = math.nan
-            score = -math.inf
+        else:  # nothing to select on, no early stop: the weight average is the model
+            val_loss = val_uar = val_acc = score = math.nan
         state["epoch"] += 1
-        improved = score > state["best_score"] + (1e-9 if recipe.select_on == "val_uar" else 1e-4)
-        if not len(val_rows):
-            pass  # no early stop either
-        elif improved:
-            state.update(best_score=score, best_epoch=state["epoch"], wait=0,
-                         best_state=copy.deepcopy(model.state_dict()))
-        else:
-            state["wait"] += 1
+        if not math.isnan(score):
+            if score > state["best_score"] + (1e-9 if recipe.select_on == "val_uar" else 1e-4):
+                state.update(best_score=score, best_epoch=state["epoch"], wait=0,
+                             best_state=copy.deepcopy(model.state_dict()))
+            else:
+                state["wait"] += 1
         state["seconds"] += time.time() - t0
         state["cpu_seconds"] += time.process_time() - c0
         row = {"epoch": state["epoch"], "loss": round(total, 4),
