@@ -400,6 +400,8 @@ def train_recipe(table: ChunkTable, train_rows: np.ndarray, val_rows: np.ndarray
             state["swa_n"] = k + 1
         if recipe.bn_recalibrate:
             recalibrate_batchnorm(model, x_tr, device, amp)
+        state["epoch"] += 1
+        val = dict.fromkeys(("val_loss", "val_accuracy", "val_uar"))  # None: no validation
         if len(val_rows):
             probs = predict_tensor(model, x_va, device, amp)
             val_loss = float(F.nll_loss(torch.log(torch.from_numpy(probs).clamp_min(1e-12)),
@@ -407,22 +409,19 @@ def train_recipe(table: ChunkTable, train_rows: np.ndarray, val_rows: np.ndarray
             _, clip = clip_probabilities(probs, table.utt[val_rows])
             pred = clip.argmax(1)
             val_uar = uar(y_va_clip, pred, n_classes)
-            val_acc = float(np.mean(pred == y_va_clip))
+            val = {"val_loss": round(val_loss, 4),
+                   "val_accuracy": round(float(np.mean(pred == y_va_clip)), 4),
+                   "val_uar": round(val_uar, 4)}
             score = val_uar if recipe.select_on == "val_uar" else -val_loss
-        else:  # nothing to select on, no early stop: the weight average is the model
-            val_loss = val_uar = val_acc = score = math.nan
-        state["epoch"] += 1
-        if not math.isnan(score):
             if score > state["best_score"] + (1e-9 if recipe.select_on == "val_uar" else 1e-4):
                 state.update(best_score=score, best_epoch=state["epoch"], wait=0,
                              best_state=copy.deepcopy(model.state_dict()))
             else:
                 state["wait"] += 1
+        # without validation nothing is selected and nothing stops early: the average is the model
         state["seconds"] += time.time() - t0
         state["cpu_seconds"] += time.process_time() - c0
-        row = {"epoch": state["epoch"], "loss": round(total, 4),
-               **{k: None if math.isnan(v) else round(v, 4) for k, v in
-                  (("val_loss", val_loss), ("val_accuracy", val_acc), ("val_uar", val_uar))},
+        row = {"epoch": state["epoch"], "loss": round(total, 4), **val,
                "lr": opt.param_groups[0]["lr"], "seconds": round(time.time() - t0, 1)}
         state["history"].append(row)
         print(json.dumps(row), file=log, flush=True)
