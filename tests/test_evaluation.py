@@ -553,3 +553,26 @@ def test_projection_counts_cpu_time_not_the_wall_time_of_a_busy_machine():
     gpu = dict(row, device="cuda")
     assert grid.Projection([gpu]).estimate("fgsm", '{"eps": 0.5}', 7) == pytest.approx(700.0)
     assert grid.project_full([gpu])["total_seconds"] == pytest.approx(4000.0)
+
+
+def test_report_names_wrong_decisions_moved_onto_their_true_label():
+    """A cell where every decision changed: the examples counted correct after the attack can
+    only be ones the model got wrong before it, and the report says so with the bound."""
+    def row(subset, n, clean_correct, correct, success=1.0):
+        return dict(model="emodb-paper", corpus="emodb", protocol="paper", defence=None, attack="jsma",
+                    setting={"theta": 1.0, "gamma": 1.0}, setting_key='{"gamma": 1.0, "theta": 1.0}',
+                    subset=subset, n=n, clean_correct=clean_correct, correct=correct,
+                    accuracy=correct / n, clean_accuracy=clean_correct / n, success_rate=success)
+    rows = [row("all", 381, 343, 27), row("male", 191, 171, 13), row("female", 190, 174, 14)]
+    cells = {c["subset"]: c for c in report.paper_cells(rows) if c["attack"] == "jsma" and c["corpus"] == "emodb"}
+    reason = cells["all"]["reason"]
+    assert cells["all"]["kind"] == "implementation"
+    assert "at least 27 of the 27 counted correct were among the 38" in reason
+    assert "at most .000" in reason
+    # ART's random target hits the true label 1 time in 4 (five classes): (0 + 38 / 4) / 381
+    assert "1 time in 4" in reason and "about .025" in reason
+    # with 20 decisions left unchanged only 7 of the 27 must have been restored
+    rows = [row("all", 381, 343, 27, success=1 - 20 / 381), row("male", 191, 171, 13), row("female", 190, 174, 14)]
+    reason = next(c["reason"] for c in report.paper_cells(rows)
+                  if c["attack"] == "jsma" and c["corpus"] == "emodb" and c["subset"] == "all")
+    assert "at least 7 of the 27" in reason and "at most .052" in reason

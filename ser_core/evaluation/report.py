@@ -13,6 +13,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
+from ..corpora import corpus_spec
 from ..defence import defend_command, is_study_recipe
 from .grid import project_full, read_rows
 from .stats import newcombe_difference, wilson
@@ -59,9 +60,12 @@ def pooled(rows: list[dict]) -> dict | None:
     n = sum(r["n"] for r in rows)
     k = sum(r["correct"] for r in rows)
     kc = sum(r["clean_correct"] for r in rows)
-    return {"n": n, "correct": k, "accuracy": k / n if n else None,
+    # examples whose decision the attack left as it was (success_rate: share of changed decisions)
+    kept = sum(round(r["n"] * (1 - r["success_rate"])) for r in rows) if all(
+        r.get("success_rate") is not None for r in rows) else None
+    return {"n": n, "correct": k, "accuracy": k / n if n else None, "clean_correct": kc,
             "clean_accuracy": kc / n if n else None, "accuracy_ci": list(wilson(k, n)),
-            "settings": len(rows)}
+            "unchanged": kept, "settings": len(rows)}
 
 
 def _f(v, digits=3) -> str:
@@ -103,7 +107,7 @@ def paper_cells(rows: list[dict]) -> list[dict]:
                     if cell["within"]:
                         cell["kind"] = "within"
                     else:
-                        cell["kind"], cell["reason"] = _reason_kind(g, ref, ref_clean), _reason(g, ref, ref_clean)
+                        cell["kind"], cell["reason"] = _reason_kind(g, ref, ref_clean), _reason(g, ref, ref_clean, attack, c)
                 out.append(cell)
     return out
 
@@ -176,7 +180,7 @@ def _reason_kind(g: dict, ref: float, ref_clean: float) -> str:
     return "implementation"
 
 
-def _reason(g: dict, ref: float, ref_clean: float) -> str:
+def _reason(g: dict, ref: float, ref_clean: float, attack: str | None = None, corpus: str | None = None) -> str:
     lo, hi = g["accuracy_ci"]
     if lo <= ref <= hi:
         return (f"within sampling error: the study's value lies inside our 95 % interval "
@@ -184,9 +188,34 @@ def _reason(g: dict, ref: float, ref_clean: float) -> str:
     if g["clean_accuracy"] is not None and abs(g["clean_accuracy"] - ref_clean) > MARGIN:
         return (f"our model starts elsewhere: clean accuracy {_f(g['clean_accuracy'])} on these examples "
                 f"vs the study's {_f(ref_clean)}")
+    restored = _restored(g)
+    if restored and g["accuracy"] > ref and (g["correct"] - restored) / g["n"] <= ref + MARGIN:
+        wrong, n = g["n"] - g["clean_correct"], g["n"]
+        changed = ("every one" if not g["unchanged"] else f"all but {g['unchanged']}")
+        why = (f"outside our 95 % interval [{_f(lo)}, {_f(hi)}] with the same clean accuracy; the data shows why. "
+               f"The attack changed the decision on {changed} of the {n} examples, so at least {restored} of the "
+               f"{g['correct']} counted correct were among the {wrong} the model got wrong before it, moved onto "
+               f"their true label: our attacks move away from the model's decision toward the nearest other "
+               f"class, which for a wrong decision is often the true one. Without those, accuracy would be at "
+               f"most {_f((g['correct'] - restored) / n)}")
+        if attack == "jsma" and corpus:  # ART's SaliencyMapMethod without labels: a random target
+            k = len(corpus_spec(corpus).paper_classes)
+            why += (f"; ART's JSMA (the study's) draws a random other class as its target when given no labels, "
+                    f"the true one 1 time in {k - 1}, which would leave about "
+                    f"{_f((g['correct'] - restored + wrong / (k - 1)) / n)}")
+        return why
     return (f"outside our 95 % interval [{_f(lo)}, {_f(hi)}] with the same clean accuracy: an "
             f"implementation difference (attack code, the reference the attack moves away from, "
             f"PyTorch vs TensorFlow/ART numerics, training length)")
+
+
+def _restored(g: dict) -> int:
+    """At least how many of the examples counted correct after the attack were wrong before it:
+    a correct one stays correct only if its decision did not change, so all but `unchanged` of
+    the correct ones were moved onto their true label from a wrong decision."""
+    if g.get("unchanged") is None or g.get("clean_correct") is None:
+        return 0
+    return max(0, g["correct"] - g["unchanged"])
 
 
 def grid_table(rows: list[dict], model: str) -> list[str]:
