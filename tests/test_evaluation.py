@@ -576,3 +576,22 @@ def test_report_names_wrong_decisions_moved_onto_their_true_label():
     reason = next(c["reason"] for c in report.paper_cells(rows)
                   if c["attack"] == "jsma" and c["corpus"] == "emodb" and c["subset"] == "all")
     assert "at least 7 of the 27" in reason and "at most .052" in reason
+    # rows that count restored examples one by one give the exact figure, not the bound
+    rows = [dict(r, restored=r["correct"] - 2) for r in rows]
+    reason = next(c["reason"] for c in report.paper_cells(rows)
+                  if c["attack"] == "jsma" and c["corpus"] == "emodb" and c["subset"] == "all")
+    assert reason.count("25 of the 27 counted correct were among the 38") == 1 and "at least" not in reason
+    assert "at most .005" in reason
+
+
+def test_summarise_counts_wrong_decisions_the_attack_moved_onto_the_label():
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    ts = HeldOutSet(np.zeros((6, 1, 1)), labels, np.array(["male"] * 3 + ["female"] * 3), np.arange(6))
+    ones = np.ones(6)
+    cells = {"clean_pred": np.array([0, 2, 1, 0, 0, 2]),   # wrong: examples 1, 2, 4
+             "adv_pred": np.array([1, 1, 2, 0, 1, 0]),     # right after: 1, 2 (male), 3, 4 (female)
+             "mean_abs": ones, "l2": ones, "linf": ones, "conf_before": ones, "conf_after": ones,
+             "queries": ones, "seconds": ones}
+    rows = {r["subset"]: r for r in grid.summarise(cells, ts, {})}
+    assert (rows["all"]["restored"], rows["male"]["restored"], rows["female"]["restored"]) == (3, 2, 1)
+    assert (rows["all"]["correct"], rows["all"]["clean_correct"]) == (4, 3)

@@ -225,6 +225,8 @@ def summarise(cells: dict[str, np.ndarray], ts: HeldOutSet, base: dict, batches:
         row = dict(base, subset=subset, n=n,
                    clean_accuracy=clean_correct / n if n else None, clean_correct=clean_correct,
                    accuracy=correct / n if n else None, correct=correct,
+                   # wrong before the attack, right after: the attack moved a wrong decision onto the label
+                   restored=int(((cells["clean_pred"][m] != y) & (cells["adv_pred"][m] == y)).sum()),
                    accuracy_ci=list(wilson(correct, n)),
                    success_rate=mean(cells["adv_pred"] != cells["clean_pred"]),
                    mean_abs=mean(cells["mean_abs"]), l2=mean(cells["l2"]), linf=mean(cells["linf"]),

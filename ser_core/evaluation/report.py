@@ -65,7 +65,8 @@ def pooled(rows: list[dict]) -> dict | None:
         r.get("success_rate") is not None for r in rows) else None
     return {"n": n, "correct": k, "accuracy": k / n if n else None, "clean_correct": kc,
             "clean_accuracy": kc / n if n else None, "accuracy_ci": list(wilson(k, n)),
-            "unchanged": kept, "settings": len(rows)}
+            "unchanged": kept, "settings": len(rows),
+            "restored": sum(r["restored"] for r in rows) if all("restored" in r for r in rows) else None}
 
 
 def _f(v, digits=3) -> str:
@@ -191,10 +192,14 @@ def _reason(g: dict, ref: float, ref_clean: float, attack: str | None = None, co
     restored = _restored(g)
     if restored and g["accuracy"] > ref and (g["correct"] - restored) / g["n"] <= ref + MARGIN:
         wrong, n = g["n"] - g["clean_correct"], g["n"]
-        changed = ("every one" if not g["unchanged"] else f"all but {g['unchanged']}")
+        if g.get("restored") is not None:
+            count = f"{restored} of the {g['correct']} counted correct were"
+        else:
+            changed = ("every one" if not g["unchanged"] else f"all but {g['unchanged']}")
+            count = (f"The attack changed the decision on {changed} of the {n} examples, so at least "
+                     f"{restored} of the {g['correct']} counted correct were")
         why = (f"outside our 95 % interval [{_f(lo)}, {_f(hi)}] with the same clean accuracy; the data shows why. "
-               f"The attack changed the decision on {changed} of the {n} examples, so at least {restored} of the "
-               f"{g['correct']} counted correct were among the {wrong} the model got wrong before it, moved onto "
+               f"{count[0].upper() + count[1:]} among the {wrong} the model got wrong before it, moved onto "
                f"their true label: our attacks move away from the model's decision toward the nearest other "
                f"class, which for a wrong decision is often the true one. Without those, accuracy would be at "
                f"most {_f((g['correct'] - restored) / n)}")
@@ -210,9 +215,12 @@ def _reason(g: dict, ref: float, ref_clean: float, attack: str | None = None, co
 
 
 def _restored(g: dict) -> int:
-    """At least how many of the examples counted correct after the attack were wrong before it:
-    a correct one stays correct only if its decision did not change, so all but `unchanged` of
-    the correct ones were moved onto their true label from a wrong decision."""
+    """How many of the examples counted correct after the attack were wrong before it: the
+    per-example count where the rows carry it, else a lower bound (a correct one stays correct
+    only if its decision did not change, so all but `unchanged` of the correct ones were moved
+    onto their true label from a wrong decision)."""
+    if g.get("restored") is not None:  # counted per example (rows written since it was added)
+        return g["restored"]
     if g.get("unchanged") is None or g.get("clean_correct") is None:
         return 0
     return max(0, g["correct"] - g["unchanged"])
