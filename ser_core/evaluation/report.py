@@ -61,11 +61,11 @@ def pooled(rows: list[dict]) -> dict | None:
     k = sum(r["correct"] for r in rows)
     kc = sum(r["clean_correct"] for r in rows)
     # examples whose decision the attack left as it was (success_rate: share of changed decisions)
-    kept = sum(round(r["n"] * (1 - r["success_rate"])) for r in rows) if all(
+    unchanged = sum(round(r["n"] * (1 - r["success_rate"])) for r in rows) if all(
         r.get("success_rate") is not None for r in rows) else None
     return {"n": n, "correct": k, "accuracy": k / n if n else None, "clean_correct": kc,
             "clean_accuracy": kc / n if n else None, "accuracy_ci": list(wilson(k, n)),
-            "unchanged": kept, "settings": len(rows),
+            "unchanged": unchanged, "settings": len(rows),
             "restored": sum(r["restored"] for r in rows) if all("restored" in r for r in rows) else None}
 
 
