@@ -23,9 +23,9 @@ def train_shipped_bundle(corpus_name: str, data_dir, out, recipe_name: str = DEF
     every speaker but one male and one female validation speaker (ser_core/folds.ship_split),
     early-stopped on them (a weight-averaging recipe keeps them out too, as a held-out check,
     whatever its `hold_out_validation` says for the folds). Its published accuracy is the
-    recipe's speaker-fold cross-validation (reports/crossval/<corpus>-<recipe>.json, copied
-    into config["crossval"]); the validation
-    speakers' figures are recorded as `metrics.test` with `subset` saying what they are."""
+    recipe's speaker-fold cross-validation at the same epoch count (reports/crossval/, named by
+    `crossval.result_name`, copied into config["crossval"]); the validation speakers' figures
+    are recorded as `metrics.test` with `subset` saying what they are."""
     import platform
     from .bundle import quantize_roundtrip
     from .config import PAPER_FEATURES

@@ -189,11 +189,11 @@ def _reason(g: dict, ref: float, ref_clean: float, attack: str | None = None, co
     if g["clean_accuracy"] is not None and abs(g["clean_accuracy"] - ref_clean) > MARGIN:
         return (f"our model starts elsewhere: clean accuracy {_f(g['clean_accuracy'])} on these examples "
                 f"vs the study's {_f(ref_clean)}")
-    restored, n = _restored(g), g["n"]
+    restored, n, counted = _restored(g), g["n"], g.get("restored") is not None
     wrong = n - g["clean_correct"] if g.get("clean_correct") is not None else None
     excess = g["correct"] - ref * n  # examples counted correct beyond the study's rate
-    if g["accuracy"] > ref and (g.get("restored") is not None or restored >= excess / 2 > 0):
-        if g.get("restored") is not None:
+    if g["accuracy"] > ref and (counted or restored >= excess / 2 > 0):
+        if counted:
             kept = g["correct"] - restored
             why = (f"{kept} of the {g['clean_correct']} examples the model got right keep their label through "
                    f"the attack ({_f(kept / n)} of the accuracy), and {restored} of the {wrong} it got wrong end "
