@@ -60,7 +60,7 @@ def pretrain_tables(target: str, data_root) -> list:
 
 # recipe fields that shape only the training on the target corpus, not the pre-training
 FINE_TUNING_ONLY = ("name", "describe", "max_epochs", "patience", "select_on", "swa_start",
-                    "offline_augmentation", "hold_out_validation")
+                    "offline_augmentation", "hold_out_validation", "finetune_lr")
 
 
 def pretrain_path(target: str, recipe, tables, run_root) -> Path:

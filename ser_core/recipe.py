@@ -85,6 +85,9 @@ class Recipe:
     offline_augmentation: bool = False
     pretrain: bool = False  # start from weights trained on the other two corpora (pretrain.py)
     pretrain_epochs: int = 30
+    # > 0: the peak learning rate when fine-tuning pre-trained weights (pre-training keeps
+    # learning_rate), so that the layers pre-training shaped move less
+    finetune_lr: float = 0.0
     swa_start: float = 0.0  # > 0: average the weights of every epoch from this fraction of max_epochs on
     # False: a cross-validation fold holds out no validation speakers (they train too); only for
     # recipes that select nothing on validation (swa_start > 0)
@@ -150,6 +153,10 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
        "folds (nothing is selected on them): they train too", standardizer="global",
        input_norm="global", pretrain=True, max_epochs=60, patience=60, swa_start=0.5,
        hold_out_validation=False),
+    _r("ours-global-pre-swa-all-ft", "ours-global-pre-swa-all fine-tuned from a peak learning "
+       "rate of 1.5e-4 instead of 5e-4 (pre-training keeps 5e-4), so the pre-trained layers move "
+       "less", standardizer="global", input_norm="global", pretrain=True, max_epochs=60,
+       patience=60, swa_start=0.5, hold_out_validation=False, finetune_lr=1.5e-4),
     _r("ours-global-swa-all", "ours-global-swa with no validation speakers held out in the folds: "
        "they train too", standardizer="global", input_norm="global", max_epochs=60, patience=60,
        swa_start=0.5, hold_out_validation=False),
@@ -260,15 +267,18 @@ def predict_tensor(model, x: torch.Tensor, device="cpu", amp=None, batch=128) ->
 
 
 def train_epoch(model, opt, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, g: torch.Generator,
-                amp: dict, device, n_classes: int, first_step: int, total_steps: int) -> float:
+                amp: dict, device, n_classes: int, first_step: int, total_steps: int,
+                peak_lr: float | None = None) -> float:
     """One pass over (x, y) in shuffled batches: on-the-fly augmentation, label smoothing, mixup,
-    the cosine learning rate by global step. Returns the mean training loss."""
+    the cosine learning rate (from `peak_lr`, default the recipe's) by global step. Returns the
+    mean training loss."""
+    peak_lr = recipe.learning_rate if peak_lr is None else peak_lr
     model.train()
     perm = torch.randperm(len(x), generator=g)
     total, n = 0.0, 0
     for bi, i in enumerate(range(0, len(perm), recipe.batch_size)):
         if recipe.schedule == "cosine":
-            lr = recipe.learning_rate * 0.5 * (1 + math.cos(math.pi * min(1.0, (first_step + bi) / total_steps)))
+            lr = peak_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (first_step + bi) / total_steps)))
             for group in opt.param_groups:
                 group["lr"] = lr
         idx = perm[i:i + recipe.batch_size]
@@ -367,7 +377,8 @@ def train_recipe(table: ChunkTable, train_rows: np.ndarray, val_rows: np.ndarray
         start_from(model, init, table.corpus.classes)
     cpu_fast(model, device)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=recipe.learning_rate, weight_decay=recipe.weight_decay,
+    peak_lr = recipe.finetune_lr if init is not None and recipe.finetune_lr else recipe.learning_rate
+    opt = torch.optim.AdamW(params, lr=peak_lr, weight_decay=recipe.weight_decay,
                             eps=1e-7)
     steps_per_epoch = math.ceil(len(x_tr) / recipe.batch_size)
     total_steps = steps_per_epoch * recipe.max_epochs
@@ -391,7 +402,7 @@ def train_recipe(table: ChunkTable, train_rows: np.ndarray, val_rows: np.ndarray
     while state["epoch"] < recipe.max_epochs and state["wait"] < recipe.patience:
         t0, c0 = time.time(), time.process_time()
         total = train_epoch(model, opt, x_tr, y_tr, recipe, g, amp, device, n_classes,
-                            state["epoch"] * steps_per_epoch, total_steps)
+                            state["epoch"] * steps_per_epoch, total_steps, peak_lr)
         if recipe.swa_start and state["epoch"] >= int(recipe.swa_start * recipe.max_epochs):
             k = state.get("swa_n", 0)
             params = {n: p.detach().float().cpu().clone() for n, p in model.named_parameters()}

@@ -352,8 +352,34 @@ def test_recipes_that_differ_only_in_fine_tuning_share_one_pre_training(tmp_path
     from ser_core.pretrain import pretrain_path
     from ser_core.recipe import get_recipe
     paths = {pretrain_path("emodb", get_recipe(r), [], tmp_path)
-             for r in ("ours-global-pre", "ours-global-pre-swa", "ours-global-pre-swa-all")}
+             for r in ("ours-global-pre", "ours-global-pre-swa", "ours-global-pre-swa-all",
+                       "ours-global-pre-swa-all-ft")}
     assert len(paths) == 1
     import dataclasses
     other = dataclasses.replace(get_recipe("ours-global-pre"), dropout=0.5)
     assert pretrain_path("emodb", other, [], tmp_path) not in paths
+
+
+def test_fine_tuning_learning_rate_applies_only_to_a_model_started_from_pre_trained_weights(tiny_corpus, tmp_path):
+    """finetune_lr: a model started from pre-trained weights follows the cosine schedule from
+    that peak; one trained from scratch keeps the recipe's learning_rate."""
+    import dataclasses
+    from ser_core.corpora import read_corpus
+    from ser_core.dataset import build_table
+    from ser_core.folds import fold_split
+    from ser_core.model import CNNLSTM
+    from ser_core.pretrain import EMOTIONS
+    from ser_core.recipe import get_recipe, train_recipe
+    table = build_table(read_corpus("emodb", tiny_corpus), augmentation=False, progress=False)
+    split = fold_split(table, 0)
+    recipe = dataclasses.replace(get_recipe("ours-global-pre-swa-all-ft"), max_epochs=2, patience=2)
+    assert recipe.finetune_lr == 1.5e-4 and recipe.learning_rate == 5e-4
+    torch.manual_seed(0)
+    pre = CNNLSTM(len(EMOTIONS), input_norm="global")
+    init = {"model": pre.state_dict(), "classes": ["happiness", "sadness"], "outputs": list(EMOTIONS)}
+    (tmp_path / "tuned").mkdir(), (tmp_path / "scratch").mkdir()
+    tuned = train_recipe(table, split.train, split.val, recipe, tmp_path / "tuned", precision="fp32",
+                         init=init)
+    scratch = train_recipe(table, split.train, split.val, recipe, tmp_path / "scratch", precision="fp32")
+    for a, b in zip(tuned.history, scratch.history):
+        assert a["lr"] > 0 and a["lr"] / b["lr"] == pytest.approx(1.5e-4 / 5e-4)
