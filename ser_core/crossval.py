@@ -100,9 +100,10 @@ def run_dir_for(table, recipe, run_root) -> Path:
 
 
 def train_fold(table, fold: int, recipe, run_dir: Path, precision="auto", device=None,
-               log=None, init: dict | None = None) -> dict:
-    """Train and test one fold (from the pre-trained weights `init` when the recipe has them);
-    its result JSON is written once and read back on resume."""
+               log=None, init: dict | None = None, extra=None) -> dict:
+    """Train and test one fold (from the pre-trained weights `init` when the recipe has them,
+    with the other corpora's rows `extra` when it co-trains); its result JSON is written once
+    and read back on resume."""
     log = log or sys.stderr
     out = run_dir / f"fold-{fold}.json"
     if out.is_file():
@@ -120,7 +121,8 @@ def train_fold(table, fold: int, recipe, run_dir: Path, precision="auto", device
     if not recipe.hold_out_validation:
         split = split.validation_trains(table)
     res = train_recipe(table, split.train, split.val, recipe, fold_dir, precision, device,
-                       log=open(fold_dir / "history.jsonl", "a"), progress=progress, init=init)
+                       log=open(fold_dir / "history.jsonl", "a"), progress=progress, init=init,
+                       extra=extra)
     x = load_rows(table, split.test, res.standardizer)
     chunk_probs = predict_tensor(res.model, x)
     ids, probs = clip_probabilities(chunk_probs, table.utt[split.test])
@@ -141,7 +143,7 @@ def train_fold(table, fold: int, recipe, run_dir: Path, precision="auto", device
 
 
 def fold_task(corpus_name: str, data_dir: str, fold: int, recipe_dict: dict, precision="auto",
-              device=None, init: dict | None = None) -> dict:
+              device=None, init: dict | None = None, extra=None) -> dict:
     """One fold trained from scratch where it runs (a Ray worker: its checkpoints in a scratch
     folder there), its record handed back for the driver to write."""
     import tempfile
@@ -150,7 +152,7 @@ def fold_task(corpus_name: str, data_dir: str, fold: int, recipe_dict: dict, pre
     table = table_for(read_corpus(corpus_name, data_dir), recipe)
     with tempfile.TemporaryDirectory(prefix="ser-fold-") as tmp:
         return train_fold(table, fold, recipe, Path(tmp), precision, device,
-                          log=open(Path(tmp) / "log", "w"), init=init)
+                          log=open(Path(tmp) / "log", "w"), init=init, extra=extra)
 
 
 def ray_folds(address=None, cpus_per_task: float = 1, gpus_per_task: float | None = None):
@@ -161,7 +163,8 @@ def ray_folds(address=None, cpus_per_task: float = 1, gpus_per_task: float | Non
     import ray
     from .evaluation.cluster import map_tasks
 
-    def run(table, todo, recipe, run_dir, data_dir, precision, device, log=None, init=None):
+    def run(table, todo, recipe, run_dir, data_dir, precision, device, log=None, init=None,
+            extra=None):
         log = log or sys.stderr
         started = not ray.is_initialized()
         if started:
@@ -172,7 +175,7 @@ def ray_folds(address=None, cpus_per_task: float = 1, gpus_per_task: float | Non
         records = {f: json.loads((run_dir / f"fold-{f}.json").read_text())
                    for f in todo if (run_dir / f"fold-{f}.json").is_file()}
         args = [(table.corpus.name, str(data_dir), f, recipe.to_dict(), precision,
-                 None if gpus else "cpu", init) for f in todo if f not in records]
+                 None if gpus else "cpu", init, extra) for f in todo if f not in records]
         try:
             for a, record in map_tasks(fold_task, args, cpus_per_task, gpus):
                 out = run_dir / f"fold-{a[2]}.json"
@@ -249,11 +252,18 @@ def run_crossval(corpus_name: str, data_dir, recipe_name: str = "ours", folds=No
         from .pretrain import pretrain
         init = pretrain(corpus_name, pretrain_data_root or Path(data_dir).resolve().parent, recipe,
                         run_root, precision, device, log)
+    extra, cotrain = None, None
+    if recipe.cotrain:
+        from .pretrain import cotrain_rows
+        x_extra, y_extra, cotrain = cotrain_rows(
+            corpus_name, corpus.classes, pretrain_data_root or Path(data_dir).resolve().parent, recipe)
+        extra = (x_extra, y_extra)
     if executor is not None:
-        records = executor(table, todo, recipe, run_dir, data_dir, precision, device, log, init=init)
+        records = executor(table, todo, recipe, run_dir, data_dir, precision, device, log, init=init,
+                           extra=extra)
     else:
-        records = [train_fold(table, f, recipe, run_dir, precision, device, log, init=init)
-                   for f in todo]
+        records = [train_fold(table, f, recipe, run_dir, precision, device, log, init=init,
+                              extra=extra) for f in todo]
     if sorted(todo) != all_folds:
         return {"run_dir": str(run_dir), "folds_done": [r["fold"] for r in records]}
     clips = [dict(c, fold=r["fold"]) for r in records for c in r["clips"]]
@@ -265,6 +275,7 @@ def run_crossval(corpus_name: str, data_dir, recipe_name: str = "ours", folds=No
              "device": records[0]["device"], "run_dir": str(run_dir),
              "pretrain": None if init is None else {k: init[k] for k in (
                  "corpora", "classes", "chunks", "epochs", "cpu_seconds")},
+             "cotrain": cotrain,
              "per_fold": [summarise(f"fold {r['fold']}", r["clips"], corpus.classes)
                           for r in records]}
     for p in extra["per_fold"]:

@@ -69,17 +69,23 @@ def render(config: dict) -> str:
             "",
         ]
     pre = tr.get("pretrained_on")
-    data_corpora = [c] + (pre["corpora"] if pre else [])
+    co = tr.get("cotrained_on") or {}  # {corpus: {"chunks", "speakers"}}
+    others = list(pre["corpora"] if pre else []) + [p for p in co if not pre or p not in pre["corpora"]]
+    data_corpora = [c] + others
     pre_lines = []
     if pre:
-        pre_lines = [
+        pre_lines.append(
             f"- Pre-training (before the corpus above): {pre['epochs']} epochs on every clip of "
             f"{' and '.join(pre['corpora'])} ({pre['chunks']} chunks, emotions "
             f"{', '.join(pre['emotions'])}; ser_core/pretrain.py). None of their speakers is one "
-            f"of {c}'s.",
-            *[f"- {p}: licence {DATA_LICENCES[p]['licence']}; citation: {DATA_LICENCES[p]['citation']}."
-              for p in pre["corpora"]],
-        ]
+            f"of {c}'s.")
+    if co:
+        pre_lines.append(
+            f"- Co-training (beside the corpus above): the clips of its classes from "
+            + " and ".join(f"{p} ({v['chunks']} chunks, {v['speakers']} speakers)" for p, v in co.items())
+            + f" (ser_core/pretrain.cotrain_rows). None of their speakers is one of {c}'s.")
+    pre_lines += [f"- {p}: licence {DATA_LICENCES[p]['licence']}; citation: {DATA_LICENCES[p]['citation']}."
+                  for p in others]
     lines = [
         "---",
         f"license: {'cc-by-nc-sa-4.0' if 'ravdess' in data_corpora else 'other'}",

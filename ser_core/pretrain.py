@@ -60,7 +60,7 @@ def pretrain_tables(target: str, data_root) -> list:
 
 # recipe fields that shape only the training on the target corpus, not the pre-training
 FINE_TUNING_ONLY = ("name", "describe", "max_epochs", "patience", "select_on", "swa_start",
-                    "offline_augmentation", "hold_out_validation", "finetune_lr")
+                    "offline_augmentation", "hold_out_validation", "finetune_lr", "cotrain")
 
 
 def pretrain_path(target: str, recipe, tables, run_root) -> Path:
@@ -127,6 +127,26 @@ def pretrain(target: str, data_root, recipe, run_root="runs/crossval", precision
     _save(path, out)
     print(json.dumps({k: v for k, v in out.items() if k != "model"}), file=log, flush=True)
     return out
+
+
+def cotrain_rows(target: str, classes, data_root, recipe) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Every chunk of the corpora other than `target` whose emotion is one of `classes` (the
+    target's), each corpus standardised by its own standardiser as in pre-training, labelled by
+    its index in `classes`: the training rows a `cotrain` recipe adds to the target's. None of
+    the target's speakers is among them."""
+    xs, ys, counts = [], [], {}
+    for t in pretrain_tables(target, data_root):
+        keep = np.flatnonzero(np.isin(np.array(t.corpus.classes)[t.labels], list(classes)))
+        if len(keep) == 0:
+            continue
+        xs.append(load_rows(t, keep, fit_standardizer(t.features, recipe)))
+        ys.append(np.array([list(classes).index(t.corpus.classes[k]) for k in t.labels[keep]]))
+        counts[t.corpus.name] = {"chunks": int(len(keep)),
+                                 "speakers": int(len(set(t.speakers[keep])))}
+    if not xs:
+        raise ParameterError(f"co-training for {target}: the other corpora have none of its classes "
+                             f"{', '.join(classes)}")
+    return torch.cat(xs), torch.from_numpy(np.concatenate(ys)).long(), counts
 
 
 def _save(path: Path, obj) -> None:

@@ -26,6 +26,9 @@ changes only how the same layer stack is trained and fed:
     and time-stretched versions (ser_core/augment.py; validation and test clips stay as
     recorded), so an epoch is nine times longer and `max_epochs` is counted in those;
   - `pretrain`: start from the layer stack trained on the two other corpora (pretrain.py);
+  - `cotrain`: keep those corpora's clips of the target's classes in the training set while
+    fine-tuning (their speakers join the target's few: EMOVO's folds train on 4 speakers of
+    their own), each corpus by its own standardiser, as in pre-training;
   - `swa_start`: stochastic weight averaging (Izmailov et al., UAI 2018): the model is the
     average of the weights after every epoch from that fraction of `max_epochs` on, with its
     BatchNorm statistics recomputed, instead of the epoch two validation speakers chose (a
@@ -85,6 +88,9 @@ class Recipe:
     offline_augmentation: bool = False
     pretrain: bool = False  # start from weights trained on the other two corpora (pretrain.py)
     pretrain_epochs: int = 30
+    # fine-tune on the target's training speakers together with every clip of the other two
+    # corpora whose emotion is one of the target's classes (pretrain.cotrain_rows)
+    cotrain: bool = False
     # > 0: the peak learning rate when fine-tuning pre-trained weights (pre-training keeps
     # learning_rate), so that the layers pre-training shaped move less
     finetune_lr: float = 0.0
@@ -157,6 +163,11 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
        "rate of 1.5e-4 instead of 5e-4 (pre-training keeps 5e-4), so the pre-trained layers move "
        "less", standardizer="global", input_norm="global", pretrain=True, max_epochs=60,
        patience=60, swa_start=0.5, hold_out_validation=False, finetune_lr=1.5e-4),
+    _r("ours-global-pre-swa-all-co", "ours-global-pre-swa-all fine-tuned with the other two "
+       "corpora's clips of the target's classes in its training set (30 epochs of 2-5 times the "
+       "rows, the weights of epochs 16-30 averaged)", standardizer="global", input_norm="global",
+       pretrain=True, cotrain=True, max_epochs=30, patience=30, swa_start=0.5,
+       hold_out_validation=False),
     _r("ours-global-swa-all", "ours-global-swa with no validation speakers held out in the folds: "
        "they train too", standardizer="global", input_norm="global", max_epochs=60, patience=60,
        swa_start=0.5, hold_out_validation=False),
@@ -353,11 +364,13 @@ class RecipeResult:
 
 def train_recipe(table: ChunkTable, train_rows: np.ndarray, val_rows: np.ndarray, recipe: Recipe,
                  run_dir: Path | None = None, precision: str = "auto", device: str | None = None,
-                 log=None, progress=None, init: dict | None = None) -> RecipeResult:
+                 log=None, progress=None, init: dict | None = None,
+                 extra: tuple[torch.Tensor, torch.Tensor] | None = None) -> RecipeResult:
     """Train the study's CNN-LSTM on `train_rows` with `recipe`, selecting the epoch on the
     clip-level validation figure of `val_rows` (none: the recipe must average weights, and every
     epoch runs). Resumes from run_dir/checkpoint.pt. `init`: the pre-trained weights to start
-    from (ser_core/pretrain.py), when the recipe has them."""
+    from (ser_core/pretrain.py), when the recipe has them; `extra`: standardised chunks and their
+    labels (in the target's classes) that train beside `train_rows` (pretrain.cotrain_rows)."""
     log = log or sys.stderr
     if len(val_rows) == 0 and not recipe.swa_start:
         raise ParameterError(f"recipe {recipe.name!r}: no validation rows to select an epoch on; "
@@ -369,6 +382,8 @@ def train_recipe(table: ChunkTable, train_rows: np.ndarray, val_rows: np.ndarray
     n_classes = len(table.corpus.classes)
     x_tr = load_rows(table, train_rows, standardizer)
     y_tr = torch.from_numpy(labels[train_rows]).long()
+    if extra is not None:
+        x_tr, y_tr = torch.cat([x_tr, extra[0]]), torch.cat([y_tr, extra[1]])
     x_va = load_rows(table, val_rows, standardizer)
     torch.manual_seed(recipe.seed)
     model = CNNLSTM(n_classes, recipe.dropout, recipe.lstm_input_dropout, table.cfg.input_shape,

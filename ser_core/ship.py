@@ -47,7 +47,14 @@ def train_shipped_bundle(corpus_name: str, data_dir, out, recipe_name: str = DEF
         from .pretrain import pretrain
         init = pretrain(corpus_name, pretrain_data_root or Path(data_dir).resolve().parent, recipe,
                         pretrain_root, precision)
-    result = train_recipe(table, split.train, split.val, recipe, run_dir, precision, init=init)
+    extra, cotrain = None, None
+    if recipe.cotrain:  # the other corpora's clips of this corpus's classes train too
+        from .pretrain import cotrain_rows
+        x_extra, y_extra, cotrain = cotrain_rows(
+            corpus_name, corpus.classes, pretrain_data_root or Path(data_dir).resolve().parent, recipe)
+        extra = (x_extra, y_extra)
+    result = train_recipe(table, split.train, split.val, recipe, run_dir, precision, init=init,
+                          extra=extra)
     model = quantize_roundtrip(result.model, weights_dtype)
     rows = split.val
     chunk_probs = predict_rows(model, table, rows, result.standardizer)
@@ -99,6 +106,7 @@ def train_shipped_bundle(corpus_name: str, data_dir, out, recipe_name: str = DEF
                          "corpora": init["corpora"], "emotions": init["classes"],
                          "chunks": init["chunks"], "epochs": init["epochs"],
                          "cpu_seconds": init["cpu_seconds"]},
+                     "cotrained_on": cotrain,
                      "best_epoch": result.best_epoch, "seconds": round(result.seconds, 1),
                      "cpu_seconds": round(result.cpu_seconds, 1), "precision": result.precision,
                      "hardware": f"{platform.processor() or platform.machine()}, "

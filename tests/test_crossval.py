@@ -261,6 +261,15 @@ def test_pretraining_on_the_other_corpora_then_a_fold_from_it(tiny_corpus, tmp_p
     assert torch.equal(again["model"]["dense.weight"], init["model"]["dense.weight"])
     assert sum("epoch 1/1" in s for s in lines) == 1  # the second call loaded the file
     table = build_table(read_corpus("emodb", tiny_corpus), augmentation=False, progress=False)
+    # co-training rows: the other corpora's chunks of EmoDB's classes, labelled in EmoDB's order
+    from ser_core.pretrain import cotrain_rows, pretrain_tables
+    x, y, counts = cotrain_rows("emodb", table.corpus.classes, root, recipe)
+    want = {t.corpus.name: [t.corpus.classes[k] for k in t.labels] for t in pretrain_tables("emodb", root)}
+    kept = {n: [e for e in v if e in table.corpus.classes] for n, v in want.items()}
+    assert {n: c["chunks"] for n, c in counts.items()} == {n: len(v) for n, v in kept.items() if v}
+    assert len(x) == len(y) == sum(len(v) for v in kept.values()) > 0
+    assert sorted(table.corpus.classes[k] for k in y.tolist()) == sorted(sum(kept.values(), []))
+    assert x.shape[1:] == table.features.shape[1:] and abs(float(x.mean())) < 0.5
     a = train_fold(table, 0, recipe, tmp_path / "a", precision="fp32", init=init)
     b = train_fold(table, 0, recipe, tmp_path / "b", precision="fp32")
     assert len(a["clips"]) == len(b["clips"]) > 0
@@ -303,7 +312,11 @@ def test_model_card_of_a_pretrained_bundle_names_every_corpus_and_licence():
     assert "license: cc-by-nc-sa-4.0" in card
     assert "every clip of emovo and ravdess (2231 chunks" in card
     assert "EMOVO Corpus" in card and "RAVDESS" in card and "CC BY-NC-SA 4.0" in card
+    cfg["training"]["cotrained_on"] = {"ravdess": {"chunks": 900, "speakers": 24}}
+    assert "the clips of its classes from ravdess (900 chunks, 24 speakers)" in render(cfg)
     del cfg["training"]["pretrained_on"]
+    assert "license: cc-by-nc-sa-4.0" in render(cfg)  # co-training alone also brings RAVDESS's licence
+    del cfg["training"]["cotrained_on"]
     assert "license: other" in render(cfg) and "Pre-training" not in render(cfg)
 
 
