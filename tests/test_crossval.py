@@ -182,6 +182,25 @@ def test_shipped_default_model_does_not_answer_one_class_for_new_voices(name, co
     assert np.mean([l == u.emotion for l, u in zip(labels, utts)]) > 0.3
 
 
+@pytest.mark.parametrize("name", ["emodb", "emovo", "ravdess"])
+def test_each_default_bundle_is_trained_and_quoted_as_shipped_says(name):
+    """models/<corpus> holds the recipe and epoch cap of ser_core.recipe.SHIPPED (what
+    train-defaults retrains), and its card's figure is that recipe's cross-validation at the
+    same epochs, read from the report's JSON."""
+    import json as _json
+    from ser_core.bundle import REPO_ROOT
+    from ser_core.crossval import result_name
+    from ser_core.recipe import SHIPPED, get_recipe
+    recipe_name, epochs = SHIPPED[name]
+    recipe = get_recipe(recipe_name, **({"max_epochs": epochs} if epochs else {}))
+    cfg = _json.loads((REPO_ROOT / "models" / name / "config.json").read_text())
+    assert cfg["training"]["recipe"]["name"] == recipe.name
+    assert cfg["training"]["recipe"]["max_epochs"] == recipe.max_epochs == cfg["crossval"]["max_epochs"]
+    assert bool(cfg["training"].get("cotrained_on")) == recipe.cotrain
+    cv = _json.loads((REPO_ROOT / "reports" / "crossval" / f"{result_name(name, recipe)}.json").read_text())
+    assert cfg["crossval"]["accuracy"] == cv["accuracy"] and cfg["crossval"]["n_speakers"] == cv["n_speakers"]
+
+
 def test_batchnorm_recalibration_sets_the_clean_rows_statistics():
     """After training on mixed-up, masked batches the running statistics lag behind clean input;
     recalibration makes them the clean rows' own (what eval mode then uses)."""
