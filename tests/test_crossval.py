@@ -415,3 +415,26 @@ def test_fine_tuning_learning_rate_applies_only_to_a_model_started_from_pre_trai
     scratch = train_recipe(table, split.train, split.val, recipe, tmp_path / "scratch", precision="fp32")
     for a, b in zip(tuned.history, scratch.history):
         assert a["lr"] > 0 and a["lr"] / b["lr"] == pytest.approx(1.5e-4 / 5e-4)
+
+
+def test_train_defaults_trains_the_speaker_bundles_by_shipped_and_skips_finished_ones(tmp_path, monkeypatch):
+    """train-defaults, speaker protocol: each corpus by its SHIPPED recipe and epochs (not the
+    study's recipe), a bundle folder with a config already there skipped."""
+    import argparse
+    import types
+    import ser_core.ship
+    from export import defaults
+    from ser_core.recipe import SHIPPED
+    calls = []
+
+    def fake(corpus, data_dir, out, recipe, weights_dtype, epochs, run_dir=None, command=""):
+        calls.append((corpus, recipe, epochs, weights_dtype, command))
+        return types.SimpleNamespace(config={"crossval": {"accuracy": 0.5}})
+    monkeypatch.setattr(ser_core.ship, "train_shipped_bundle", fake)
+    (tmp_path / "emodb").mkdir()
+    (tmp_path / "emodb" / "config.json").write_text("{}")
+    args = argparse.Namespace(data_root="DATA", models_dir=str(tmp_path), protocols="speaker",
+                              corpora="emodb,emovo,ravdess", max_epochs=None, weights_dtype="int8")
+    defaults.run(args)
+    assert [c[:4] for c in calls] == [(c, *SHIPPED[c], "int8") for c in ("emovo", "ravdess")]
+    assert "--recipe ours-global-pre-swa-all --out" in calls[1][4] and "--max-epochs 80" in calls[1][4]
