@@ -252,12 +252,8 @@ def run_crossval(corpus_name: str, data_dir, recipe_name: str = "ours", folds=No
         from .pretrain import pretrain
         init = pretrain(corpus_name, pretrain_data_root or Path(data_dir).resolve().parent, recipe,
                         run_root, precision, device, log)
-    extra, cotrain = None, None
-    if recipe.cotrain:
-        from .pretrain import cotrain_rows
-        x_extra, y_extra, cotrain = cotrain_rows(
-            corpus_name, corpus.classes, pretrain_data_root or Path(data_dir).resolve().parent, recipe)
-        extra = (x_extra, y_extra)
+    from .pretrain import cotrain_for
+    extra, cotrain = cotrain_for(recipe, corpus, data_dir, pretrain_data_root)
     if executor is not None:
         records = executor(table, todo, recipe, run_dir, data_dir, precision, device, log, init=init,
                            extra=extra)

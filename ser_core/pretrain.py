@@ -149,6 +149,16 @@ def cotrain_rows(target: str, classes, data_root, recipe) -> tuple[torch.Tensor,
     return torch.cat(xs), torch.from_numpy(np.concatenate(ys)).long(), counts
 
 
+def cotrain_for(recipe, corpus, data_dir, data_root=None):
+    """((x, y), counts) of `cotrain_rows` for `corpus` (read from `data_root`, default the folder
+    holding data_dir) when the recipe co-trains, else (None, None)."""
+    if not recipe.cotrain:
+        return None, None
+    x, y, counts = cotrain_rows(corpus.name, corpus.classes,
+                                data_root or Path(data_dir).resolve().parent, recipe)
+    return (x, y), counts
+
+
 def _save(path: Path, obj) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(obj, tmp)

@@ -47,12 +47,8 @@ def train_shipped_bundle(corpus_name: str, data_dir, out, recipe_name: str = DEF
         from .pretrain import pretrain
         init = pretrain(corpus_name, pretrain_data_root or Path(data_dir).resolve().parent, recipe,
                         pretrain_root, precision)
-    extra, cotrain = None, None
-    if recipe.cotrain:  # the other corpora's clips of this corpus's classes train too
-        from .pretrain import cotrain_rows
-        x_extra, y_extra, cotrain = cotrain_rows(
-            corpus_name, corpus.classes, pretrain_data_root or Path(data_dir).resolve().parent, recipe)
-        extra = (x_extra, y_extra)
+    from .pretrain import cotrain_for  # the other corpora's clips of this corpus's classes, when co-training
+    extra, cotrain = cotrain_for(recipe, corpus, data_dir, pretrain_data_root)
     result = train_recipe(table, split.train, split.val, recipe, run_dir, precision, init=init,
                           extra=extra)
     model = quantize_roundtrip(result.model, weights_dtype)
