@@ -2,6 +2,7 @@
 bundles (ser_core/evaluation), its Markdown report, and adversarial training (ser_core/defence.py)."""
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -187,8 +188,15 @@ def run_report(args):
     if not rows:
         raise ParameterError(f"{args.results}: no result rows (run `python -m export evaluate` first)")
     profile = rows[0].get("profile", "quick")
-    report.write_report(rows, args.out, profile)
-    emit({"report": str(Path(args.out) / "README.md"), "rows": len(rows)})
+    from ser_core.bundle import REPO_ROOT
+    weights = {}
+    for m in {r["model"] for r in rows}:  # the shipped bundles' weights now
+        cfg = REPO_ROOT / "models" / m / "config.json"
+        if cfg.is_file():
+            weights[m] = json.loads(cfg.read_text()).get("weights_sha")
+    rows, superseded = report.current_rows(rows, weights)
+    report.write_report(rows, args.out, profile, superseded=superseded)
+    emit({"report": str(Path(args.out) / "README.md"), "rows": len(rows), "superseded": superseded})
 
 
 def run_defend(args):

@@ -613,3 +613,19 @@ def test_report_splits_a_gap_into_kept_and_restored_examples():
     assert cell["kind"] == "implementation"
     assert "127 of the 882 examples the model got right keep their label" in cell["reason"]
     assert "21 of the 105 it got wrong end on their true label" in cell["reason"]
+
+
+def test_report_leaves_out_rows_of_weights_a_model_no_longer_has():
+    """A retrained model: its rows measured on the earlier weights leave the report (counted per
+    model), its rows on the weights it has now and rows of other or unhashed models stay."""
+    from ser_core.evaluation.report import current_rows
+    rows = [{"model": "emovo", "weights_sha": "old", "attack": "fgsm"},
+            {"model": "emovo", "weights_sha": "old", "attack": "bim"},
+            {"model": "emovo", "weights_sha": "new", "attack": "fgsm"},
+            {"model": "emodb", "weights_sha": "a", "attack": "fgsm"},
+            {"model": "emodb", "attack": "bim"},
+            {"model": "mine", "weights_sha": "x", "attack": "fgsm"}]
+    kept, left = current_rows(rows, {"emovo": "new", "emodb": "a"})
+    assert left == {"emovo": 2}
+    assert [(r["model"], r["attack"]) for r in kept] == [("emovo", "fgsm"), ("emodb", "fgsm"),
+                                                          ("emodb", "bim"), ("mine", "fgsm")]

@@ -543,10 +543,26 @@ def _strength(r: dict) -> str:
     return "/".join(f"{v:g}" if isinstance(v, (int, float)) else str(v) for v in r["setting"].values()) or "-"
 
 
+def current_rows(rows: list[dict], weights: dict[str, str | None]) -> tuple[list[dict], dict[str, int]]:
+    """The rows measured on each model's weights now (`weights`: model name -> weights_sha of
+    the bundle of that name), and per model the count of rows left out because they were
+    measured on weights the bundle no longer has (a retrained model whose cells have not all been
+    rerun). Rows of a model not in `weights`, or without a recorded hash, stay."""
+    kept, left = [], defaultdict(int)
+    for r in rows:
+        now = weights.get(r["model"])
+        if now and r.get("weights_sha") and r["weights_sha"] != now:
+            left[r["model"]] += 1
+        else:
+            kept.append(r)
+    return kept, dict(left)
+
+
 def write_report(rows: list[dict], out_dir, profile: str = "quick", wall_seconds: float | None = None,
-                 waveform_rows: list[dict] | None = None) -> str:
+                 waveform_rows: list[dict] | None = None, superseded: dict[str, int] | None = None) -> str:
     """waveform_rows: per-clip rows of the waveform part; by default read from
-    results-<profile>-waveform.jsonl in out_dir."""
+    results-<profile>-waveform.jsonl in out_dir. superseded: rows left out per model, measured
+    on earlier weights (`current_rows`), named in the report."""
     out_dir = Path(out_dir)
     if waveform_rows is None:
         waveform_rows = read_rows(out_dir / f"results-{profile}-waveform.jsonl")
@@ -572,7 +588,12 @@ def write_report(rows: list[dict], out_dir, profile: str = "quick", wall_seconds
          f"- Full profile (every test example) projected from the CPU seconds per example measured here: "
          f"{proj['total_seconds'] / 3600:.1f} CPU-hours for these {len(proj['per_model_seconds'])} models and "
          f"{len(attacks)} attacks on this machine "
-         f"(study: about {STUDY_GPU_HOURS} GPU-hours for its grid with ART).", ""]
+         f"(study: about {STUDY_GPU_HOURS} GPU-hours for its grid with ART)."]
+    if superseded:
+        L += [f"- Left out: rows measured on earlier weights of a model since retrained ("
+              + ", ".join(f"{m}: {n}" for m, n in superseded.items())
+              + "); its cells appear as they are rerun on the weights it has now."]
+    L += [""]
     L += ["## Examples behind each figure", "", "Examples attacked per model and attack (every setting of "
           "an attack uses the same examples):", ""] + examples_lines(rows) + [""]
     L += ["## Paper protocol: our numbers beside the study's", "",
