@@ -143,7 +143,8 @@ def run_evaluate(args):
     if args.save_costs:
         grid.save_costs(rows, args.save_costs, overhead_per_bundle=None)
     if not args.no_report:
-        report.write_report(rows, out, profile.name, wall_seconds=wall)
+        kept, superseded = _current_rows(rows)
+        report.write_report(kept, out, profile.name, wall_seconds=wall, superseded=superseded)
     full = grid.project_full(rows)
     emit({"results": str(results), "rows": len(rows), "wall_seconds_this_run": round(wall, 1),
           "projected_seconds_before_run": round(proj["total_seconds"], 1),
@@ -176,9 +177,23 @@ def run_waveform_part(args, bundles, out: Path):
     wall = time.perf_counter() - t0
     rows = grid.read_rows(out / f"results-{args.profile}.jsonl")
     if not args.no_report and rows:
-        report.write_report(rows, out, args.profile)
+        kept, superseded = _current_rows(rows)
+        report.write_report(kept, out, args.profile, superseded=superseded)
     emit({"results": str(results), "clips_attacked": len(wrows), "wall_seconds_this_run": round(wall, 1),
           "projected_seconds_before_run": proj["total_seconds"]})
+
+
+def _current_rows(rows: list[dict]) -> tuple[list[dict], dict[str, int]]:
+    """The rows measured on the weights each shipped bundle of that name has now, and the count
+    left out per model (a retrained bundle whose cells have not all been rerun)."""
+    from ser_core.bundle import REPO_ROOT
+    from ser_core.evaluation import report
+    weights = {}
+    for m in {r["model"] for r in rows}:
+        cfg = REPO_ROOT / "models" / m / "config.json"
+        if cfg.is_file():
+            weights[m] = json.loads(cfg.read_text()).get("weights_sha")
+    return report.current_rows(rows, weights)
 
 
 def run_report(args):
@@ -188,13 +203,7 @@ def run_report(args):
     if not rows:
         raise ParameterError(f"{args.results}: no result rows (run `python -m export evaluate` first)")
     profile = rows[0].get("profile", "quick")
-    from ser_core.bundle import REPO_ROOT
-    weights = {}
-    for m in {r["model"] for r in rows}:  # the shipped bundles' weights now
-        cfg = REPO_ROOT / "models" / m / "config.json"
-        if cfg.is_file():
-            weights[m] = json.loads(cfg.read_text()).get("weights_sha")
-    rows, superseded = report.current_rows(rows, weights)
+    rows, superseded = _current_rows(rows)
     report.write_report(rows, args.out, profile, superseded=superseded)
     emit({"report": str(Path(args.out) / "README.md"), "rows": len(rows), "superseded": superseded})
 
