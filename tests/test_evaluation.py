@@ -239,6 +239,8 @@ def test_report_renders_the_paper_comparison(grid_run, tmp_path):
     line = next(l for l in text.splitlines() if l.startswith("| FGSM 0.25"))
     assert ".171 / .114 / .205" in line  # the study's EmoDB cell beside ours
     assert any(p.suffix == ".png" for p in tmp_path.rglob("*"))
+    cpu_h = sum(r["cpu_seconds"] for r in rows + paper if r["subset"] == "all") / 3600
+    assert cpu_h > 0 and f"({cpu_h:.2f} CPU-hours" in text  # the cost as run, in CPU time
 
 
 def test_defence_examples_stay_in_the_ball_and_raise_the_loss(bundle, four):
