@@ -5,7 +5,10 @@ side: are they identical apart from timing fields (grid.TIMING_FIELDS), and what
         --examples 64 --batch 8 --threads 1 --out /tmp/cmp-local --no-report
     OMP_NUM_THREADS=1 .venv/bin/python -m export evaluate --models emodb-paper --attacks fgsm,deepfool \\
         --examples 64 --batch 8 --threads 1 --executor ray --cpus-per-task 1 --out /tmp/cmp-ray --no-report
-    .venv/bin/python benchmarks/ray_vs_local.py /tmp/cmp-local/results-quick.jsonl /tmp/cmp-ray/results-quick.jsonl"""
+    .venv/bin/python benchmarks/ray_vs_local.py /tmp/cmp-local/results-quick.jsonl /tmp/cmp-ray/results-quick.jsonl
+
+The README's larger comparison: the same two commands with
+`--attacks fgsm,deepfool,cw_linf --examples 320 --batch 16`, on an idle machine."""
 import json
 import sys
 from pathlib import Path
