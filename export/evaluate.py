@@ -143,7 +143,7 @@ def run_evaluate(args):
     if args.save_costs:
         grid.save_costs(rows, args.save_costs, overhead_per_bundle=None)
     if not args.no_report:
-        kept, superseded = _current_rows(rows)
+        kept, superseded = _current_rows(rows, bundles)
         report.write_report(kept, out, profile.name, wall_seconds=wall, superseded=superseded)
     full = grid.project_full(rows)
     emit({"results": str(results), "rows": len(rows), "wall_seconds_this_run": round(wall, 1),
@@ -177,23 +177,24 @@ def run_waveform_part(args, bundles, out: Path):
     wall = time.perf_counter() - t0
     rows = grid.read_rows(out / f"results-{args.profile}.jsonl")
     if not args.no_report and rows:
-        kept, superseded = _current_rows(rows)
+        kept, superseded = _current_rows(rows, bundles)
         report.write_report(kept, out, args.profile, superseded=superseded)
     emit({"results": str(results), "clips_attacked": len(wrows), "wall_seconds_this_run": round(wall, 1),
           "projected_seconds_before_run": proj["total_seconds"]})
 
 
-def _current_rows(rows: list[dict]) -> tuple[list[dict], dict[str, int]]:
-    """The rows measured on the weights each shipped bundle of that name has now, and the count
-    left out per model (a retrained bundle whose cells have not all been rerun)."""
+def _current_rows(rows: list[dict], bundles=()) -> tuple[list[dict], dict[str, int]]:
+    """The rows measured on the weights each bundle of that name has now (the bundles this run
+    loaded, else the shipped ones under models/), and the count left out per model (a retrained
+    bundle whose cells have not all been rerun)."""
     from ser_core.bundle import REPO_ROOT
-    from ser_core.evaluation import report
-    weights = {}
-    for m in {r["model"] for r in rows}:
+    from ser_core.evaluation import grid
+    weights = {b.name: b.config.get("weights_sha") for b in bundles}
+    for m in {r["model"] for r in rows} - set(weights):
         cfg = REPO_ROOT / "models" / m / "config.json"
         if cfg.is_file():
             weights[m] = json.loads(cfg.read_text()).get("weights_sha")
-    return report.current_rows(rows, weights)
+    return grid.current_rows(rows, weights)
 
 
 def run_report(args):

@@ -385,15 +385,27 @@ class Projection:
         return None if spe is None else spe * n
 
 
+def current_rows(rows: list[dict], weights: dict[str, str | None]) -> tuple[list[dict], dict[str, int]]:
+    """The rows measured on each model's weights now (`weights`: model name -> weights_sha of
+    the bundle of that name), and per model the count of rows left out because they were
+    measured on weights the bundle no longer has (a retrained model whose cells have not all been
+    rerun; a bundle without a recorded hash matches none). Rows of a model not in `weights`, or
+    without a recorded hash, stay. The resume check (`_done`) and the report share this rule."""
+    kept, left = [], {}
+    for r in rows:
+        if r["model"] in weights and r.get("weights_sha") and r["weights_sha"] != weights[r["model"]]:
+            left[r["model"]] = left.get(r["model"], 0) + 1
+        else:
+            kept.append(r)
+    return kept, left
+
+
 def _done(rows, bundles=()) -> dict:
     """(model, attack, setting_key) -> examples behind its rows, for cells with all three rows.
     Rows written for other weights than those of the same-named bundle in `bundles` (a
     retrained model) do not count; rows from before weights were recorded do."""
-    weights = {b.name: b.config.get("weights_sha") for b in bundles}
     have = {}
-    for r in rows:
-        if r.get("weights_sha") not in (None, weights.get(r["model"], r.get("weights_sha"))):
-            continue
+    for r in current_rows(rows, {b.name: b.config.get("weights_sha") for b in bundles})[0]:
         have.setdefault((r["model"], r["attack"], r["setting_key"]), {})[r["subset"]] = r["n"]
     return {k: v["all"] for k, v in have.items() if set(SUBSETS) <= set(v)}
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..corpora import corpus_spec
 from ..defence import defend_command, is_study_recipe
-from .grid import project_full, read_rows
+from .grid import current_rows, project_full, read_rows  # noqa: F401 (current_rows: the report's filter)
 from .stats import newcombe_difference, wilson
 
 CORPORA = {"emodb": "EmoDB", "emovo": "EMOVO", "ravdess": "RAVDESS"}
@@ -541,21 +541,6 @@ def plot(rows: list[dict], out_dir: Path) -> list[Path]:
 def _strength(r: dict) -> str:
     """The setting's value(s) in short, for axis ticks."""
     return "/".join(f"{v:g}" if isinstance(v, (int, float)) else str(v) for v in r["setting"].values()) or "-"
-
-
-def current_rows(rows: list[dict], weights: dict[str, str | None]) -> tuple[list[dict], dict[str, int]]:
-    """The rows measured on each model's weights now (`weights`: model name -> weights_sha of
-    the bundle of that name), and per model the count of rows left out because they were
-    measured on weights the bundle no longer has (a retrained model whose cells have not all been
-    rerun). Rows of a model not in `weights`, or without a recorded hash, stay."""
-    kept, left = [], defaultdict(int)
-    for r in rows:
-        now = weights.get(r["model"])
-        if now and r.get("weights_sha") and r["weights_sha"] != now:
-            left[r["model"]] += 1
-        else:
-            kept.append(r)
-    return kept, dict(left)
 
 
 def write_report(rows: list[dict], out_dir, profile: str = "quick", wall_seconds: float | None = None,
