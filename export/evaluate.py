@@ -116,7 +116,7 @@ def run_evaluate(args):
     proj = grid.project(bundles, attacks, profile, grid.read_rows(results))
     print(grid.format_projection(proj, profile), file=sys.stderr, flush=True)
     if args.dry_run:
-        cells = grid.plan_cells(bundles, attacks, profile)
+        cells = grid.plan_cells(bundles, attacks, profile, rows=grid.read_rows(results))
         print(grid.format_plan(cells, profile), file=sys.stderr, flush=True)
         emit({"profile": profile.name, "projected_minutes": round(proj["total_seconds"] / 60, 1),
               "projected_cpu_hours_whole_profile": round(sum(c["cpu_seconds"] or 0 for c in cells) / 3600, 2),

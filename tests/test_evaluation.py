@@ -524,6 +524,29 @@ def test_dry_run_plan_gives_counts_intervals_and_cpu_hours(bundle):
     assert f"{size} (" in text and "+ 1 unmeasured" in text
 
 
+def test_dry_run_plan_takes_each_models_measured_cost_before_the_cost_table(bundle):
+    from ser_core.attacks import registry
+    fgsm = registry()["fgsm"]
+    keys = [grid.setting_key(s) for s in fgsm.paper_settings]
+    costs = {("fgsm", k): 0.5 for k in keys}
+    sha = bundle.config.get("weights_sha")
+    assert sha  # the fixture bundle records its weights
+
+    def row(model, key, cpu, weights):
+        return dict(model=model, attack="fgsm", setting_key=key, subset="all", n=4, defence=None, device="cpu",
+                    cpu_seconds=cpu, seconds=cpu, seconds_per_example=cpu / 4, weights_sha=weights)
+    size = grid.bundle_test_size(bundle)
+    rows = [row(bundle.name, keys[0], 8.0, sha),            # 2 CPU s an example on this model's weights
+            row(bundle.name, keys[1], 400.0, "retrained"),  # measured on weights it no longer has
+            row("other", keys[2], 40.0, "x")]               # 10 s an example, on another model
+    (cell,) = grid.plan_cells([bundle], {"fgsm": fgsm}, grid.PROFILES["standard"], costs, rows=rows)
+    # setting 0 as measured on this model; setting 2 from the other model's row; the stale row
+    # does not count, so setting 1 and the other two come from the cost table
+    assert cell["cpu_seconds"] == pytest.approx((2.0 + 10.0 + 3 * 0.5) * size)
+    (plain,) = grid.plan_cells([bundle], {"fgsm": fgsm}, grid.PROFILES["standard"], costs)
+    assert plain["cpu_seconds"] == pytest.approx(5 * 0.5 * size)
+
+
 def test_report_counts_the_cells_within_5_points_of_the_study():
     from pathlib import Path
     rows = grid.read_rows(Path(__file__).resolve().parents[1] / "reports" / "results-quick.jsonl")

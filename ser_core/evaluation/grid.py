@@ -363,22 +363,29 @@ def cost_per_example(row: dict) -> float:
 
 
 class Projection:
-    """Seconds per example per (attack, setting): measured in this run's results file where a
-    row exists (`cost_per_example`: CPU seconds on a CPU, as the cost table counts), else the
-    cost table, else the mean of the attack's other settings."""
+    """Seconds per example per (attack, setting): measured on the same model in this run's
+    results file where a row exists (`cost_per_example`: CPU seconds on a CPU, as the cost table
+    counts; an attack's cost per example differs between models: Pixel took 12-14 CPU s an
+    example on the paper bundles and a fraction of that on the speaker ones), else measured on
+    another model, else the cost table, else the mean of the attack's other settings."""
 
     def __init__(self, rows=(), costs: dict | None = None):
         self.per_example: dict[tuple, float] = {k: v for k, v in (costs or {}).items() if isinstance(k, tuple)}
+        self.per_model: dict[tuple, float] = {}
         self.overhead = (costs or {}).get("overhead_per_bundle", 0.0)
         for r in rows:
             if r["subset"] == "all" and r["n"]:
-                self.per_example[(r["attack"], r["setting_key"])] = cost_per_example(r)
+                self.add(r["attack"], r["setting_key"], cost_per_example(r), r["model"])
 
-    def add(self, attack, key, spe):
+    def add(self, attack, key, spe, model=None):
         self.per_example[(attack, key)] = spe
+        if model is not None:
+            self.per_model[(model, attack, key)] = spe
 
-    def estimate(self, attack, key, n) -> float | None:
-        spe = self.per_example.get((attack, key))
+    def estimate(self, attack, key, n, model=None) -> float | None:
+        spe = self.per_model.get((model, attack, key))
+        if spe is None:
+            spe = self.per_example.get((attack, key))
         if spe is None:
             same = [v for (a, _), v in self.per_example.items() if a == attack]
             spe = float(np.mean(same)) if same else None
@@ -441,7 +448,7 @@ def project(bundles, attacks: dict, profile: Profile, rows=(), costs: dict | Non
         a["examples"][bundle.name] = n
         if done.get((bundle.name, name, key)) == n:
             continue
-        sec = proj.estimate(name, key, n if n is not None else 0)
+        sec = proj.estimate(name, key, n if n is not None else 0, bundle.name)
         if sec is None:
             unknown.append(f"{name} {key}")
             continue
@@ -477,12 +484,14 @@ def gender_split(n: int | None, n_male: int | None, n_female: int | None) -> tup
     return m, n - m
 
 
-def plan_cells(bundles, attacks: dict, profile: Profile, costs: dict | None = None) -> list[dict]:
+def plan_cells(bundles, attacks: dict, profile: Profile, costs: dict | None = None, rows=()) -> list[dict]:
     """Per (bundle, attack): the examples each of its settings attacks (all, male, female), the
     widest 95 % Wilson half-width those counts allow whatever the accuracy, and the projected
-    CPU seconds of all its settings from the cost table (single-thread CPU seconds per example;
-    None where a setting is unmeasured)."""
-    proj = Projection((), load_costs() if costs is None else costs)
+    CPU seconds of all its settings, done or not: from `rows` (a results file's rows measured
+    on the bundles' current weights) where they measured the cell, else from the cost table
+    (single-thread CPU seconds per example; None where a setting is unmeasured)."""
+    weights = {b.name: b.config.get("weights_sha") for b in bundles}
+    proj = Projection(current_rows(list(rows), weights)[0], load_costs() if costs is None else costs)
     out = []
     for b in bundles:
         t = b.config.get("metrics", {}).get("test", {})
@@ -491,7 +500,7 @@ def plan_cells(bundles, attacks: dict, profile: Profile, costs: dict | None = No
             n = examples_for(profile, name, size)
             m, f = gender_split(n, t.get("n_male"), t.get("n_female"))
             n = size if n is None else n
-            secs = [proj.estimate(name, setting_key(st), n or 0) for st in settings_of(cls)]
+            secs = [proj.estimate(name, setting_key(st), n or 0, b.name) for st in settings_of(cls)]
             out.append({"model": b.name, "attack": name, "settings": len(secs), "examples": n, "male": m, "female": f,
                         "whole_test_set": n == size,
                         "half_width": {k: (None if v is None else round(wilson_half_width(v), 4))
@@ -502,7 +511,8 @@ def plan_cells(bundles, attacks: dict, profile: Profile, costs: dict | None = No
 
 def format_plan(cells: list[dict], profile: Profile) -> str:
     lines = [f"plan ({profile.name} profile): examples per cell (male/female), the widest 95 % Wilson half-width "
-             "they allow all/male/female, projected CPU-hours of the attack's settings (costs.json: one thread)",
+             "they allow all/male/female, CPU-hours of the attack's settings (one thread: as measured in the results "
+             "file where it has the cell, else projected from costs.json)",
              f"  {'model':16} {'attack':9} {'settings':>8} {'examples':>16} {'+/- all/male/female':>22} {'CPU-h':>7}"]
     for c in cells:
         hw = "/".join("-" if v is None else f"{v:.3f}".lstrip("0") for v in c["half_width"].values())
@@ -580,8 +590,8 @@ def run_grid(bundles, attacks: dict, results, profile: Profile = PROFILES["quick
         cell.parts = {}
         finished.add(cell.index)
         done_rows.extend(rows)
-        proj.add(cell.name, cell.key, cost_per_example(rows[0]))
-        left = [proj.estimate(nm, setting_key(st), examples_for(profile, nm, bundle_test_size(b) or len(cell.ts)))
+        proj.add(cell.name, cell.key, cost_per_example(rows[0]), cell.bundle.name)
+        left = [proj.estimate(nm, setting_key(st), examples_for(profile, nm, bundle_test_size(b) or len(cell.ts)), b.name)
                 for j, (b, nm, _, st) in enumerate(plan) if todo(j)]
         known = [v for v in left if v is not None]
         eta = f", about {sum(known) / 60:.1f} min left" + ("" if len(known) == len(left) else " (+ unmeasured)") if left else ""
