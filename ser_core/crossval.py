@@ -361,7 +361,7 @@ def write_report(out_dir="reports/crossval") -> Path:
             lines.append(_row(f"CNN-LSTM, recipe `{r['name']}` ({r['max_epochs']} epochs max): "
                               f"{r.get('describe', '')}", s, cpu))
         for s in loaded:
-            lines += ["", f"Recipe `{s['recipe']['name']}` per fold (accuracy / UAR, best epoch "
+            lines += ["", f"Recipe `{s['recipe']['name']}`, {s['recipe']['max_epochs']} epochs, per fold (accuracy / UAR, best epoch "
                           f"of epochs run, {s['device']}): "
                       + "; ".join(f"{p['name']}: {p['accuracy']:.2f} / {p['uar']:.2f} "
                                   f"({b}/{e})" for p, b, e in zip(s["per_fold"], s["best_epoch_per_fold"],
@@ -369,7 +369,8 @@ def write_report(out_dir="reports/crossval") -> Path:
         if loaded:
             best = max(loaded, key=lambda s: s["uar"])
             cm = best["confusion"]
-            lines += ["", f"Confusion matrix of recipe `{best['recipe']['name']}` (rows true, columns "
+            lines += ["", f"Confusion matrix of recipe `{best['recipe']['name']}`, {best['recipe']['max_epochs']} "
+                          "epochs (the highest UAR above; rows true, columns "
                           "predicted):", "", "| true \\ predicted | " + " | ".join(cm["labels"]) + " |",
                       "|---" * (len(cm["labels"]) + 1) + "|"]
             lines += [f"| {lab} | " + " | ".join(map(str, row)) + " |"

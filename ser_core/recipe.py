@@ -431,7 +431,11 @@ def train_recipe(table: ChunkTable, train_rows: np.ndarray, val_rows: np.ndarray
     y_va_chunks = labels[val_rows]
     val_ids, _ = clip_probabilities(np.zeros((len(val_rows), n_classes)), table.utt[val_rows])
     y_va_clip = np.array([table.corpus.label_index(table.corpus.utterances[i]) for i in val_ids])
-    while state["epoch"] < recipe.max_epochs and state["wait"] < recipe.patience:
+    # a weight-averaging recipe runs every epoch: the model is the average, not the epoch
+    # validation liked, and stopping early would only cut the average short (its recipes set
+    # patience to max_epochs, which a --max-epochs override used to leave behind: the 160-epoch
+    # RAVDESS bundle stopped at epoch 103 and averaged 24 epochs instead of 80)
+    while state["epoch"] < recipe.max_epochs and (recipe.swa_start or state["wait"] < recipe.patience):
         t0, c0 = time.time(), time.process_time()
         total = train_epoch(model, opt, x_tr, y_tr, recipe, g, amp, device, n_classes,
                             state["epoch"] * steps_per_epoch, total_steps, peak_lr)

@@ -380,6 +380,27 @@ def test_a_fold_without_validation_trains_its_validation_speakers_and_runs_every
                      tmp_path / "none", precision="fp32")
 
 
+def test_weight_averaging_with_validation_speakers_runs_every_epoch_whatever_the_patience(tiny_corpus, tmp_path):
+    """A shipped bundle keeps its validation speakers out while averaging weights: their figure
+    must not stop training (a --max-epochs above the recipe's patience stopped the 160-epoch
+    RAVDESS bundle at epoch 103). Learning rate 0: validation never improves after epoch 1."""
+    import dataclasses
+    from ser_core.corpora import read_corpus
+    from ser_core.dataset import build_table
+    from ser_core.recipe import get_recipe, train_recipe
+    table = build_table(read_corpus("emodb", tiny_corpus), augmentation=False, progress=False)
+    split = fold_split(table, 0)
+    assert len(split.val)
+    frozen = dataclasses.replace(get_recipe("ours-global-swa"), learning_rate=0.0, max_epochs=4, patience=1)
+    (tmp_path / "swa").mkdir(), (tmp_path / "sel").mkdir()
+    res = train_recipe(table, split.train, split.val, frozen, tmp_path / "swa", precision="fp32")
+    assert len(res.history) == 4 and res.best_epoch == 4
+    assert len({r["val_uar"] for r in res.history}) == 1  # nothing improved: patience 1 was spent at epoch 2
+    selecting = dataclasses.replace(frozen, swa_start=0.0)
+    res = train_recipe(table, split.train, split.val, selecting, tmp_path / "sel", precision="fp32")
+    assert len(res.history) == 2 and res.best_epoch == 1  # a recipe that selects an epoch still stops early
+
+
 def test_recipes_that_differ_only_in_fine_tuning_share_one_pre_training(tmp_path):
     from ser_core.pretrain import pretrain_path
     from ser_core.recipe import get_recipe
