@@ -150,8 +150,10 @@ def render(config: dict) -> str:
         lines.append(f"| {lab} | " + " | ".join(map(str, row)) + " |")
     lines += [
         "", "## Training run",
-        f"- {tr['epochs']} epochs (best {tr['best_epoch']}), {tr['seconds'] / 60:.1f} min on "
-        f"{tr['hardware']}, precision {tr['precision']}.",
+        f"- {tr['epochs']} epochs (best {tr['best_epoch']}), {tr['seconds'] / 60:.1f} min"
+        + (f" ({tr['cpu_seconds'] / 60:.1f} CPU min; wall time counts other jobs sharing the machine)"
+           if tr.get("cpu_seconds") else "")
+        + f" on {tr['hardware']}, precision {tr['precision']}.",
         "", "## Retrain", "", "```", config["retrain_command"], "```",
         "", "## Limits",
         "- Acted speech from one corpus and language; expect lower accuracy on other speakers, "

@@ -458,4 +458,4 @@ def test_train_defaults_trains_the_speaker_bundles_by_shipped_and_skips_finished
                               corpora="emodb,emovo,ravdess", max_epochs=None, weights_dtype="int8")
     defaults.run(args)
     assert [c[:4] for c in calls] == [(c, *SHIPPED[c], "int8") for c in ("emovo", "ravdess")]
-    assert "--recipe ours-global-pre-swa-all --out" in calls[1][4] and "--max-epochs 80" in calls[1][4]
+    assert "--recipe ours-global-pre-swa-all --out" in calls[1][4] and "--max-epochs 160" in calls[1][4]
