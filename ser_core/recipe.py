@@ -435,7 +435,7 @@ def train_recipe(table: ChunkTable, train_rows: np.ndarray, val_rows: np.ndarray
     # a weight-averaging recipe runs every epoch: the model is the average, not the epoch
     # validation liked, and stopping early would only cut the average short (its recipes set
     # patience to max_epochs, which a --max-epochs override used to leave behind: the 160-epoch
-    # RAVDESS bundle stopped at epoch 103 and averaged 24 epochs instead of 80)
+    # RAVDESS bundle stopped at epoch 103 and averaged 23 epochs instead of 80)
     while state["epoch"] < recipe.max_epochs and (recipe.swa_start or state["wait"] < recipe.patience):
         t0, c0 = time.time(), time.process_time()
         total = train_epoch(model, opt, x_tr, y_tr, recipe, g, amp, device, n_classes,
