@@ -189,7 +189,7 @@ def _current_rows(rows: list[dict], bundles=()) -> tuple[list[dict], dict[str, i
     bundle whose cells have not all been rerun)."""
     from ser_core.bundle import REPO_ROOT
     from ser_core.evaluation import grid
-    weights = {b.name: b.config.get("weights_sha") for b in bundles}
+    weights = grid.bundle_weights(bundles)
     for m in {r["model"] for r in rows} - set(weights):
         cfg = REPO_ROOT / "models" / m / "config.json"
         if cfg.is_file():

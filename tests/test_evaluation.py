@@ -643,7 +643,7 @@ def test_report_splits_a_gap_into_kept_and_restored_examples():
 def test_report_leaves_out_rows_of_weights_a_model_no_longer_has():
     """A retrained model: its rows measured on the earlier weights leave the report (counted per
     model), its rows on the weights it has now and rows of other or unhashed models stay."""
-    from ser_core.evaluation.report import current_rows
+    from ser_core.evaluation.grid import current_rows
     rows = [{"model": "emovo", "weights_sha": "old", "attack": "fgsm"},
             {"model": "emovo", "weights_sha": "old", "attack": "bim"},
             {"model": "emovo", "weights_sha": "new", "attack": "fgsm"},

@@ -392,6 +392,11 @@ class Projection:
         return None if spe is None else spe * n
 
 
+def bundle_weights(bundles) -> dict[str, str | None]:
+    """Model name -> the weights_sha of the loaded bundle of that name (what `current_rows` reads)."""
+    return {b.name: b.config.get("weights_sha") for b in bundles}
+
+
 def current_rows(rows: list[dict], weights: dict[str, str | None]) -> tuple[list[dict], dict[str, int]]:
     """The rows measured on each model's weights now (`weights`: model name -> weights_sha of
     the bundle of that name), and per model the count of rows left out because they were
@@ -412,7 +417,7 @@ def _done(rows, bundles=()) -> dict:
     Rows written for other weights than those of the same-named bundle in `bundles` (a
     retrained model) do not count; rows from before weights were recorded do."""
     have = {}
-    for r in current_rows(rows, {b.name: b.config.get("weights_sha") for b in bundles})[0]:
+    for r in current_rows(rows, bundle_weights(bundles))[0]:
         have.setdefault((r["model"], r["attack"], r["setting_key"]), {})[r["subset"]] = r["n"]
     return {k: v["all"] for k, v in have.items() if set(SUBSETS) <= set(v)}
 
@@ -490,8 +495,7 @@ def plan_cells(bundles, attacks: dict, profile: Profile, costs: dict | None = No
     CPU seconds of all its settings, done or not: from `rows` (a results file's rows measured
     on the bundles' current weights) where they measured the cell, else from the cost table
     (single-thread CPU seconds per example; None where a setting is unmeasured)."""
-    weights = {b.name: b.config.get("weights_sha") for b in bundles}
-    proj = Projection(current_rows(list(rows), weights)[0], load_costs() if costs is None else costs)
+    proj = Projection(current_rows(list(rows), bundle_weights(bundles))[0], load_costs() if costs is None else costs)
     out = []
     for b in bundles:
         t = b.config.get("metrics", {}).get("test", {})

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..corpora import corpus_spec
 from ..defence import defend_command, is_study_recipe
-from .grid import current_rows, project_full, read_rows  # noqa: F401 (current_rows: the report's filter)
+from .grid import project_full, read_rows
 from .stats import newcombe_difference, wilson
 
 CORPORA = {"emodb": "EmoDB", "emovo": "EMOVO", "ravdess": "RAVDESS"}
