@@ -6,7 +6,7 @@ model, attack, params, domain, target emotion or "none"; the defaults are the pa
 waveform attack at 30 dB SNR, untargeted, whose adversarial WAV is verified by the serving path);
 each returns its JSON result first.
 
-Limits for a 2-vCPU Space: attacks run one at a time (ser_core.admission.AttackQueue: at most
+Limits for a 2-vCPU Space: attacks run one at a time (ser_core.serving.admission.AttackQueue: at most
 SER_APP_ATTACK_QUEUE waiting, SER_APP_ATTACKS_PER_CLIENT per client, refused beyond with a
 BusyError) under a wall-clock deadline (SER_APP_ATTACK_DEADLINE_S, default 60 s) and parameter
 caps (service.SPACE_CAPS); Stop (or a client's cancel) stops the attack loop itself. Attacks
@@ -35,7 +35,7 @@ if not os.environ.get("GRADIO_TEMP_DIR"):
 import gradio as gr
 
 from ser_core.serving import service
-from ser_core.admission import AttackQueue
+from ser_core.serving.admission import AttackQueue
 from ser_core.errors import AudioError, SERError
 
 HERE = Path(__file__).resolve().parent

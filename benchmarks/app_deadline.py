@@ -33,7 +33,7 @@ def main():
     import torch
     torch.set_num_threads(1)
     from ser_core.serving import service
-    from ser_core.audio import load_audio
+    from ser_core.audio.decode import load_audio
     tmp = Path(tempfile.mkdtemp(prefix="app-deadline-"))
     clip = tmp / "long.wav"
     sf.write(str(clip), np.resize(load_audio(REPO / "examples" / "ravdess-fear-actor03m.wav"), 29 * 16000),

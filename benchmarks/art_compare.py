@@ -52,7 +52,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from ser_core.attacks import get_attack, registry  # noqa: E402
-from ser_core.bundle import ModelBundle  # noqa: E402
+from ser_core.models.bundle import ModelBundle  # noqa: E402
 
 # the study's setting for each attack: (our parameters, ART class, ART keyword arguments)
 STUDY = {
@@ -85,8 +85,8 @@ TEN_X = {"deepfool", "jsma", "cw_l2", "cw_linf"}
 def held_out_examples(bundle, data_dir: Path, n: int) -> np.ndarray:
     """Standardised unaugmented chunks of the bundle's test speakers, as tests/conftest.py
     picks them (seed 0, at most 16 per gender), interleaved male/female."""
-    from ser_core.corpora import read_corpus
-    from ser_core.dataset import build_table
+    from ser_core.data.corpora import read_corpus
+    from ser_core.data.dataset import build_table
     corpus = read_corpus(bundle.config["corpus"], data_dir / bundle.config["corpus"])
     table = build_table(corpus, bundle.feature_config, augmentation=False, progress=False)
     test_speakers = bundle.config["split"]["speakers"].get("test") or sorted(set(table.speakers))

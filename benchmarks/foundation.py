@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def extraction(data_dir, corpus, n):
-    from ser_core.corpora import read_corpus
-    from ser_core.dataset import build_table
+    from ser_core.data.corpora import read_corpus
+    from ser_core.data.dataset import build_table
     c = read_corpus(corpus, data_dir)
     c.utterances = c.utterances[:n]
     out = {}
@@ -40,7 +40,7 @@ def extraction(data_dir, corpus, n):
 
 
 def inference(model_name, repeats=20):
-    from ser_core.bundle import ModelBundle
+    from ser_core.models.bundle import ModelBundle
     b = ModelBundle.load(model_name)
     model, sess = b.torch_model(), b.onnx_session()
     out = {}

@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ser_core.bundle import ModelBundle  # noqa: E402
+from ser_core.models.bundle import ModelBundle  # noqa: E402
 
 
 def variants(bundle):

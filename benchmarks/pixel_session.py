@@ -11,9 +11,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 torch.set_num_threads(1)
-from ser_core.bundle import ModelBundle
+from ser_core.models.bundle import ModelBundle
 from ser_core.attacks import get_attack
-from ser_core.evaluation.examples import bundle_test_set, balanced_order
+from ser_core.data.held_out import bundle_test_set, balanced_order
 b = ModelBundle.load("emodb-paper")
 ts = bundle_test_set(b)
 x = ts.x[np.sort(balanced_order(ts)[:2])]

@@ -34,13 +34,13 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ser_core.bundle import ModelBundle  # noqa: E402
+from ser_core.models.bundle import ModelBundle  # noqa: E402
 from ser_core.errors import ParameterError  # noqa: E402
-from ser_core.evaluation.stats import wilson  # noqa: E402
+from ser_core.stats import wilson  # noqa: E402
 from ser_core.evaluation.waveform import held_out_clips  # noqa: E402
 from ser_core.attacks import registry  # noqa: E402
-from ser_core.clip_attack import attack_clip  # noqa: E402
-from ser_core.waveform import chunk_index_map  # noqa: E402
+from ser_core.attacks.clip import attack_clip  # noqa: E402
+from ser_core.attacks.waveform import chunk_index_map  # noqa: E402
 
 
 def parse_spec(spec: str) -> tuple[str, dict]:

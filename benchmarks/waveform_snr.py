@@ -18,7 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ser_core.bundle import ModelBundle  # noqa: E402
+from ser_core.models.bundle import ModelBundle  # noqa: E402
 from ser_core.evaluation.waveform import WaveformPlan, run_waveform, summarise  # noqa: E402
 
 

@@ -25,14 +25,14 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from ser_core.attacks import get_attack, registry  # noqa: E402
-from ser_core.bundle import ModelBundle  # noqa: E402
+from ser_core.models.bundle import ModelBundle  # noqa: E402
 
 WHITE_BOX = ("fgsm", "bim", "deepfool", "jsma", "cw_l2", "cw_linf")
 
 
 def held_out_examples(bundle, data_dir: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
     """(x, labels) exactly as tests/conftest.py's fixture builds them, first n of them."""
-    from ser_core.evaluation.examples import held_out_chunks
+    from ser_core.data.held_out import held_out_chunks
     x, labels, _ = held_out_chunks(bundle, data_dir)
     return x[:n], labels[:n]
 

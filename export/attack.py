@@ -1,7 +1,7 @@
 """`attacks`: the registered attacks of both domains (features, waveform), their parameters and
 the study's settings, as JSON (`Attack.describe`, as the app shows them).
 `attack`: attack one audio clip in either domain and print the clip decision before and after,
-as JSON (`ser_core.clip_attack.attack_clip`)."""
+as JSON (`ser_core.attacks.clip.attack_clip`)."""
 from __future__ import annotations
 
 import json
@@ -52,8 +52,8 @@ def _parse_sets(items) -> dict:
 
 def run_attack(args):
     import numpy as np
-    from ser_core.bundle import ModelBundle
-    from ser_core.clip_attack import attack_clip
+    from ser_core.models.bundle import ModelBundle
+    from ser_core.attacks.clip import attack_clip
     from ser_core.errors import ParameterError
     params = _parse_sets(args.set)
     if args.target is not None and args.domain != "waveform":

@@ -1,5 +1,5 @@
 """`crossval`: speaker-fold cross-validation of a training recipe, beside chance, the majority
-class and eGeMAPS + SVM on the same folds (ser_core/crossval.py)."""
+class and eGeMAPS + SVM on the same folds (ser_core/training/crossval.py)."""
 from __future__ import annotations
 
 from .cli import emit
@@ -10,9 +10,9 @@ def register(sub):
                                         "(one model per fold; resumes per fold)")
     p.add_argument("--corpus", required=True, choices=["emodb", "emovo", "ravdess"])
     p.add_argument("--data-dir", required=True)
-    from ser_core.recipe import DEFAULT_RECIPE, RECIPES
+    from ser_core.training.recipes import DEFAULT_RECIPE, RECIPES
     p.add_argument("--recipe", default=DEFAULT_RECIPE, choices=list(RECIPES),
-                   help="training recipe (ser_core/recipe.py); default %(default)s")
+                   help="training recipe (ser_core/training/recipes.py); default %(default)s")
     p.add_argument("--folds", type=lambda s: [int(x) for x in s.split(",")],
                    help="only these folds (0-based, comma-separated); the report needs all")
     p.add_argument("--max-epochs", type=int, help="override the recipe's epoch cap")
@@ -33,7 +33,7 @@ def register(sub):
 
 
 def run(args):
-    from ser_core import crossval
+    from ser_core.training import crossval
     if args.baselines_only:
         b = crossval.write_baselines(args.corpus, args.data_dir, args.out)
         crossval.write_report(args.out)

@@ -1,6 +1,6 @@
 """`train-defaults`: train the six shipped bundles (three corpora x two protocols) one after
 another into models/<corpus> (speaker protocol, served by default: the recipe and epochs of
-ser_core.recipe.SHIPPED) and models/<corpus>-paper (the study's recipe).
+ser_core.training.recipes.SHIPPED) and models/<corpus>-paper (the study's recipe).
 Resumable: a finished bundle is skipped, an interrupted one resumes from its checkpoint."""
 from __future__ import annotations
 
@@ -20,14 +20,14 @@ def register(sub):
     p.add_argument("--protocols", default="speaker,paper")
     p.add_argument("--corpora", default=",".join(CORPORA))
     p.add_argument("--max-epochs", type=int, help="paper protocol: cap on epochs (study: 100); the "
-                   "speaker bundles take theirs from ser_core.recipe.SHIPPED")
+                   "speaker bundles take theirs from ser_core.training.recipes.SHIPPED")
     p.add_argument("--weights-dtype", default="int8", choices=["float32", "float16", "int8"],
                    help="int8 keeps six bundles under the Space's 30 MB budget")
     p.set_defaults(func=run)
 
 
 def run(args):
-    from ser_core.train import train_bundle
+    from ser_core.training.study import train_bundle
     for protocol in args.protocols.split(","):
         for corpus in args.corpora.split(","):
             name = corpus if protocol == "speaker" else f"{corpus}-{protocol}"
@@ -36,9 +36,9 @@ def run(args):
                 print(f"{name}: already trained, skipped", file=sys.stderr)
                 continue
             t = time.time()
-            if protocol == "speaker":  # the served defaults: our recipe, as ser_core.recipe.SHIPPED says
-                from ser_core.recipe import SHIPPED
-                from ser_core.ship import train_shipped_bundle
+            if protocol == "speaker":  # the served defaults: our recipe, as ser_core.training.recipes.SHIPPED says
+                from ser_core.training.recipes import SHIPPED
+                from ser_core.training.ship import train_shipped_bundle
                 recipe, epochs = SHIPPED[corpus]
                 cmd = (f"python -m export train --corpus {corpus} --data-dir {args.data_root}/{corpus} "
                        f"--recipe {recipe} --out {out} --weights-dtype {args.weights_dtype}"

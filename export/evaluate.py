@@ -1,5 +1,5 @@
 """`evaluate`, `report` and `defend`: the systematic evaluation of the study over the shipped
-bundles (ser_core/evaluation), its Markdown report, and adversarial training (ser_core/defence.py)."""
+bundles (ser_core/evaluation), its Markdown report, and adversarial training (ser_core/training/adversarial.py)."""
 from __future__ import annotations
 
 import json
@@ -40,7 +40,7 @@ def register(sub):
                    help="ray: GPUs per white-box task (default 1 when the cluster has GPUs, else 0; a fraction "
                         "shares a GPU); black-box tasks stay on CPU")
     p.add_argument("--waveform", action="store_true",
-                   help="run the waveform part instead (ser_core.waveform on held-out speakers' clips, "
+                   help="run the waveform part instead (ser_core.attacks.waveform on held-out speakers' clips, "
                         "verified flips against SNR; results-<profile>-waveform.jsonl)")
     p.add_argument("--clips", type=int, help="waveform part: clips per gender per model (overrides the profile)")
     p.add_argument("--threads", type=int, help="torch threads (1 when measuring CPU cost on a loaded machine)")
@@ -57,15 +57,15 @@ def register(sub):
                                       "run again after an interruption to resume from the last epoch")
     d.add_argument("--model", required=True, help="bundle name or folder to start from")
     d.add_argument("--out", required=True, help="bundle folder to write")
-    from ser_core.defence import add_arguments
-    add_arguments(d)  # one option per field of the recipe, ser_core.defence.DefenceConfig
+    from ser_core.training.adversarial import add_arguments
+    add_arguments(d)  # one option per field of the recipe, ser_core.training.adversarial.DefenceConfig
     d.add_argument("--data-dir")
     d.set_defaults(func=run_defend)
 
 
 def shipped_models() -> list[str]:
     """Finished shipped bundles: a config.json and a model card (written last by training)."""
-    from ser_core.bundle import MODELS_DIR
+    from ser_core.models.bundle import MODELS_DIR
     return sorted(p.name for p in MODELS_DIR.glob("*") if (p / "config.json").is_file() and (p / "README.md").is_file())
 
 
@@ -90,7 +90,7 @@ def parse_examples(text: str | None, profile):
 
 def run_evaluate(args):
     import dataclasses
-    from ser_core.bundle import ModelBundle
+    from ser_core.models.bundle import ModelBundle
     from ser_core.errors import ParameterError
     from ser_core.evaluation import grid, report
     if args.threads:
@@ -127,7 +127,7 @@ def run_evaluate(args):
     executor = None
     if args.executor == "ray":
         try:
-            from ser_core.evaluation.cluster import RayExecutor  # the optional install, imported only here
+            from ser_core.tasks import RayExecutor  # the optional install, imported only here
         except ImportError as exc:
             raise ParameterError(f"--executor ray needs Ray ({exc}): pip install -r requirements-cluster.txt, "
                                  f"or leave --executor out for the local loop") from None
@@ -187,7 +187,7 @@ def _current_rows(rows: list[dict], bundles=()) -> tuple[list[dict], dict[str, i
     """The rows measured on the weights each bundle of that name has now (the bundles this run
     loaded, else the shipped ones under models/), and the count left out per model (a retrained
     bundle whose cells have not all been rerun)."""
-    from ser_core.bundle import REPO_ROOT
+    from ser_core.models.bundle import REPO_ROOT
     from ser_core.evaluation import grid
     weights = grid.bundle_weights(bundles)
     for m in {r["model"] for r in rows} - set(weights):
@@ -210,8 +210,8 @@ def run_report(args):
 
 
 def run_defend(args):
-    from ser_core.bundle import ModelBundle
-    from ser_core.defence import adversarial_train, config_from_arguments
+    from ser_core.models.bundle import ModelBundle
+    from ser_core.training.adversarial import adversarial_train, config_from_arguments
     b = adversarial_train(ModelBundle.load(args.model), args.out, config_from_arguments(args), args.data_dir)
     emit({"bundle": str(b.folder), "defence": b.config["defence"]["method"],
           "metrics": {k: v for k, v in b.config["metrics"]["test"].items() if k != "confusion"},

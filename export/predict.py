@@ -13,7 +13,7 @@ def register(sub):
 
 
 def run(args):
-    from ser_core.bundle import ModelBundle
+    from ser_core.models.bundle import ModelBundle
     from ser_core.errors import AudioError
     bundle = ModelBundle.load(args.model)
     failed = 0

@@ -31,6 +31,6 @@ def push(bundle, repo_id: str, private: bool = False, token: str | None = None, 
 
 
 def run(args):
-    from ser_core.bundle import ModelBundle
+    from ser_core.models.bundle import ModelBundle
     b = ModelBundle.load(args.model)
     emit({"bundle": b.name, "repo": args.repo, "commit": push(b, args.repo, args.private, args.token)})

@@ -80,7 +80,7 @@ def load_space_config(path: Path = SPACE_YAML) -> tuple[dict, dict]:
 
 
 def shipped_bundles(models_dir: Path) -> list[Path]:
-    from ser_core.bundle import CONFIG, WEIGHTS
+    from ser_core.models.bundle import CONFIG, WEIGHTS
     if not models_dir.is_dir():
         return []
     return [p for p in sorted(models_dir.iterdir()) if p.is_dir() and not p.name.startswith(".")

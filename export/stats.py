@@ -20,7 +20,7 @@ def register(sub):
 
 def row_table(corpus, cfg, progress=True):
     """A ChunkTable without features: enough for counting and splitting."""
-    from ser_core.dataset import ChunkTable, chunk_counts
+    from ser_core.data.dataset import ChunkTable, chunk_counts
     counts = chunk_counts(corpus, cfg, True, progress)
     utt, aug, piece = [], [], []
     for i, per_aug in enumerate(counts):
@@ -43,7 +43,7 @@ def _counts(table, rows):
 
 def run(args):
     from ser_core.config import PAPER_FEATURES
-    from ser_core.corpora import read_corpus
+    from ser_core.data.corpora import read_corpus
     corpus = read_corpus(args.corpus, args.data_dir, args.classes)
     table = row_table(corpus, PAPER_FEATURES)
     original = np.flatnonzero(table.aug == 0)
@@ -52,7 +52,7 @@ def run(args):
            "without_augmentation": _counts(table, original),
            "with_augmentation": _counts(table, np.arange(len(table)))}
     if args.protocol:
-        from ser_core.splits import make_split
+        from ser_core.data.splits import make_split
         split = make_split(table, args.protocol)
         out["split"] = split.describe()
         out["splits"] = {k: _counts(table, getattr(split, k)) for k in ("train", "val", "test")}

@@ -23,7 +23,7 @@ def register(sub):
     p.add_argument("--run-dir", help="checkpoint folder (resumes if a checkpoint is there)")
     p.add_argument("--pretrain-data-root", help="recipes with pre-training: the folder holding the "
                    "other corpora's folders (default: the folder holding --data-dir)")
-    p.add_argument("--recipe", help="one of our training recipes (ser_core/recipe.py, e.g. ours-global-pre-swa-all, the default models' one): "
+    p.add_argument("--recipe", help="one of our training recipes (ser_core/training/recipes.py, e.g. ours-global-pre-swa-all, the default models' one): "
                    "trains on every speaker but the two validation speakers of "
                    "ser_core/folds.SHIP_VALIDATION and quotes the recipe's cross-validation; "
                    "without it, the study's recipe under --protocol")
@@ -41,7 +41,7 @@ def register(sub):
 def run_train(args):
     command = "python -m export " + shlex.join(sys.argv[1:])
     if args.recipe:
-        from ser_core.ship import train_shipped_bundle
+        from ser_core.training.ship import train_shipped_bundle
         b = train_shipped_bundle(args.corpus, args.data_dir, args.out, args.recipe,
                                  args.weights_dtype, args.max_epochs, args.precision, args.run_dir,
                                  command=command, pretrain_data_root=args.pretrain_data_root)
@@ -50,7 +50,7 @@ def run_train(args):
                                  for k in ("accuracy", "uar", "n_clips", "per_class_recall")},
               "onnx_parity": b.config["onnx_parity"], "training_seconds": b.config["training"]["seconds"]})
         return
-    from ser_core.train import train_bundle
+    from ser_core.training.study import train_bundle
     b = train_bundle(args.corpus, args.data_dir, args.out, args.protocol, args.classes,
                      not args.no_augmentation, args.max_epochs, args.precision, args.weights_dtype,
                      args.seed, args.run_dir, command=command)
@@ -59,9 +59,9 @@ def run_train(args):
 
 
 def run_onnx(args):
-    from ser_core.bundle import ModelBundle, ONNX
-    from ser_core.onnx_export import check_parity, export_onnx
-    from ser_core import bundle as bm
+    from ser_core.models.bundle import ModelBundle, ONNX
+    from ser_core.models.onnx_export import check_parity, export_onnx
+    from ser_core.models import bundle as bm
     b = ModelBundle.load(args.model)
     path = export_onnx(b.torch_model(), b.folder / ONNX, b.feature_config.input_shape)
     emit({"onnx": str(path), "parity": check_parity(b.torch_model(), bm._make_session(path),
@@ -69,8 +69,8 @@ def run_onnx(args):
 
 
 def run_card(args):
-    from ser_core.bundle import ModelBundle
-    from ser_core.model_card import render
+    from ser_core.models.bundle import ModelBundle
+    from ser_core.models.card import render
     for m in args.model:
         b = ModelBundle.load(m)
         (b.folder / "README.md").write_text(render(b.config))

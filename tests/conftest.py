@@ -21,7 +21,7 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def bundle():
-    from ser_core.bundle import ModelBundle
+    from ser_core.models.bundle import ModelBundle
     return ModelBundle.load(os.environ.get("SER_TEST_MODEL", "emodb"))
 
 
@@ -29,5 +29,5 @@ def bundle():
 def test_examples(bundle, data_dir):
     """(x, labels, genders): standardised unaugmented chunks of the bundle's held-out test
     speakers (speaker protocol bundles), at most 32, balanced by gender, seeded."""
-    from ser_core.evaluation.examples import held_out_chunks
+    from ser_core.data.held_out import held_out_chunks
     return held_out_chunks(bundle, data_dir)

@@ -137,8 +137,8 @@ def test_default_attack_is_a_verified_waveform_attack(client, bundle):
     at 30 dB SNR; the player's audio is the adversarial 16-bit WAV and the decision shown is the
     serving path's on that file."""
     from gradio_client import handle_file
-    from ser_core.audio import load_audio
-    from ser_core.waveform.base import to_pcm
+    from ser_core.audio.decode import load_audio
+    from ser_core.attacks.waveform.base import to_pcm
     out = client.predict(handle_file(str(WAVEFORM_EXAMPLE)), MODEL, api_name="/attack")
     r, before, after, summary, img_before, img_after, img_diff, original, attacked, files = out
     assert r["domain"] == "waveform" and r["attack"] == "apgd"
@@ -274,7 +274,7 @@ def test_a_tone_is_predicted_but_flagged_as_no_speech(client, tmp_path):
 
 
 def _long_clip(tmp_path, seconds: float = 29.0) -> Path:
-    from ser_core.audio import load_audio
+    from ser_core.audio.decode import load_audio
     y = load_audio(EXAMPLE)
     return _write(tmp_path / "long.wav", np.resize(y, int(seconds * 16000)))
 
@@ -332,8 +332,8 @@ def test_predict_answers_while_attacks_fill_their_queue(bundle, tmp_path):
 def test_listening_copy_inverts_the_features_the_serving_path_computed(bundle):
     """dB back to power with each chunk's own reference is exact, and Griffin-Lim of the clean
     features gives back the clip's loudness envelope (what makes the listening copy honest)."""
-    from ser_core.audio import load_audio
-    from ser_core.features import mel_power
+    from ser_core.audio.decode import load_audio
+    from ser_core.audio.features import mel_power
     from ser_core.serving.inversion import chunk_layout, db_references, features_to_power, invert_features
     y = load_audio(EXAMPLE)
     layout = chunk_layout(y, bundle.feature_config)

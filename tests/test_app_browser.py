@@ -75,7 +75,7 @@ def test_record_from_the_microphone_predict_and_attack(tmp_path):
     then Predict only (the label and the model's accuracy appear) and Run attack (a summary)."""
     import numpy as np
     import soundfile as sf
-    from ser_core.audio import load_audio
+    from ser_core.audio.decode import load_audio
     ARTIFACTS.mkdir(exist_ok=True)
     mic = tmp_path / "mic.wav"  # Chromium loops the file; 48 kHz as a capture device delivers
     y = load_audio(WAVEFORM_EXAMPLE)

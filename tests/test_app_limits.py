@@ -15,11 +15,11 @@ import pytest
 import soundfile as sf
 
 from ser_core.serving import service
-from ser_core.admission import AttackQueue
+from ser_core.serving.admission import AttackQueue
 from ser_core.attacks import get_attack, registry
 from ser_core.control import run_control
 from ser_core.errors import AttackCancelledError, BusyError, ParameterError
-from ser_core.clip_attack import attack_clip
+from ser_core.attacks.clip import attack_clip
 from tests.test_app_api import EXAMPLE, WAVEFORM_EXAMPLE
 
 MODEL = "emodb"

@@ -11,9 +11,9 @@ import soundfile as sf
 
 from export.cli import main
 from ser_core.attacks import registry
-from ser_core.audio import load_audio
-from ser_core.clip_attack import attack_clip
-from ser_core.waveform.base import to_pcm
+from ser_core.audio.decode import load_audio
+from ser_core.attacks.clip import attack_clip
+from ser_core.attacks.waveform.base import to_pcm
 
 REPO = Path(__file__).resolve().parent.parent
 

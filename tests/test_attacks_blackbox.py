@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ser_core.attacks import get_attack, registry
-from ser_core.bundle import ModelBundle
+from ser_core.models.bundle import ModelBundle
 from ser_core.errors import ParameterError
 
 

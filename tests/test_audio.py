@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from ser_core.audio import load_audio, validate_waveform
+from ser_core.audio.decode import load_audio, validate_waveform
 from ser_core.errors import (EmptyAudioError, NonFiniteAudioError, SilentAudioError,
                              TooLongAudioError, TooShortAudioError, UnreadableAudioError)
 from tests.helpers import voiced, write

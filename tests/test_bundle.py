@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from ser_core.bundle import ModelBundle, quantize_roundtrip
+from ser_core.models.bundle import ModelBundle, quantize_roundtrip
 from ser_core.errors import ModelBundleError, TooShortAudioError
-from ser_core.model import CNNLSTM
+from ser_core.models.cnn_lstm import CNNLSTM
 from tests.helpers import voiced
 
 
@@ -28,7 +28,7 @@ def test_onnx_matches_torch_on_real_features(bundle, test_examples, batch):
         p_torch = torch.softmax(bundle.torch_model()(torch.from_numpy(x)), 1).numpy()
     p_onnx = bundle.predict_features(x)
     # the parity bound a bundle must pass to load (the default emodb weights measure 1.0e-4)
-    from ser_core.onnx_export import PARITY_ATOL
+    from ser_core.models.onnx_export import PARITY_ATOL
     assert np.abs(p_torch - p_onnx).max() < PARITY_ATOL
     assert np.array_equal(p_torch.argmax(1), p_onnx.argmax(1))
 
@@ -125,7 +125,7 @@ def _bundle_copy(bundle, folder):
 def test_an_onnx_file_from_other_weights_is_refused(tmp_path, bundle, monkeypatch):
     """A model.onnx that is not the bundle's weights (here: an untrained CNN-LSTM) fails the
     parity check and is never served."""
-    from ser_core.onnx_export import export_onnx
+    from ser_core.models.onnx_export import export_onnx
     monkeypatch.setenv("SER_CACHE_DIR", str(tmp_path / "cache"))
     b = _bundle_copy(bundle, tmp_path / "b")
     torch.manual_seed(0)
@@ -139,7 +139,7 @@ def test_an_onnx_file_from_other_weights_is_refused(tmp_path, bundle, monkeypatc
 def test_a_checked_onnx_is_recorded_and_changed_weights_are_refused(tmp_path, bundle, monkeypatch):
     """The first check of a model.onnx records its hash with the weights'; later loads trust the
     record (no parity run), and weights edited after saving are refused."""
-    import ser_core.onnx_export as onnx_export
+    import ser_core.models.onnx_export as onnx_export
     monkeypatch.setenv("SER_CACHE_DIR", str(tmp_path / "cache"))
     b = _bundle_copy(bundle, tmp_path / "b")
     path = b.onnx_path()

@@ -1,4 +1,4 @@
-"""Ray as the grid's engine (ser_core/evaluation/cluster.py): a local 2-CPU cluster started here
+"""Ray as the grid's engine (ser_core/tasks.py): a local 2-CPU cluster started here
 runs a small grid and gives the local loop's rows; a task that fails once is retried and its
 rows appear once; an interrupted Ray run resumes with only the missing batches. And the
 default path never imports Ray."""
@@ -28,7 +28,7 @@ import importlib, pkgutil, sys, json
 sys.modules["ray"] = None  # any `import ray` now raises ImportError
 import ser_core
 for m in pkgutil.walk_packages(ser_core.__path__, "ser_core."):
-    if m.name != "ser_core.evaluation.cluster":
+    if m.name != "ser_core.tasks":
         importlib.import_module(m.name)
 from export.cli import main
 main(["evaluate", "--models", {bundle.name!r}, "--attacks", "fgsm", "--examples", "2", "--threads", "1",
@@ -105,14 +105,14 @@ def local_rows(bundle, four, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def four(test_examples):
-    from ser_core.evaluation.examples import HeldOutSet
+    from ser_core.data.held_out import HeldOutSet
     x, labels, genders = test_examples
     idx = np.concatenate([np.flatnonzero(genders == g)[:2] for g in ("male", "female")])
     return HeldOutSet(x[idx], labels[idx], genders[idx], idx)
 
 
 def test_ray_gives_the_local_loops_rows(cluster, bundle, four, local_rows, tmp_path):
-    from ser_core.evaluation.cluster import RayExecutor
+    from ser_core.tasks import RayExecutor
     out = tmp_path / "results.jsonl"
     rows = grid.run_grid([bundle], ATTACKS, out, grid.Profile("test", None, batch=3),
                          test_sets={bundle.name: four}, executor=RayExecutor(cpus_per_task=1, log=io.StringIO()),
@@ -127,7 +127,7 @@ def test_ray_gives_the_local_loops_rows(cluster, bundle, four, local_rows, tmp_p
 
 
 def test_a_task_that_fails_once_is_retried_and_its_rows_appear_once(cluster, bundle, four, local_rows, tmp_path):
-    from ser_core.evaluation.cluster import RayExecutor
+    from ser_core.tasks import RayExecutor
     out = tmp_path / "results.jsonl"
     rows = grid.run_grid([bundle], {"signstep": FailsOnce, "randomsign": RandomSign}, out,
                          grid.Profile("test", None, batch=3), test_sets={bundle.name: four},
@@ -149,7 +149,7 @@ class _StopAtFirstBatch(io.StringIO):
 
 
 def test_an_interrupted_ray_run_resumes_with_the_missing_batches(cluster, bundle, four, local_rows, tmp_path):
-    from ser_core.evaluation.cluster import RayExecutor
+    from ser_core.tasks import RayExecutor
     out = tmp_path / "results.jsonl"
     attacks = {"signstep": CountedSign, "randomsign": RandomSign}
     profile = grid.Profile("test", None, batch=3)
@@ -179,7 +179,7 @@ def _square_failing_once(k: int):
 
 
 def test_map_tasks_runs_one_task_per_item_retried_with_the_tasks_threads(cluster):
-    from ser_core.evaluation.cluster import map_tasks
+    from ser_core.tasks import map_tasks
     got = list(map_tasks(_square_failing_once, [(k,) for k in range(4)], cpus_per_task=2))
     assert sorted(args for args, _ in got) == [(k,) for k in range(4)]  # each once
     assert all(res == (args[0] ** 2, 2) for args, res in got)  # 2 CPUs per task: 2 torch threads
@@ -187,7 +187,7 @@ def test_map_tasks_runs_one_task_per_item_retried_with_the_tasks_threads(cluster
 
 def test_white_box_tasks_ask_for_a_gpu_when_the_cluster_has_one(cluster, monkeypatch):
     from ser_core.errors import ParameterError
-    from ser_core.evaluation.cluster import RayExecutor
+    from ser_core.tasks import RayExecutor
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0, "GPU": 2.0})
     ex = RayExecutor(cpus_per_task=2, log=io.StringIO())
     assert ex.resources("white-box") == {"num_cpus": 2, "num_gpus": 1.0}
@@ -201,7 +201,7 @@ def test_white_box_tasks_ask_for_a_gpu_when_the_cluster_has_one(cluster, monkeyp
 
 
 def test_crossval_folds_as_ray_tasks_give_the_local_records_written_once(cluster, tmp_path, data_dir):
-    from ser_core.crossval import ray_folds, run_crossval
+    from ser_core.training.crossval import ray_folds, run_crossval
     from tests.test_crossval import tiny_emodb
     (tmp_path / "emodb").mkdir()
     corpus = tiny_emodb(tmp_path / "emodb", data_dir)

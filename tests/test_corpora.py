@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from ser_core.corpora import read_corpus
+from ser_core.data.corpora import read_corpus
 from ser_core.errors import CorpusError
 from tests.helpers import voiced, write
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from ser_core.corpora import CORPORA
+from ser_core.data.corpora import CORPORA
 from ser_core.errors import ParameterError
-from ser_core.folds import FOLDS, SHIP_VALIDATION, fold_split, ship_split
+from ser_core.data.folds import FOLDS, SHIP_VALIDATION, fold_split, ship_split
 
 
 def _gender(corpus, speaker):
@@ -40,8 +40,8 @@ def test_folds_test_every_speaker_exactly_once_balanced_by_gender(corpus):
 
 @pytest.fixture(scope="module")
 def emodb_table(data_dir):
-    from ser_core.corpora import read_corpus
-    from ser_core.dataset import build_table
+    from ser_core.data.corpora import read_corpus
+    from ser_core.data.dataset import build_table
     return build_table(read_corpus("emodb", data_dir / "emodb"), augmentation=False, progress=False)
 
 
@@ -66,7 +66,7 @@ def test_fold_splits_are_disjoint_by_speaker_and_validate_on_the_training_side(e
 
 def test_clip_metrics_match_scikit_learn_and_bracket_the_estimate():
     from sklearn.metrics import balanced_accuracy_score, f1_score
-    from ser_core.crossval import clip_metrics
+    from ser_core.training.crossval import clip_metrics
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 5, 200)
     pred = np.where(rng.random(200) < 0.6, labels, rng.integers(0, 5, 200))
@@ -84,8 +84,8 @@ def test_clip_metrics_match_scikit_learn_and_bracket_the_estimate():
 
 
 def test_band_standardiser_and_utterance_norm_remove_a_recording_offset():
-    from ser_core.model import CNNLSTM
-    from ser_core.standardize import Standardizer
+    from ser_core.models.cnn_lstm import CNNLSTM
+    from ser_core.audio.standardize import Standardizer
     rng = np.random.default_rng(1)
     feats = rng.normal(40, 10, (30, 261, 128)).astype(np.float32)
     s = Standardizer.fit_bands(feats)
@@ -105,9 +105,9 @@ def test_band_standardiser_and_utterance_norm_remove_a_recording_offset():
 
 
 def test_utterance_norm_model_exports_to_onnx_with_parity(tmp_path):
-    from ser_core.bundle import _make_session
-    from ser_core.model import CNNLSTM
-    from ser_core.onnx_export import check_parity, export_onnx
+    from ser_core.models.bundle import _make_session
+    from ser_core.models.cnn_lstm import CNNLSTM
+    from ser_core.models.onnx_export import check_parity, export_onnx
     torch.manual_seed(0)
     model = CNNLSTM(5, input_norm="utterance").eval()
     path = export_onnx(model, tmp_path / "m.onnx", (261, 128))
@@ -134,7 +134,7 @@ def tiny_corpus(tmp_path_factory, data_dir):
 
 
 def test_tiny_crossval_runs_every_fold_resumes_and_reports(tiny_corpus, tmp_path):
-    from ser_core.crossval import run_crossval
+    from ser_core.training.crossval import run_crossval
     out, runs = tmp_path / "report", tmp_path / "runs"
     n = len(list(tiny_corpus.iterdir()))
     assert n >= 45
@@ -156,8 +156,8 @@ def test_tiny_crossval_runs_every_fold_resumes_and_reports(tiny_corpus, tmp_path
 
 
 def test_egemaps_features_are_the_88_functionals(tiny_corpus):
-    from ser_core.baseline import egemaps
-    from ser_core.corpora import read_corpus
+    from ser_core.training.baseline import egemaps
+    from ser_core.data.corpora import read_corpus
     x = egemaps(read_corpus("emodb", tiny_corpus), progress=False)
     assert x.shape == (len(list(tiny_corpus.iterdir())), 88) and np.isfinite(x).all() and x.std(0).max() > 0
 
@@ -169,8 +169,8 @@ SHIPPED = [("emodb", "emodb"), ("emovo", "emovo"), ("ravdess", "ravdess")]
 def test_shipped_default_model_does_not_answer_one_class_for_new_voices(name, corpus, data_dir):
     """Every clip of the speakers the shipped model never trained on: no single label for most
     of them, and better than chance by a margin."""
-    from ser_core.bundle import ModelBundle
-    from ser_core.corpora import read_corpus
+    from ser_core.models.bundle import ModelBundle
+    from ser_core.data.corpora import read_corpus
     b = ModelBundle.load(name)
     held = set(b.held_out_speakers)
     assert held, "a shipped speaker-protocol model names the speakers it never trained on"
@@ -184,13 +184,13 @@ def test_shipped_default_model_does_not_answer_one_class_for_new_voices(name, co
 
 @pytest.mark.parametrize("name", ["emodb", "emovo", "ravdess"])
 def test_each_default_bundle_is_trained_and_quoted_as_shipped_says(name):
-    """models/<corpus> holds the recipe and epoch cap of ser_core.recipe.SHIPPED (what
+    """models/<corpus> holds the recipe and epoch cap of ser_core.training.recipes.SHIPPED (what
     train-defaults retrains), and its card's figure is that recipe's cross-validation at the
     same epochs, read from the report's JSON."""
     import json as _json
-    from ser_core.bundle import REPO_ROOT
-    from ser_core.crossval import result_name
-    from ser_core.recipe import SHIPPED, get_recipe
+    from ser_core.models.bundle import REPO_ROOT
+    from ser_core.training.crossval import result_name
+    from ser_core.training.recipes import SHIPPED, get_recipe
     recipe_name, epochs = SHIPPED[name]
     recipe = get_recipe(recipe_name, **({"max_epochs": epochs} if epochs else {}))
     cfg = _json.loads((REPO_ROOT / "models" / name / "config.json").read_text())
@@ -204,8 +204,8 @@ def test_each_default_bundle_is_trained_and_quoted_as_shipped_says(name):
 def test_batchnorm_recalibration_sets_the_clean_rows_statistics():
     """After training on mixed-up, masked batches the running statistics lag behind clean input;
     recalibration makes them the clean rows' own (what eval mode then uses)."""
-    from ser_core.model import CNNLSTM
-    from ser_core.recipe import recalibrate_batchnorm
+    from ser_core.models.cnn_lstm import CNNLSTM
+    from ser_core.training.recipes import recalibrate_batchnorm
     torch.manual_seed(0)
     model = CNNLSTM(5, input_norm="global").eval()
     bn = model.cnn[2]
@@ -225,9 +225,9 @@ def test_batchnorm_recalibration_sets_the_clean_rows_statistics():
 def test_pretrained_weights_start_each_class_from_the_same_emotion():
     """Every layer copied; the output row of each class from the same emotion's row; a class the
     other corpora lack keeps its fresh initialisation."""
-    from ser_core.model import CNNLSTM
-    from ser_core.pretrain import EMOTIONS
-    from ser_core.recipe import start_from
+    from ser_core.models.cnn_lstm import CNNLSTM
+    from ser_core.training.pretrain import EMOTIONS
+    from ser_core.training.recipes import start_from
     torch.manual_seed(0)
     pre = CNNLSTM(len(EMOTIONS), input_norm="global")
     init = {"model": pre.state_dict(), "outputs": list(EMOTIONS),
@@ -251,11 +251,11 @@ def test_pretraining_on_the_other_corpora_then_a_fold_from_it(tiny_corpus, tmp_p
     """Pre-training reads only the two other corpora (every class), resumes from its file, and
     a fold trained from it differs from one trained from scratch."""
     import dataclasses
-    from ser_core.corpora import read_corpus
-    from ser_core.crossval import train_fold
-    from ser_core.dataset import build_table
-    from ser_core.pretrain import EMOTIONS, pretrain
-    from ser_core.recipe import get_recipe
+    from ser_core.data.corpora import read_corpus
+    from ser_core.training.crossval import train_fold
+    from ser_core.data.dataset import build_table
+    from ser_core.training.pretrain import EMOTIONS, pretrain
+    from ser_core.training.recipes import get_recipe
     root = tmp_path / "data"
     (root / "emodb").mkdir(parents=True)
     for corpus, pattern, n in (("emovo", "*/*.flac", 14), ("ravdess", "*/*.flac", 16)):
@@ -281,7 +281,7 @@ def test_pretraining_on_the_other_corpora_then_a_fold_from_it(tiny_corpus, tmp_p
     assert sum("epoch 1/1" in s for s in lines) == 1  # the second call loaded the file
     table = build_table(read_corpus("emodb", tiny_corpus), augmentation=False, progress=False)
     # co-training rows: the other corpora's chunks of EmoDB's classes, labelled in EmoDB's order
-    from ser_core.pretrain import cotrain_rows, pretrain_tables
+    from ser_core.training.pretrain import cotrain_rows, pretrain_tables
     x, y, counts = cotrain_rows("emodb", table.corpus.classes, root, recipe)
     want = {t.corpus.name: [t.corpus.classes[k] for k in t.labels] for t in pretrain_tables("emodb", root)}
     kept = {n: [e for e in v if e in table.corpus.classes] for n, v in want.items()}
@@ -299,10 +299,10 @@ def test_weight_averaging_gives_the_mean_of_the_last_epochs_weights(tiny_corpus,
     """swa_start: the model handed back is the average of the weights after each epoch from that
     fraction of max_epochs on (here epochs 2 and 3), read against a run stopped after epoch 2."""
     import dataclasses
-    from ser_core.corpora import read_corpus
-    from ser_core.dataset import build_table
-    from ser_core.folds import fold_split
-    from ser_core.recipe import get_recipe, train_recipe
+    from ser_core.data.corpora import read_corpus
+    from ser_core.data.dataset import build_table
+    from ser_core.data.folds import fold_split
+    from ser_core.training.recipes import get_recipe, train_recipe
     table = build_table(read_corpus("emodb", tiny_corpus), augmentation=False, progress=False)
     split = fold_split(table, 0)
     base = dataclasses.replace(get_recipe("ours-global-swa"), schedule="constant", mixup_alpha=0.0)
@@ -322,8 +322,8 @@ def test_model_card_of_a_pretrained_bundle_names_every_corpus_and_licence():
     """A model that also learned from other corpora says so, with their licences (RAVDESS's
     non-commercial share-alike licence then applies to the model)."""
     import json as _json
-    from ser_core.model_card import render
-    from ser_core.bundle import REPO_ROOT
+    from ser_core.models.card import render
+    from ser_core.models.bundle import REPO_ROOT
     cfg = _json.loads((REPO_ROOT / "models" / "emodb" / "config.json").read_text())
     cfg["training"]["pretrained_on"] = {"corpora": ["emovo", "ravdess"], "emotions": ["fear", "anger"],
                                         "chunks": 2231, "epochs": 30, "cpu_seconds": 500.0}
@@ -344,7 +344,7 @@ def test_recipe_key_keeps_runs_made_before_a_field_was_added():
     (with a default that keeps the old behaviour) existed names the same folder; a real change
     does not."""
     import dataclasses
-    from ser_core.recipe import Recipe, get_recipe
+    from ser_core.training.recipes import Recipe, get_recipe
     r = get_recipe("ours-global")
     old = {k: v for k, v in r.to_dict().items()
            if k not in ("swa_start", "pretrain", "pretrain_epochs", "offline_augmentation")}
@@ -359,10 +359,10 @@ def test_a_fold_without_validation_trains_its_validation_speakers_and_runs_every
     test speaker), no epoch is selected and none is skipped; a recipe that would need to select
     an epoch on no validation is refused."""
     import dataclasses
-    from ser_core.corpora import read_corpus
-    from ser_core.crossval import train_fold
-    from ser_core.dataset import build_table
-    from ser_core.recipe import get_recipe, train_recipe
+    from ser_core.data.corpora import read_corpus
+    from ser_core.training.crossval import train_fold
+    from ser_core.data.dataset import build_table
+    from ser_core.training.recipes import get_recipe, train_recipe
     table = build_table(read_corpus("emodb", tiny_corpus), augmentation=False, progress=False)
     split = fold_split(table, 0)
     full = split.validation_trains(table)
@@ -385,9 +385,9 @@ def test_weight_averaging_with_validation_speakers_runs_every_epoch_whatever_the
     must not stop training (a --max-epochs above the recipe's patience stopped the 160-epoch
     RAVDESS bundle at epoch 103). Learning rate 0: validation never improves after epoch 1."""
     import dataclasses
-    from ser_core.corpora import read_corpus
-    from ser_core.dataset import build_table
-    from ser_core.recipe import get_recipe, train_recipe
+    from ser_core.data.corpora import read_corpus
+    from ser_core.data.dataset import build_table
+    from ser_core.training.recipes import get_recipe, train_recipe
     table = build_table(read_corpus("emodb", tiny_corpus), augmentation=False, progress=False)
     split = fold_split(table, 0)
     assert len(split.val)
@@ -402,8 +402,8 @@ def test_weight_averaging_with_validation_speakers_runs_every_epoch_whatever_the
 
 
 def test_recipes_that_differ_only_in_fine_tuning_share_one_pre_training(tmp_path):
-    from ser_core.pretrain import pretrain_path
-    from ser_core.recipe import get_recipe
+    from ser_core.training.pretrain import pretrain_path
+    from ser_core.training.recipes import get_recipe
     paths = {pretrain_path("emodb", get_recipe(r), [], tmp_path)
              for r in ("ours-global-pre", "ours-global-pre-swa", "ours-global-pre-swa-all",
                        "ours-global-pre-swa-all-ft")}
@@ -417,12 +417,12 @@ def test_fine_tuning_learning_rate_applies_only_to_a_model_started_from_pre_trai
     """finetune_lr: a model started from pre-trained weights follows the cosine schedule from
     that peak; one trained from scratch keeps the recipe's learning_rate."""
     import dataclasses
-    from ser_core.corpora import read_corpus
-    from ser_core.dataset import build_table
-    from ser_core.folds import fold_split
-    from ser_core.model import CNNLSTM
-    from ser_core.pretrain import EMOTIONS
-    from ser_core.recipe import get_recipe, train_recipe
+    from ser_core.data.corpora import read_corpus
+    from ser_core.data.dataset import build_table
+    from ser_core.data.folds import fold_split
+    from ser_core.models.cnn_lstm import CNNLSTM
+    from ser_core.training.pretrain import EMOTIONS
+    from ser_core.training.recipes import get_recipe, train_recipe
     table = build_table(read_corpus("emodb", tiny_corpus), augmentation=False, progress=False)
     split = fold_split(table, 0)
     recipe = dataclasses.replace(get_recipe("ours-global-pre-swa-all-ft"), max_epochs=2, patience=2)
@@ -443,15 +443,15 @@ def test_train_defaults_trains_the_speaker_bundles_by_shipped_and_skips_finished
     study's recipe), a bundle folder with a config already there skipped."""
     import argparse
     import types
-    import ser_core.ship
+    import ser_core.training.ship
     from export import defaults
-    from ser_core.recipe import SHIPPED
+    from ser_core.training.recipes import SHIPPED
     calls = []
 
     def fake(corpus, data_dir, out, recipe, weights_dtype, epochs, run_dir=None, command=""):
         calls.append((corpus, recipe, epochs, weights_dtype, command))
         return types.SimpleNamespace(config={"crossval": {"accuracy": 0.5}})
-    monkeypatch.setattr(ser_core.ship, "train_shipped_bundle", fake)
+    monkeypatch.setattr(ser_core.training.ship, "train_shipped_bundle", fake)
     (tmp_path / "emodb").mkdir()
     (tmp_path / "emodb" / "config.json").write_text("{}")
     args = argparse.Namespace(data_root="DATA", models_dir=str(tmp_path), protocols="speaker",

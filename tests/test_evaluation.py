@@ -18,8 +18,9 @@ import torch.nn.functional as F
 
 from ser_core.attacks.base import FeatureAttack, Param
 from ser_core.errors import ParameterError
-from ser_core.evaluation import grid, report, stats
-from ser_core.evaluation.examples import HeldOutSet, balanced_order, balanced_subset
+from ser_core import stats
+from ser_core.evaluation import grid, report
+from ser_core.data.held_out import HeldOutSet, balanced_order, balanced_subset
 
 
 class SignStep(FeatureAttack):
@@ -244,7 +245,7 @@ def test_report_renders_the_paper_comparison(grid_run, tmp_path):
 
 
 def test_defence_examples_stay_in_the_ball_and_raise_the_loss(bundle, four):
-    from ser_core.defence import fgsm_examples, pgd_examples
+    from ser_core.training.adversarial import fgsm_examples, pgd_examples
     model = bundle.torch_model()
     x, y = torch.from_numpy(four.x[1:3]), torch.from_numpy(four.labels[1:3]).long()  # a male and a female
     lo, hi = bundle.clip_range
@@ -258,8 +259,8 @@ def test_defence_examples_stay_in_the_ball_and_raise_the_loss(bundle, four):
 
 
 def test_defence_writes_a_bundle_that_records_its_recipe(bundle, tmp_path, data_dir):
-    from ser_core.bundle import ModelBundle
-    from ser_core.defence import DefenceConfig, adversarial_train
+    from ser_core.models.bundle import ModelBundle
+    from ser_core.training.adversarial import DefenceConfig, adversarial_train
     with pytest.raises(ParameterError):
         DefenceConfig(adversarial_fraction=1.5).check()
     out = adversarial_train(bundle, tmp_path / "defended", DefenceConfig("fgsm", batch_size=8, max_steps=1, train_rows=8),
@@ -286,7 +287,7 @@ class _StopAfterFirstEpoch(io.StringIO):
 
 
 def test_defence_resumes_after_interruption_to_the_same_weights(bundle, tmp_path, data_dir):
-    from ser_core.defence import CHECKPOINT, DefenceConfig, adversarial_train
+    from ser_core.training.adversarial import CHECKPOINT, DefenceConfig, adversarial_train
     cfg = DefenceConfig("fgsm", epochs=2, batch_size=8, train_rows=16)
     straight = adversarial_train(bundle, tmp_path / "straight", cfg, data_dir=data_dir, log=io.StringIO())
     with pytest.raises(KeyboardInterrupt):
@@ -309,7 +310,7 @@ def test_defence_resumes_after_interruption_to_the_same_weights(bundle, tmp_path
 
 def test_waveform_part_counts_only_verified_flips_and_resumes(bundle, data_dir, tmp_path, capsys):
     from export.cli import main as cli
-    from ser_core.clip_attack import attack_clip
+    from ser_core.attacks.clip import attack_clip
     from ser_core.evaluation.waveform import WaveformPlan, run_waveform, summarise, bundle_test_clips
     plan = WaveformPlan(1, snrs=(20.0,), pgd_steps=2, cw_steps=2, cw_binary_steps=1)
     clips = bundle_test_clips(bundle, 1, data_dir=data_dir)
@@ -399,7 +400,7 @@ def test_report_sets_defended_bundles_beside_their_base(tmp_path):
 
 
 def test_defend_command_reproduces_the_study_recipe_with_no_flags():
-    from ser_core.defence import DefenceConfig, defend_command
+    from ser_core.training.adversarial import DefenceConfig, defend_command
     d = {**dataclasses.asdict(DefenceConfig()), "method": "fgsm-at", "base": "emodb-paper", "folder": "models-defended/x"}
     assert defend_command(d) == "python -m export defend --model emodb-paper --method fgsm --out models-defended/x"
 
@@ -408,7 +409,7 @@ def test_defend_options_and_the_rebuild_command_come_from_the_one_recipe():
     """`export defend` parses its options into DefenceConfig, and the report's rebuild command
     of that recipe parses back into the same DefenceConfig (both read DefenceConfig's fields)."""
     from export.cli import build_parser
-    from ser_core.defence import config_from_arguments, defend_command
+    from ser_core.training.adversarial import config_from_arguments, defend_command
     argv = ["defend", "--model", "emodb-paper", "--method", "pgd", "--eps", "0.5", "--fraction", "0.5",
             "--epochs", "3", "--lr", "0.001", "--batch-size", "64", "--pgd-steps", "3", "--out", "models-defended/x"]
     cfg = config_from_arguments(build_parser().parse_args(argv))
@@ -478,7 +479,7 @@ def test_wilson_size_is_the_fewest_examples_within_the_margin():
 
 def test_standard_profile_follows_the_wilson_rule_and_the_cost_table():
     from ser_core.attacks import registry
-    from ser_core.bundle import ModelBundle
+    from ser_core.models.bundle import ModelBundle
     p = grid.PROFILES["standard"]
     paper = [ModelBundle.load(f"{c}-paper") for c in ("emodb", "emovo", "ravdess")]
     examples = sum(grid.bundle_test_size(b) for b in paper)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ser_core.audio import load_audio
-from ser_core.chunks import chunks, trim
-from ser_core.features import log_mel
-from ser_core.waveform.frontend import DB_TOLERANCE, STANDARDISED_TOLERANCE, LogMelFrontEnd
+from ser_core.audio.decode import load_audio
+from ser_core.audio.chunks import chunks, trim
+from ser_core.audio.features import log_mel
+from ser_core.audio.frontend import DB_TOLERANCE, STANDARDISED_TOLERANCE, LogMelFrontEnd
 
 
 def real_chunks(data_dir, n_clips=4):

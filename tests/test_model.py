@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from ser_core.model import CNNLSTM, keras_parameter_count
+from ser_core.models.cnn_lstm import CNNLSTM, keras_parameter_count
 
 
 def test_parameter_count_equals_the_study():
@@ -64,7 +64,7 @@ def test_bundle_model_for_gradients_is_unrolled_and_onnx_export_is_not(bundle, t
     """The shipped bundle hands attacks the unrolled LSTM and the channels-last CNN; its ONNX
     graph still holds an LSTM op."""
     import onnx
-    from ser_core.onnx_export import export_onnx
+    from ser_core.models.onnx_export import export_onnx
     m = bundle.torch_model()
     assert m.unroll_lstm is True and m.channels_last is True
     path = export_onnx(m, tmp_path / "m.onnx", bundle.feature_config.input_shape)

@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from ser_core.augment import augment, augmented_length
-from ser_core.chunks import chunks, n_windows, trim
+from ser_core.audio.augment import augment, augmented_length
+from ser_core.audio.chunks import chunks, n_windows, trim
 from ser_core.config import PAPER_FEATURES as C
-from ser_core.features import clip_features, log_mel
+from ser_core.audio.features import clip_features, log_mel
 from tests.helpers import voiced
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from export.cli import main
-from ser_core.bundle import ModelBundle
+from ser_core.models.bundle import ModelBundle
 
 
 @pytest.fixture(scope="module")

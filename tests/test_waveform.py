@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from export.cli import main as cli
-from ser_core.audio import load_audio
-from ser_core.bundle import ModelBundle
-from ser_core.chunks import chunks, trim
+from ser_core.audio.decode import load_audio
+from ser_core.models.bundle import ModelBundle
+from ser_core.audio.chunks import chunks, trim
 from ser_core.errors import ParameterError
-from ser_core.clip_attack import attack_clip
-from ser_core.waveform import chunk_index_map, snr_db
-from ser_core.waveform.base import to_pcm
+from ser_core.attacks.clip import attack_clip
+from ser_core.attacks.waveform import chunk_index_map, snr_db
+from ser_core.attacks.waveform.base import to_pcm
 
 
 def predicted_by_cli(bundle, capsys, *paths) -> list[str]:
@@ -108,7 +108,7 @@ def test_square_flips_a_clip_querying_only_the_serving_path(data_dir, tmp_path, 
 
 
 def test_square_windows_hold_the_clips_own_signs_in_one_band():
-    from ser_core.waveform.square import band_signs
+    from ser_core.attacks.waveform.square import band_signs
     sr = 16000
     tone = np.sin(2 * np.pi * 1000 * np.arange(sr) / sr)
     signs = band_signs(tone, sr, 8)

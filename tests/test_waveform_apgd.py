@@ -10,23 +10,23 @@ import numpy as np
 import pytest
 import torch
 
-from ser_core.audio import load_audio
+from ser_core.audio.decode import load_audio
 from ser_core.control import run_control
 from ser_core.errors import ParameterError
 from ser_core.attacks import get_attack
-from ser_core.clip_attack import attack_clip
-from ser_core.waveform import chunk_index_map
-from ser_core.waveform.apgd import checkpoints, dlr
-from ser_core.waveform.base import PCM_MAX, PCM_MIN, ClipModel, Objective, from_pcm, to_pcm
-from ser_core.waveform.chunkmap import trim_guard
-from ser_core.waveform.masking import MaskingThreshold
+from ser_core.attacks.clip import attack_clip
+from ser_core.attacks.waveform import chunk_index_map
+from ser_core.attacks.waveform.apgd import checkpoints, dlr
+from ser_core.attacks.waveform.base import PCM_MAX, PCM_MIN, ClipModel, Objective, from_pcm, to_pcm
+from ser_core.audio.chunkmap import trim_guard
+from ser_core.attacks.waveform.masking import MaskingThreshold
 
 
 @pytest.fixture()
 def own_bundle():
     """A bundle object of its own (the shipped emodb), so that no other test's use of the shared
     session bundle (sessions, threads, model state) can move these attack trajectories."""
-    from ser_core.bundle import ModelBundle
+    from ser_core.models.bundle import ModelBundle
     return ModelBundle.load("emodb")
 
 
@@ -204,7 +204,7 @@ def test_held_out_clips_are_unseen_speakers_balanced_and_seeded(bundle, data_dir
     assert len(clips) == 20 and not {u.speaker for u in clips} & trained
     # as balanced as the (gender, class) cells allow: no cell more than one clip ahead of a cell
     # that still had clips to give (emodb's held-out speaker 08 recorded no disgust, 03 one)
-    from ser_core.corpora import read_corpus
+    from ser_core.data.corpora import read_corpus
     pool = Counter((u.gender, u.emotion) for u in read_corpus("emodb", data_dir / "emodb").utterances
                    if u.speaker not in trained)
     cells = Counter((u.gender, u.emotion) for u in clips)

@@ -3,34 +3,30 @@ catalogue.
 
 The study's feature attacks live here, one module each; every module in this package except
 `base` is imported below and registers its attack with `@register`, so adding a feature attack
-means adding one file. The waveform attacks live in `ser_core.waveform` (they share its 16-bit
+means adding one file. The waveform attacks live in `ser_core.attacks.waveform` (they share its 16-bit
 arithmetic, clip model and serving path) and register the same way when that package is
 imported, which `registry("waveform")` does on first use.
 
     get_attack("fgsm", bundle, eps=0.5)                      # a feature attack (the default domain)
     get_attack("apgd", bundle, domain="waveform", snr_db=30)  # a waveform attack
     describe_attacks()                                       # both domains, for the CLI and the app
-To attack a clip in either domain, see `ser_core.clip_attack.attack_clip`."""
+To attack a clip in either domain, see `ser_core.attacks.clip.attack_clip`."""
 from __future__ import annotations
 
 import importlib
 import pkgutil
 
-from .base import (BATCH, DOMAINS, REGISTRY, Attack, AttackResult, FeatureAttack, Param, QueryCounter,
+from ser_core.attacks.base import (BATCH, DOMAINS, REGISTRY, Attack, AttackResult, FeatureAttack, Param, QueryCounter,
                    logit_margin, register)
-from ..errors import ParameterError
+from ser_core.errors import ParameterError
 
-for _m in pkgutil.iter_modules(__path__):
-    if _m.name != "base":
-        importlib.import_module(f"{__name__}.{_m.name}")
+from ser_core.attacks import features, waveform  # noqa: E402,F401  each attack registers on import
 
 
 def registry(domain: str = "features") -> dict[str, type[Attack]]:
     """name -> attack class of one domain ("features" or "waveform")."""
     if domain not in DOMAINS:
         raise ParameterError(f"unknown domain {domain!r} (accepted: {', '.join(DOMAINS)})")
-    if domain == "waveform":
-        importlib.import_module("ser_core.waveform")  # its attacks register on import
     return REGISTRY[domain]
 
 

@@ -5,10 +5,10 @@ feature domain the batching loop, clipping and the result object.
 One base class, `Attack`, for both domains. An attack's `domain` says what it perturbs:
   - "features": standardised log-Mel features x of shape (batch, 261, 128), the study's attacks
     (`FeatureAttack`, this module); a flip is the model's decision on the adversarial features;
-  - "waveform": the 16-bit samples of one whole clip (`ser_core.waveform.base.WaveformAttack`);
+  - "waveform": the 16-bit samples of one whole clip (`ser_core.attacks.waveform.base.WaveformAttack`);
     a flip counts only when the serving path's decision on the written 16-bit WAV differs.
 Callers never need to tell them apart: `ser_core.attacks.get_attack(name, bundle, domain=...)`
-makes either, `describe_attacks()` lists both, and `ser_core.clip_attack.attack_clip` runs
+makes either, `describe_attacks()` lists both, and `ser_core.attacks.clip.attack_clip` runs
 either on a clip and returns one `ClipAttackResult`.
 
 Feature attacks are untargeted: an example "flips" when the model's decision on the
@@ -29,8 +29,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from ..control import should_stop, stop_reason
-from ..errors import ParameterError
+from ser_core.control import should_stop, stop_reason
+from ser_core.errors import ParameterError
 
 DOMAINS = ("features", "waveform")
 BATCH = 64  # feature examples per forward/backward pass: bounds activation memory on long inputs

@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ParameterError
-from .examples import GENDERS, HeldOutSet, balanced_order, bundle_test_set
-from .stats import wilson, wilson_half_width, wilson_size
+from ser_core.errors import ParameterError
+from ser_core.data.held_out import GENDERS, HeldOutSet, balanced_order, bundle_test_set
+from ser_core.stats import wilson, wilson_half_width, wilson_size
 
 SUBSETS = ("all",) + GENDERS
 
@@ -101,7 +101,7 @@ def place(bundle, device: str) -> None:
 def select_attacks(names=None, registry=None) -> dict:
     """name -> attack class, in registry order (white-box first, then black-box)."""
     if registry is None:
-        from ..attacks import registry as feature_attacks
+        from ser_core.attacks import registry as feature_attacks
         registry = feature_attacks("features")
     names = list(names) if names else sorted(registry, key=lambda n: (registry[n].kind != "white-box", n))
     unknown = [n for n in names if n not in registry]

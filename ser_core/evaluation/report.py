@@ -13,10 +13,10 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from ..corpora import corpus_spec
-from ..defence import defend_command, is_study_recipe
-from .grid import project_full, read_rows
-from .stats import newcombe_difference, wilson
+from ser_core.data.corpora import corpus_spec
+from ser_core.training.adversarial import defend_command, is_study_recipe
+from ser_core.evaluation.grid import project_full, read_rows
+from ser_core.stats import newcombe_difference, wilson
 
 CORPORA = {"emodb": "EmoDB", "emovo": "EMOVO", "ravdess": "RAVDESS"}
 SUBSETS = ("all", "male", "female")
@@ -451,11 +451,11 @@ def examples_lines(rows: list[dict]) -> list[str]:
 
 def waveform_lines(wrows: list[dict]) -> list[str]:
     """Verified success of the waveform attacks against SNR, per corpus and gender."""
-    from .waveform import summarise
+    from ser_core.evaluation.waveform import summarise
     if not wrows:
         return ["No waveform results in this folder yet (`python -m export evaluate --profile quick --waveform`)."]
     lines = ["Attacks on the decoded samples of whole clips of the held-out test speakers "
-             "(ser_core.waveform); a clip counts as fooled only when the serving path (decode, trim, "
+             "(ser_core.attacks.waveform); a clip counts as fooled only when the serving path (decode, trim, "
              "chunks, librosa log-Mel, standardiser, ONNX Runtime) decides differently on the adversarial "
              "clip written as a 16-bit WAV and read back. SNR is that of the written clip against the clean "
              "one; PGD's budget is the lowest SNR allowed (it stops at the first verified flip, so its "
@@ -611,7 +611,7 @@ def write_report(rows: list[dict], out_dir, profile: str = "quick", wall_seconds
 
 def _bundle_test_metrics(model: str) -> dict | None:
     """The bundle's clean test metrics on its whole test set (config.json), not the attacked subset."""
-    from ..bundle import MODELS_DIR
+    from ser_core.models.bundle import MODELS_DIR
     for folder in (MODELS_DIR / model, Path(model)):
         if (folder / "config.json").is_file():
             return json.loads((folder / "config.json").read_text())["metrics"]["test"]

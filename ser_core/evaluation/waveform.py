@@ -1,8 +1,8 @@
 """Waveform attacks in the evaluation: verified success against SNR, per corpus and gender.
 
-The study attacks features; ser_core.waveform attacks the decoded samples of a whole clip and
+The study attacks features; ser_core.attacks.waveform attacks the decoded samples of a whole clip and
 counts a clip as fooled only when the serving path's decision on the written 16-bit WAV differs
-from its clean decision (`ser_core.clip_attack.attack_clip`, domain "waveform"; verify.py).
+from its clean decision (`ser_core.attacks.clip.attack_clip`, domain "waveform"; verify.py).
 Here those attacks run over a gender-balanced, seeded set of clips of each speaker-protocol
 bundle's held-out test speakers (`bundle.held_out_speakers`; the paper-protocol bundles have
 no held-out speakers):
@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ParameterError
-from .examples import GENDERS, data_root
-from .stats import wilson
+from ser_core.errors import ParameterError
+from ser_core.data.held_out import GENDERS, data_root
+from ser_core.stats import wilson
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def speaker_bundles(bundles) -> list:
 def bundle_test_clips(bundle, per_gender: int, seed: int = 0, data_dir=None) -> list:
     """Up to per_gender utterances of each gender from the bundle's held-out test speakers,
     seeded (each clip whole, as a listener would hear it)."""
-    from ..corpora import read_corpus
+    from ser_core.data.corpora import read_corpus
     if per_gender < 1:
         raise ParameterError(f"clips per gender {per_gender} (accepted: an integer >= 1)")
     corpus_name = bundle.config["corpus"]
@@ -91,7 +91,7 @@ def held_out_clips(bundle, n: int, seed: int = 0, data_dir=None) -> list:
     Each (gender, class) cell is shuffled; clips are then taken round by round, one per cell, the
     classes in a fresh seeded order each round and male before female within a class, so any
     prefix is as balanced as the cells allow (n = 2 x classes x k: k clips per cell)."""
-    from ..corpora import read_corpus
+    from ser_core.data.corpora import read_corpus
     if n < 1:
         raise ParameterError(f"held-out clips n={n} (accepted: an integer >= 1)")
     corpus_name = bundle.config["corpus"]
@@ -136,8 +136,8 @@ def run_waveform(bundles, results, plan: WaveformPlan = WAVEFORM_PROFILES["quick
                  log=sys.stderr) -> list[dict]:
     """Attack every (speaker bundle, clip, run) not yet in `results` (JSON lines, one per
     attacked clip) and return every row of the file."""
-    from ..clip_attack import attack_clip
-    from .grid import read_rows
+    from ser_core.attacks.clip import attack_clip
+    from ser_core.evaluation.grid import read_rows
     results = Path(results)
     results.parent.mkdir(parents=True, exist_ok=True)
     rows = read_rows(results)

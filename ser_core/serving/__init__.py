@@ -5,5 +5,5 @@
   inversion.py  standardised log-Mel features -> a listening copy (Griffin-Lim), re-scored
   plots.py      log-Mel images before, after and their difference
 
-Model logic lives below it (ser_core.bundle, ser_core.attacks, ser_core.clip_attack); this
+Model logic lives below it (ser_core.models.bundle, ser_core.attacks, ser_core.attacks.clip); this
 package only gathers what the app shows."""

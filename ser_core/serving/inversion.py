@@ -21,9 +21,9 @@ from pathlib import Path
 import librosa
 import numpy as np
 
-from ..chunks import chunks as to_chunks, trim, window_pieces
-from ..config import FeatureConfig, PAPER_FEATURES
-from ..features import mel_power
+from ser_core.audio.chunks import chunks as to_chunks, trim, window_pieces
+from ser_core.config import FeatureConfig, PAPER_FEATURES
+from ser_core.audio.features import mel_power
 
 # librosa.amplitude_to_db's floor (its amin): values below it were clamped before the log
 AMIN = 1e-5

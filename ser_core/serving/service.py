@@ -27,12 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import bundle as bundle_module
-from ..attacks import attack_class, describe_attacks, get_attack
-from ..audio import load_audio
-from ..clip_attack import attack_clip, check_target
-from ..control import run_control, stop_reason
-from ..errors import AttackCancelledError, AudioError, EmptyAudioError, ModelBundleError, ParameterError, TooLongAudioError
+from ser_core.models import bundle as bundle_module
+from ser_core.attacks import attack_class, describe_attacks, get_attack
+from ser_core.audio.decode import load_audio
+from ser_core.attacks.clip import attack_clip, check_target
+from ser_core.control import run_control, stop_reason
+from ser_core.errors import AttackCancelledError, AudioError, EmptyAudioError, ModelBundleError, ParameterError, TooLongAudioError
 
 MAX_PREDICT_SECONDS = 120.0   # prediction is cheap: a couple of minutes of speech
 MAX_ATTACK_SECONDS = 30.0     # white-box attacks cost per chunk: ten 3 s chunks at most
@@ -375,7 +375,7 @@ def confidence_note(probabilities: dict) -> str | None:
 
 
 def speech_check(y: np.ndarray, sample_rate: int) -> dict:
-    from ..speech import check_speech
+    from ser_core.audio.speech import check_speech
     return check_speech(y, sample_rate).to_dict()
 
 
@@ -565,7 +565,7 @@ def run_attack(path, model: str, attack: str, params=None, domain: str | None = 
 
 
 def _feature_attack(b, y, attack, params, max_seconds, progress, out: Path) -> AttackOutcome:
-    from .inversion import LABEL, listening_copy
+    from ser_core.serving.inversion import LABEL, listening_copy
     sr = b.feature_config.sample_rate
     r = attack_clip(b, y, attack, params, sample_rate=sr, max_seconds=max_seconds, progress=progress)
     _stop_if_cancelled(attack)
@@ -607,7 +607,7 @@ def _stop_if_cancelled(attack: str) -> None:
 
 
 def _images(b, x, x_adv, out: Path) -> dict[str, Path]:
-    from .plots import log_mel_images
+    from ser_core.serving.plots import log_mel_images
     images = log_mel_images(b.standardizer.inverse(x), b.standardizer.inverse(x_adv))
     paths = {}
     for name, img in images.items():

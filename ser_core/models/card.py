@@ -1,0 +1,163 @@
+"""A bundle's config -> its model card (README.md in the bundle folder)."""
+from __future__ import annotations
+
+from ser_core.data.corpora import CORPORA, DATA_LICENCES
+
+LANGUAGE_CODES = {"emodb": "de", "emovo": "it", "ravdess": "en"}
+PAPER_ACCURACY = {"emodb": (0.909, 0.895, 0.918), "emovo": (0.872, 0.893, 0.852),
+                  "ravdess": (0.911, 0.911, 0.911)}
+
+
+def _fmt(x):
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def render(config: dict) -> str:
+    c = config["corpus"]
+    spec = CORPORA[c]
+    lic = DATA_LICENCES[c]
+    m = config["metrics"]["test"]
+    split = config["split"]
+    tr = config["training"]
+    hp = config["hyperparameters"]
+    cm = m["confusion"]
+    cv = config.get("crossval")
+    recipe = hp.get("recipe")
+    if recipe:
+        hp_line = (f"- Training recipe `{recipe}` (ser_core/training/recipes.py): {hp['standardizer']} "
+                   f"standardiser, input normalisation {hp['input_norm']}, AdamW lr "
+                   f"{hp['learning_rate']} (weight decay {hp['weight_decay']}, {hp['schedule']} "
+                   f"schedule), batch {hp['batch_size']}, at most {hp['max_epochs']} epochs, "
+                   + (f"the model the average of the weights of epochs "
+                      f"{int(hp['swa_start'] * hp['max_epochs']) + 1}-{hp['max_epochs']} (no epoch "
+                      f"selected), dropout " if hp.get("swa_start") else
+                      f"selection on {hp['select_on']} (patience {hp['patience']}), dropout ")
+                   + f"{hp['dropout']} / LSTM input {hp['lstm_input_dropout']}, augmentation: time "
+                   f"shift {hp['time_roll']}, Mel shift {hp['mel_shift']}, SpecAugment "
+                   f"{hp['freq_masks']}x{hp['freq_mask_width']} bands / {hp['time_masks']}x"
+                   f"{hp['time_mask_width']} frames, mixup {hp['mixup_alpha']}, label smoothing "
+                   f"{hp['label_smoothing']}.")
+    else:
+        hp_line = (f"- Hyperparameters: dropout {hp['dropout']}, LSTM input dropout {hp['lstm_input_dropout']}, "
+                   f"learning rate {hp['learning_rate']}, batch {hp['batch_size']}, at most {hp['max_epochs']} "
+                   f"epochs{' (the study: 100; capped to fit a 2-core CPU budget)' if hp['max_epochs'] < 100 else ''}, "
+                   f"early stopping patience {hp['early_stopping_patience']}.")
+    cv_lines = []
+    if cv:
+        base = cv.get("baseline")
+        cv_lines = [
+            "## Accuracy on new speakers (speaker-fold cross-validation)",
+            f"The published figure of this model: recipe `{cv['recipe']}` cross-validated over "
+            f"{cv['folds']} speaker folds, every one of the {cv['n_speakers']} speakers tested "
+            f"once, {cv['n_clips']} clips (clip decision = mean of its 3 s chunks), 95 % "
+            "intervals from a bootstrap over speakers. This bundle itself was then trained on "
+            "all speakers but its two validation speakers.",
+            "",
+            "| figure | value | 95 % interval |", "|---|---|---|",
+            f"| accuracy | {cv['accuracy']:.3f} | {cv['accuracy_ci95'][0]:.3f}-{cv['accuracy_ci95'][1]:.3f} |",
+            f"| unweighted average recall | {cv['uar']:.3f} | {cv['uar_ci95'][0]:.3f}-{cv['uar_ci95'][1]:.3f} |",
+            f"| macro-F1 | {cv['macro_f1']:.3f} | |",
+            f"| male / female accuracy | {cv['male_accuracy']:.3f} / {cv['female_accuracy']:.3f} | |",
+            f"| lowest class recall | {cv['min_class_recall']:.3f} | |",
+            "",
+            "Per-class recall: " + ", ".join(f"{k} {v:.2f}" for k, v in cv["per_class_recall"].items()
+                                             if v is not None) + ".",
+            "",
+            (f"On the same folds {base['name']} reaches accuracy {base['accuracy']:.3f}, UAR "
+             f"{base['uar']:.3f}. " if base else "")
+            + f"Full table: {cv['report']} in the project repository.",
+            "",
+        ]
+    pre = tr.get("pretrained_on")
+    co = tr.get("cotrained_on") or {}  # {corpus: {"chunks", "speakers"}}
+    others = list(pre["corpora"] if pre else []) + [p for p in co if not pre or p not in pre["corpora"]]
+    data_corpora = [c] + others
+    pre_lines = []
+    if pre:
+        pre_lines.append(
+            f"- Pre-training (before the corpus above): {pre['epochs']} epochs on every clip of "
+            f"{' and '.join(pre['corpora'])} ({pre['chunks']} chunks, emotions "
+            f"{', '.join(pre['emotions'])}; ser_core/training/pretrain.py). None of their speakers is one "
+            f"of {c}'s.")
+    if co:
+        pre_lines.append(
+            f"- Co-training (beside the corpus above): the clips of its classes from "
+            + " and ".join(f"{p} ({v['chunks']} chunks, {v['speakers']} speakers)" for p, v in co.items())
+            + f" (ser_core/pretrain.cotrain_rows). None of their speakers is one of {c}'s.")
+    pre_lines += [f"- {p}: licence {DATA_LICENCES[p]['licence']}; citation: {DATA_LICENCES[p]['citation']}."
+                  for p in others]
+    lines = [
+        "---",
+        f"license: {'cc-by-nc-sa-4.0' if 'ravdess' in data_corpora else 'other'}",
+        f"language: {LANGUAGE_CODES[c]}",
+        "tags: [speech-emotion-recognition, adversarial-robustness, onnx]",
+        "---",
+        f"# {config['name']}: CNN-LSTM speech emotion recognition ({spec.language}, {c})",
+        "",
+        "The CNN-LSTM of Facchinetti, Simonetta, Ntalampiras, \"A Systematic Evaluation of "
+        "Adversarial Attacks against Speech Emotion Recognition Models\" (Intelligent Computing "
+        "2024), reimplemented in PyTorch and exported to ONNX.",
+        "",
+        *cv_lines,
+        "## Training data",
+        f"- Corpus: {c} ({spec.language}), {config['data']['clips']} clips, "
+        f"classes: {', '.join(config['labels'])}.",
+        f"- Licence of the training data: {lic['licence']}.",
+        f"- Citation: {lic['citation']}.",
+        *pre_lines,
+        "",
+        "## Protocol",
+        f"- Protocol: **{split['protocol']}**" + (f" (seed {split['seed']}). " if "seed" in split else ". ")
+        + ("Stratified random 80/20 split over the augmented chunks, as in the study: augmented "
+           "copies of one utterance and every speaker are on both sides, so the test accuracy is "
+           "optimistic." if split["protocol"] == "paper" else
+           "Trained on every speaker but one male and one female validation speaker (early "
+           "stopping); no test speakers: the published figure is the cross-validation above."
+           if recipe else "Held-out test speakers and separate validation speakers, balanced by gender; "
+           "augmentation on training data only; standardiser fitted on training data only."),
+        f"- Speakers: train {split['speakers'].get('train', 'all')}, validation "
+        f"{split['speakers'].get('val', 'random 20 % of training chunks')}"
+        + (f" (sentences {split['speakers']['val_sentences']} held out)" if 'val_sentences' in split['speakers'] else "")
+        + ", test "
+        f"{split['speakers'].get('test', 'random 20 % of chunks')}.",
+        f"- Rows (3 s chunks): {split['rows']}.",
+        f"- Features: 16 kHz, trimmed, 3 s windows, log-Mel 128 x 261 (dB re. minimum), "
+        f"standardised ({ {'cell': 'one mean and scale per cell', 'band': 'per Mel band', 'global': 'one mean and scale for all cells'}[hp.get('standardizer', 'cell')] }); clip range for attacks {config['clip_range']}.",
+        hp_line,
+        f"- Weights stored as {config.get('weights_dtype')}; metrics below are measured with "
+        "the stored weights.",
+        "",
+        "## Test metrics" if not m.get("subset") else f"## Held-out figures: {m['subset']}",
+        f"| subset | n | accuracy |",
+        "|---|---|---|",
+        f"| all | {m['n']} | {_fmt(m['accuracy'])} |",
+        f"| male | {m['n_male']} | {_fmt(m['accuracy_male'])} |",
+        f"| female | {m['n_female']} | {_fmt(m['accuracy_female'])} |",
+        "",
+        f"Mean top-class confidence: {_fmt(m['mean_confidence'])}.",
+    ]
+    f32 = config["metrics"].get("test_float32_weights")
+    if f32:
+        lines += ["", f"Before compact storage (float32 weights) the same test set gave {_fmt(f32['accuracy'])} "
+                      f"(male {_fmt(f32['accuracy_male'])}, female {_fmt(f32['accuracy_female'])})."]
+    if split["protocol"] == "paper" and c in PAPER_ACCURACY:
+        a, mm, f = PAPER_ACCURACY[c]
+        lines += ["", f"The study reports {a} (male {mm}, female {f}) on its paper split."]
+    lines += ["", "Confusion matrix (rows: true, columns: predicted):", "",
+              "| true \\ predicted | " + " | ".join(cm["labels"]) + " |",
+              "|---" * (len(cm["labels"]) + 1) + "|"]
+    for lab, row in zip(cm["labels"], cm["matrix"]):
+        lines.append(f"| {lab} | " + " | ".join(map(str, row)) + " |")
+    lines += [
+        "", "## Training run",
+        f"- {tr['epochs']} epochs (best {tr['best_epoch']}), {tr['seconds'] / 60:.1f} min"
+        + (f" ({tr['cpu_seconds'] / 60:.1f} CPU min; wall time counts other jobs sharing the machine)"
+           if tr.get("cpu_seconds") else "")
+        + f" on {tr['hardware']}, precision {tr['precision']}.",
+        "", "## Retrain", "", "```", config["retrain_command"], "```",
+        "", "## Limits",
+        "- Acted speech from one corpus and language; expect lower accuracy on other speakers, "
+        "microphones and languages.",
+        "- Not robust to adversarial perturbations: that is what this project demonstrates.",
+    ]
+    return "\n".join(lines) + "\n"
