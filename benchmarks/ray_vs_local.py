@@ -1,5 +1,5 @@
 """Rows of two results files of the same grid (say one run by the local loop, one by Ray) side by
-side: are they identical apart from timing fields (grid.TIMING_FIELDS), and what did each cost?
+side: are they identical apart from timing fields (cells.TIMING_FIELDS), and what did each cost?
 
     OMP_NUM_THREADS=1 .venv/bin/python -m export evaluate --models emodb-paper --attacks fgsm,deepfool \\
         --examples 64 --batch 8 --threads 1 --out /tmp/cmp-local --no-report
@@ -14,12 +14,12 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from ser_core.evaluation import grid  # noqa: E402
+from ser_core.evaluation import cells  # noqa: E402
 
 
 def main(a: str, b: str):
-    ra, rb = grid.read_rows(a), grid.read_rows(b)
-    strip = lambda rows: {grid.row_key(r): {k: v for k, v in r.items() if k not in grid.TIMING_FIELDS} for r in rows}
+    ra, rb = cells.read_rows(a), cells.read_rows(b)
+    strip = lambda rows: {cells.row_key(r): {k: v for k, v in r.items() if k not in cells.TIMING_FIELDS} for r in rows}
     sa, sb = strip(ra), strip(rb)
     differing = sorted(str(k) for k in set(sa) | set(sb) if sa.get(k) != sb.get(k))
     cost = lambda rows: {"cpu_seconds": round(sum(r["cpu_seconds"] for r in rows if r["subset"] == "all"), 1),

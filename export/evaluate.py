@@ -15,7 +15,7 @@ def register(sub):
                                         "(resumable; results as JSON lines, report and plots)")
     p.add_argument("--profile", default="quick", choices=["quick", "standard", "full"],
                    help="quick: per attack family, the first n of a class- and gender-balanced order of each test set "
-                        "(counts in ser_core/evaluation/grid.py PROFILES, projected to fit 30 min here); standard: "
+                        "(counts in ser_core/evaluation/plan.py PROFILES, projected to fit 30 min here); standard: "
                         "enough examples that every 95 %% Wilson interval is within +/-5 points (+/-10 for C&W L2, "
                         "Pixel, Boundary), whole test sets for FGSM, DeepFool, C&W Linf; full: whole test sets")
     p.add_argument("--models", help="comma-separated bundle names or folders (default: every shipped bundle)")
@@ -92,7 +92,9 @@ def run_evaluate(args):
     import dataclasses
     from ser_core.models.bundle import ModelBundle
     from ser_core.errors import ParameterError
-    from ser_core.evaluation import grid, report
+    from ser_core.evaluation import plan, report
+    from ser_core.evaluation.cells import read_rows
+    from ser_core.evaluation.run import run_grid
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
@@ -106,18 +108,18 @@ def run_evaluate(args):
     out = Path(args.out)
     if args.waveform:
         return run_waveform_part(args, bundles, out)
-    attacks = grid.select_attacks(args.attacks.split(",") if args.attacks else None)
-    profile = parse_examples(args.examples, grid.PROFILES[args.profile])
+    attacks = plan.select_attacks(args.attacks.split(",") if args.attacks else None)
+    profile = parse_examples(args.examples, plan.PROFILES[args.profile])
     if args.batch is not None:
         profile = dataclasses.replace(profile, batch=args.batch)
     results = out / f"results-{profile.name}.jsonl"
     print(f"evaluate: {len(bundles)} models x {len(attacks)} attacks "
-          f"({sum(len(grid.settings_of(c)) for c in attacks.values())} settings) -> {results}", file=sys.stderr)
-    proj = grid.project(bundles, attacks, profile, grid.read_rows(results))
-    print(grid.format_projection(proj, profile), file=sys.stderr, flush=True)
+          f"({sum(len(plan.settings_of(c)) for c in attacks.values())} settings) -> {results}", file=sys.stderr)
+    proj = plan.project(bundles, attacks, profile, read_rows(results))
+    print(plan.format_projection(proj, profile), file=sys.stderr, flush=True)
     if args.dry_run:
-        cells = grid.plan_cells(bundles, attacks, profile, rows=grid.read_rows(results))
-        print(grid.format_plan(cells, profile), file=sys.stderr, flush=True)
+        cells = plan.plan_cells(bundles, attacks, profile, rows=read_rows(results))
+        print(plan.format_plan(cells, profile), file=sys.stderr, flush=True)
         emit({"profile": profile.name, "projected_minutes": round(proj["total_seconds"] / 60, 1),
               "projected_cpu_hours_whole_profile": round(sum(c["cpu_seconds"] or 0 for c in cells) / 3600, 2),
               "unmeasured_cells": proj["unmeasured"],
@@ -127,10 +129,11 @@ def run_evaluate(args):
     executor = None
     if args.executor == "ray":
         try:
-            from ser_core.tasks import RayExecutor  # the optional install, imported only here
+            import ray  # noqa: F401  the optional install, imported only here
         except ImportError as exc:
             raise ParameterError(f"--executor ray needs Ray ({exc}): pip install -r requirements-cluster.txt, "
                                  f"or leave --executor out for the local loop") from None
+        from ser_core.evaluation.executors import RayExecutor
         executor = RayExecutor(args.address, args.cpus_per_task,
                                0.0 if args.device == "cpu" else args.gpus_per_task)
         if args.device.startswith("cuda") and executor.gpus_per_task == 0:
@@ -138,14 +141,14 @@ def run_evaluate(args):
             raise ParameterError(f"--device {args.device} with --executor ray: the cluster has no GPU "
                                  f"(accepted: --device auto or cpu)")
     t0 = time.perf_counter()
-    rows = grid.run_grid(bundles, attacks, results, profile, args.device, args.data_dir, executor=executor)
+    rows = run_grid(bundles, attacks, results, profile, args.device, args.data_dir, executor=executor)
     wall = time.perf_counter() - t0
     if args.save_costs:
-        grid.save_costs(rows, args.save_costs, overhead_per_bundle=None)
+        plan.save_costs(rows, args.save_costs, overhead_per_bundle=None)
     if not args.no_report:
         kept, superseded = _current_rows(rows, bundles)
         report.write_report(kept, out, profile.name, wall_seconds=wall, superseded=superseded)
-    full = grid.project_full(rows)
+    full = plan.project_full(rows)
     emit({"results": str(results), "rows": len(rows), "wall_seconds_this_run": round(wall, 1),
           "projected_seconds_before_run": round(proj["total_seconds"], 1),
           "attack_seconds_all_rows": round(sum(r["seconds"] for r in rows if r["subset"] == "all"), 1),
@@ -155,7 +158,8 @@ def run_evaluate(args):
 
 def run_waveform_part(args, bundles, out: Path):
     import dataclasses
-    from ser_core.evaluation import grid, report
+    from ser_core.evaluation import report
+    from ser_core.evaluation.cells import read_rows
     from ser_core.errors import ParameterError
     from ser_core.evaluation.waveform import WAVEFORM_PROFILES, project_waveform, run_waveform
     if args.profile not in WAVEFORM_PROFILES:
@@ -175,7 +179,7 @@ def run_waveform_part(args, bundles, out: Path):
     t0 = time.perf_counter()
     wrows = run_waveform(bundles, results, plan, args.data_dir)
     wall = time.perf_counter() - t0
-    rows = grid.read_rows(out / f"results-{args.profile}.jsonl")
+    rows = read_rows(out / f"results-{args.profile}.jsonl")
     if not args.no_report and rows:
         kept, superseded = _current_rows(rows, bundles)
         report.write_report(kept, out, args.profile, superseded=superseded)
@@ -188,19 +192,20 @@ def _current_rows(rows: list[dict], bundles=()) -> tuple[list[dict], dict[str, i
     loaded, else the shipped ones under models/), and the count left out per model (a retrained
     bundle whose cells have not all been rerun)."""
     from ser_core.models.bundle import REPO_ROOT
-    from ser_core.evaluation import grid
-    weights = grid.bundle_weights(bundles)
+    from ser_core.evaluation.cells import bundle_weights, current_rows
+    weights = bundle_weights(bundles)
     for m in {r["model"] for r in rows} - set(weights):
         cfg = REPO_ROOT / "models" / m / "config.json"
         if cfg.is_file():
             weights[m] = json.loads(cfg.read_text()).get("weights_sha")
-    return grid.current_rows(rows, weights)
+    return current_rows(rows, weights)
 
 
 def run_report(args):
     from ser_core.errors import ParameterError
-    from ser_core.evaluation import grid, report
-    rows = grid.read_rows(args.results)
+    from ser_core.evaluation import report
+    from ser_core.evaluation.cells import read_rows
+    rows = read_rows(args.results)
     if not rows:
         raise ParameterError(f"{args.results}: no result rows (run `python -m export evaluate` first)")
     profile = rows[0].get("profile", "quick")

@@ -1,7 +1,8 @@
-"""Ray as the grid's engine (ser_core/tasks.py): a local 2-CPU cluster started here
-runs a small grid and gives the local loop's rows; a task that fails once is retried and its
-rows appear once; an interrupted Ray run resumes with only the missing batches. And the
-default path never imports Ray."""
+"""Ray as the grid's engine (ser_core/evaluation/executors.py, RayExecutor) and as the map of
+independent tasks (ser_core/tasks.py): a local 2-CPU cluster started here runs a small grid and
+gives the local loop's rows; a task that fails once is retried and its rows appear once; an
+interrupted Ray run resumes with only the missing batches; cross-validation folds run as tasks.
+And the default path never imports Ray. The tests that start Ray are marked slow."""
 from __future__ import annotations
 
 import io
@@ -14,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ser_core.evaluation import grid
+from ser_core.evaluation import cells, plan
+from ser_core.evaluation.run import run_grid
 from tests.test_evaluation import ATTACKS, RandomSign, SignStep
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,7 +39,7 @@ main(["evaluate", "--models", {bundle.name!r}, "--attacks", "fgsm", "--examples"
     env = dict(os.environ, OMP_NUM_THREADS="1", SER_DATA_DIR=str(data_dir))
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = grid.read_rows(tmp_path / "results-quick.jsonl")
+    rows = cells.read_rows(tmp_path / "results-quick.jsonl")
     assert len(rows) == 3 * len(__import__("ser_core.attacks", fromlist=["registry"]).registry()["fgsm"].paper_settings)
     assert {b["executor"] for r in rows for b in r["batches"]} == {"local"}
 
@@ -93,14 +95,14 @@ def _calls(cluster, cls) -> list[str]:
 
 
 def _strip(rows):
-    return {grid.row_key(r): {k: v for k, v in r.items() if k not in grid.TIMING_FIELDS} for r in rows}
+    return {cells.row_key(r): {k: v for k, v in r.items() if k not in cells.TIMING_FIELDS} for r in rows}
 
 
 @pytest.fixture(scope="module")
 def local_rows(bundle, four, tmp_path_factory):
     out = tmp_path_factory.mktemp("local") / "results.jsonl"
-    return grid.run_grid([bundle], ATTACKS, out, grid.Profile("test", None, batch=3), device="cpu",
-                         test_sets={bundle.name: four})
+    return run_grid([bundle], ATTACKS, out, plan.Profile("test", None, batch=3), device="cpu",
+                    test_sets={bundle.name: four})
 
 
 @pytest.fixture(scope="module")
@@ -111,12 +113,13 @@ def four(test_examples):
     return HeldOutSet(x[idx], labels[idx], genders[idx], idx)
 
 
+@pytest.mark.slow
 def test_ray_gives_the_local_loops_rows(cluster, bundle, four, local_rows, tmp_path):
-    from ser_core.tasks import RayExecutor
+    from ser_core.evaluation.executors import RayExecutor
     out = tmp_path / "results.jsonl"
-    rows = grid.run_grid([bundle], ATTACKS, out, grid.Profile("test", None, batch=3),
-                         test_sets={bundle.name: four}, executor=RayExecutor(cpus_per_task=1, log=io.StringIO()),
-                         log=io.StringIO())
+    rows = run_grid([bundle], ATTACKS, out, plan.Profile("test", None, batch=3),
+                    test_sets={bundle.name: four}, executor=RayExecutor(cpus_per_task=1, log=io.StringIO()),
+                    log=io.StringIO())
     assert ray.is_initialized()  # the executor did not stop a cluster it did not start
     assert len(rows) == len(local_rows) == 9
     assert _strip(rows) == _strip(local_rows)
@@ -126,16 +129,17 @@ def test_ray_gives_the_local_loops_rows(cluster, bundle, four, local_rows, tmp_p
         assert r["cpu_seconds"] > 0 and r["device"] == "cpu"
 
 
+@pytest.mark.slow
 def test_a_task_that_fails_once_is_retried_and_its_rows_appear_once(cluster, bundle, four, local_rows, tmp_path):
-    from ser_core.tasks import RayExecutor
+    from ser_core.evaluation.executors import RayExecutor
     out = tmp_path / "results.jsonl"
-    rows = grid.run_grid([bundle], {"signstep": FailsOnce, "randomsign": RandomSign}, out,
-                         grid.Profile("test", None, batch=3), test_sets={bundle.name: four},
-                         executor=RayExecutor(cpus_per_task=1, log=io.StringIO()), log=io.StringIO())
+    rows = run_grid([bundle], {"signstep": FailsOnce, "randomsign": RandomSign}, out,
+                    plan.Profile("test", None, batch=3), test_sets={bundle.name: four},
+                    executor=RayExecutor(cpus_per_task=1, log=io.StringIO()), log=io.StringIO())
     calls = _calls(cluster, FailsOnce)
     assert len(calls) == 2 * 2 * 2  # 2 settings x 2 batches, each tried twice
     lines = [json.loads(l) for l in out.read_text().splitlines()]
-    assert len(lines) == len({grid.row_key(r) for r in lines}) == 9  # no row twice
+    assert len(lines) == len({cells.row_key(r) for r in lines}) == 9  # no row twice
     assert _strip(rows) == _strip(local_rows)
 
 
@@ -148,19 +152,20 @@ class _StopAtFirstBatch(io.StringIO):
         return super().write(text)
 
 
+@pytest.mark.slow
 def test_an_interrupted_ray_run_resumes_with_the_missing_batches(cluster, bundle, four, local_rows, tmp_path):
-    from ser_core.tasks import RayExecutor
+    from ser_core.evaluation.executors import RayExecutor
     out = tmp_path / "results.jsonl"
     attacks = {"signstep": CountedSign, "randomsign": RandomSign}
-    profile = grid.Profile("test", None, batch=3)
+    profile = plan.Profile("test", None, batch=3)
     with pytest.raises(KeyboardInterrupt):
-        grid.run_grid([bundle], attacks, out, profile, test_sets={bundle.name: four},
-                      executor=RayExecutor(cpus_per_task=1, in_flight=1, log=io.StringIO()), log=_StopAtFirstBatch())
+        run_grid([bundle], attacks, out, profile, test_sets={bundle.name: four},
+                 executor=RayExecutor(cpus_per_task=1, in_flight=1, log=io.StringIO()), log=_StopAtFirstBatch())
     kept = list(out.parent.glob("results.cells/*/*/batch*.npz"))
     assert len(kept) == 1 and not out.exists()  # one batch on disk, no cell finished
     first = len(_calls(cluster, CountedSign))
-    rows = grid.run_grid([bundle], attacks, out, profile, test_sets={bundle.name: four},
-                         executor=RayExecutor(cpus_per_task=1, log=io.StringIO()), log=io.StringIO())
+    rows = run_grid([bundle], attacks, out, profile, test_sets={bundle.name: four},
+                    executor=RayExecutor(cpus_per_task=1, log=io.StringIO()), log=io.StringIO())
     # 4 signstep batches in all; the one on disk is not redone (one more may have been in flight)
     assert len(_calls(cluster, CountedSign)) - first == 3
     assert _strip(rows) == _strip(local_rows)
@@ -178,6 +183,7 @@ def _square_failing_once(k: int):
     return k * k, torch.get_num_threads()
 
 
+@pytest.mark.slow
 def test_map_tasks_runs_one_task_per_item_retried_with_the_tasks_threads(cluster):
     from ser_core.tasks import map_tasks
     got = list(map_tasks(_square_failing_once, [(k,) for k in range(4)], cpus_per_task=2))
@@ -185,9 +191,10 @@ def test_map_tasks_runs_one_task_per_item_retried_with_the_tasks_threads(cluster
     assert all(res == (args[0] ** 2, 2) for args, res in got)  # 2 CPUs per task: 2 torch threads
 
 
+@pytest.mark.slow
 def test_white_box_tasks_ask_for_a_gpu_when_the_cluster_has_one(cluster, monkeypatch):
     from ser_core.errors import ParameterError
-    from ser_core.tasks import RayExecutor
+    from ser_core.evaluation.executors import RayExecutor
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0, "GPU": 2.0})
     ex = RayExecutor(cpus_per_task=2, log=io.StringIO())
     assert ex.resources("white-box") == {"num_cpus": 2, "num_gpus": 1.0}
@@ -200,6 +207,7 @@ def test_white_box_tasks_ask_for_a_gpu_when_the_cluster_has_one(cluster, monkeyp
     assert RayExecutor(log=io.StringIO()).resources("white-box")["num_gpus"] == 0  # no GPU: CPU only
 
 
+@pytest.mark.slow
 def test_crossval_folds_as_ray_tasks_give_the_local_records_written_once(cluster, tmp_path, data_dir):
     from ser_core.training.crossval import ray_folds, run_crossval
     from tests.test_crossval import tiny_emodb

@@ -1,18 +1,20 @@
 """The systematic evaluation of Facchinetti et al. 2024 (../shared/PAPER.md), as one grid:
 every registered attack at each of its `paper_settings`, on every bundle, broken down by gender.
 
-  examples.py  bundle -> its test examples, `bundle_test_set` (speaker protocol: held-out
-               speakers' unaugmented chunks; paper protocol: the study's split recomputed) and
-               balanced orders
-  waveform.py  waveform attacks (ser_core.attacks.waveform) on held-out speakers' clips: verified
-               success against SNR per corpus and gender
-  grid.py      bundles x attacks x settings -> tidy rows (JSON lines), resumable; profiles
-               and their projected time (costs.json: measured seconds per example)
-  cluster.py   Ray as the grid's executor (optional install, requirements-cluster.txt)
-  stats.py     Wilson intervals for proportions, Newcombe intervals for their differences
-  report.py    rows -> Markdown report beside the study's table, and plots
-Adversarial training (the defence whose bundles the grid also attacks) is training, not
-evaluation: ser_core/training/adversarial.py."""
+  plan.py       what runs and what it costs: profiles (examples per attack family), the cells,
+                the cost table (costs.json: measured seconds per example), projections and the
+                dry-run plan
+  cells.py      a cell's storage: batch files and resume, per-example outcomes -> tidy rows
+                (JSON lines), rows measured on a model's current weights
+  executors.py  who runs the batches: this process (LocalExecutor) or Ray tasks (RayExecutor,
+                optional install, requirements-cluster.txt)
+  run.py        run_grid: the plan's cells not yet done, through an executor, into the results file
+  report/       rows -> Markdown report beside the study's table, and plots
+  waveform.py   waveform attacks (ser_core.attacks.waveform) on held-out speakers' clips: verified
+                success against SNR per corpus and gender
+Test examples (`bundle_test_set`, balanced orders) are data: ser_core/data/held_out.py;
+intervals are ser_core/stats.py. Adversarial training (the defence whose bundles the grid also
+attacks) is training, not evaluation: ser_core/training/adversarial.py."""
 from ser_core.data.held_out import HeldOutSet, balanced_order, balanced_subset, bundle_test_set
 from ser_core.stats import newcombe_difference, wilson
 

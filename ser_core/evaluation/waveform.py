@@ -137,7 +137,7 @@ def run_waveform(bundles, results, plan: WaveformPlan = WAVEFORM_PROFILES["quick
     """Attack every (speaker bundle, clip, run) not yet in `results` (JSON lines, one per
     attacked clip) and return every row of the file."""
     from ser_core.attacks.clip import attack_clip
-    from ser_core.evaluation.grid import read_rows
+    from ser_core.evaluation.cells import read_rows
     results = Path(results)
     results.parent.mkdir(parents=True, exist_ok=True)
     rows = read_rows(results)

@@ -1,0 +1,280 @@
+"""What the grid runs and what it will cost: bundles x registered attacks x each attack's
+`paper_settings`, the examples each cell attacks (a profile), and the projected time from the
+measured cost table (costs.json) or the results file itself (`--dry-run`).
+
+A cell attacks the bundle's test examples (full profile) or the first n of a class- and
+gender-balanced order of them (quick and standard profiles; n per attack family, see
+`PROFILES`: the study's black-box and C&W attacks cost 10-1000 times FGSM), as the study ran
+ART over its test set."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ser_core.errors import ParameterError
+from ser_core.evaluation.cells import bundle_weights, current_rows, done_cells
+from ser_core.stats import wilson_half_width, wilson_size
+
+
+@dataclass(frozen=True)
+class Profile:
+    """examples: examples attacked per bundle, per attack (None: the whole test set), taken
+    from the front of `balanced_order` so that every count is as balanced over classes and
+    genders as the test set allows and a smaller count is a subset of a larger one; attacks
+    not named get `default`. batch: examples per attack call."""
+
+    name: str
+    default: int | None
+    examples: dict = field(default_factory=dict)
+    batch: int = 64
+    seed: int = 0
+
+    def count(self, attack: str) -> int | None:
+        return self.examples.get(attack, self.default)
+
+
+# Quick: every attack at every study setting on every shipped bundle within 30 minutes of this
+# 2-core CPU (projection: `python -m export evaluate --profile quick --dry-run`, from the
+# single-thread CPU seconds per example in costs.json). Ten examples are one per class and
+# gender; the costly attacks get one or two per gender. The intervals in the report say what
+# so few examples can and cannot show.
+#
+# Standard: enough examples that every cell of the study's table can be compared with it. The
+# count is the fewest examples whose 95 % Wilson interval is within +/- the margin at any
+# accuracy (stats.wilson_size: 381 for 5 points, 93 for 10): 5 points for the white-box
+# attacks, 10 for C&W L2, Pixel and Boundary (the costly ones, as the issue sizes them). The
+# whole test set where that is cheap: an attack whose every setting on the three paper test sets
+# together costs at most STANDARD_WHOLE_CPU_HOURS by costs.json (FGSM, DeepFool, C&W Linf;
+# a test checks the split against the table). A test set smaller than the count is attacked
+# whole (the speaker bundles). Batches of 32: a batch is the unit a Ray task runs, so smaller
+# batches spread a cell over more workers.
+STANDARD_MARGINS = {"cw_l2": 0.10, "pixel": 0.10, "boundary": 0.10}
+STANDARD_MARGIN = 0.05
+STANDARD_WHOLE = ("fgsm", "deepfool", "cw_linf")
+STANDARD_WHOLE_CPU_HOURS = 1.0
+PROFILES = {
+    "quick": Profile("quick", 20, {"bim": 4, "jsma": 10, "cw_l2": 4, "cw_linf": 10, "boundary": 4, "pixel": 2}),
+    "standard": Profile("standard", wilson_size(STANDARD_MARGIN),
+                        {**{a: wilson_size(m) for a, m in STANDARD_MARGINS.items()},
+                         **dict.fromkeys(STANDARD_WHOLE, None)}, batch=32),
+    "full": Profile("full", None, batch=128),
+}
+
+
+def select_attacks(names=None, registry=None) -> dict:
+    """name -> attack class, in registry order (white-box first, then black-box)."""
+    if registry is None:
+        from ser_core.attacks import registry as feature_attacks
+        registry = feature_attacks("features")
+    names = list(names) if names else sorted(registry, key=lambda n: (registry[n].kind != "white-box", n))
+    unknown = [n for n in names if n not in registry]
+    if unknown:
+        raise ParameterError(f"unknown attacks {unknown} (accepted: {', '.join(sorted(registry)) or 'none registered'})")
+    return {n: registry[n] for n in names}
+
+
+def settings_of(cls) -> list[dict]:
+    """The study's settings of an attack; its defaults if it declares none."""
+    return [dict(s) for s in cls.paper_settings] or [{}]
+
+
+def setting_key(params: dict) -> str:
+    return json.dumps(params, sort_keys=True, default=float)
+
+
+def bundle_test_size(bundle) -> int | None:
+    """Test examples the bundle records (checked against the corpus when the grid loads them)."""
+    return bundle.held_out_rows
+
+
+def examples_for(profile: Profile, attack: str, size: int | None) -> int | None:
+    n = profile.count(attack)
+    return size if n is None else (n if size is None else min(n, size))
+
+
+def plan_grid(bundles, attacks: dict) -> list[tuple]:
+    """(bundle, attack name, attack class, setting) of every cell, in run order."""
+    return [(b, name, cls, s) for b in bundles for name, cls in attacks.items() for s in settings_of(cls)]
+
+
+# --- costs ---------------------------------------------------------------------------------
+COSTS = Path(__file__).with_name("costs.json")
+
+
+def load_costs(path=COSTS) -> dict:
+    """(attack, setting_key) -> seconds per example, and "overhead_per_bundle" -> seconds,
+    from a cost table written by `python -m export evaluate --measure-costs`."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    table = json.loads(path.read_text())
+    costs = {(r["attack"], r["setting_key"]): r["seconds_per_example"] for r in table["cells"]}
+    costs["overhead_per_bundle"] = table.get("overhead_per_bundle", 0.0)
+    return costs
+
+
+def save_costs(rows: list[dict], path=COSTS, overhead_per_bundle: float | None = None, note: str = "") -> dict:
+    """Write the cost table: CPU seconds per example of every (attack, setting) in `rows`
+    (process CPU time, all threads: on an idle machine a CPU-bound run takes at most that
+    long). Existing entries for other cells, and the overhead unless given, are kept."""
+    path = Path(path)
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    cells = {(c["attack"], c["setting_key"]): c for c in old.get("cells", [])}
+    for r in rows:
+        if r["subset"] == "all" and r["n"] and r.get("cpu_seconds") is not None:
+            cells[(r["attack"], r["setting_key"])] = {
+                "attack": r["attack"], "setting_key": r["setting_key"], "model": r["model"], "n": r["n"],
+                "seconds_per_example": round(r["cpu_seconds"] / r["n"], 4)}
+    table = {"note": note or old.get("note", ""),
+             "overhead_per_bundle": old.get("overhead_per_bundle", 0.0) if overhead_per_bundle is None else overhead_per_bundle,
+             "cells": sorted(cells.values(), key=lambda c: (c["attack"], c["setting_key"]))}
+    path.write_text(json.dumps(table, indent=1) + "\n")
+    return table
+
+
+def cost_per_example(row: dict) -> float:
+    """What an example of a results row cost: its CPU seconds per example when it ran on a CPU
+    (wall time there says how busy the machine was: a cell run at nice 19 beside training took
+    40 times its CPU time), else its wall seconds per example (a GPU's time is not CPU time)."""
+    if row.get("device") == "cpu" and row.get("cpu_seconds") is not None and row["n"]:
+        return row["cpu_seconds"] / row["n"]
+    return row["seconds_per_example"]
+
+
+class Projection:
+    """Seconds per example per (attack, setting): measured on the same model in this run's
+    results file where a row exists (`cost_per_example`: CPU seconds on a CPU, as the cost table
+    counts; an attack's cost per example differs between models: Pixel took 12-14 CPU s an
+    example on the paper bundles and a fraction of that on the speaker ones), else measured on
+    another model, else the cost table, else the mean of the attack's other settings."""
+
+    def __init__(self, rows=(), costs: dict | None = None):
+        self.per_example: dict[tuple, float] = {k: v for k, v in (costs or {}).items() if isinstance(k, tuple)}
+        self.per_model: dict[tuple, float] = {}
+        self.overhead = (costs or {}).get("overhead_per_bundle", 0.0)
+        for r in rows:
+            if r["subset"] == "all" and r["n"]:
+                self.add(r["attack"], r["setting_key"], cost_per_example(r), r["model"])
+
+    def add(self, attack, key, spe, model=None):
+        self.per_example[(attack, key)] = spe
+        if model is not None:
+            self.per_model[(model, attack, key)] = spe
+
+    def estimate(self, attack, key, n, model=None) -> float | None:
+        spe = self.per_model.get((model, attack, key))
+        if spe is None:
+            spe = self.per_example.get((attack, key))
+        if spe is None:
+            same = [v for (a, _), v in self.per_example.items() if a == attack]
+            spe = float(np.mean(same)) if same else None
+        return None if spe is None else spe * n
+
+
+# --- projections and the dry-run plan -------------------------------------------------------
+def project(bundles, attacks: dict, profile: Profile, rows=(), costs: dict | None = None) -> dict:
+    """Projected seconds of the cells not yet in `rows`: per attack (with the examples each
+    attacks per bundle), per bundle, and in total (including a per-bundle overhead: loading
+    the test set and the model)."""
+    proj = Projection(rows, load_costs() if costs is None else costs)
+    done = done_cells(rows, bundles)
+    per_attack: dict[str, dict] = {}
+    per_bundle: dict[str, float] = {}
+    unknown = []
+    for bundle, name, _, settings in plan_grid(bundles, attacks):
+        key = setting_key(settings)
+        n = examples_for(profile, name, bundle_test_size(bundle))
+        a = per_attack.setdefault(name, {"examples": {}, "seconds": 0.0, "cells": 0})
+        a["examples"][bundle.name] = n
+        if done.get((bundle.name, name, key)) == n:
+            continue
+        sec = proj.estimate(name, key, n if n is not None else 0, bundle.name)
+        if sec is None:
+            unknown.append(f"{name} {key}")
+            continue
+        a["seconds"] += sec
+        a["cells"] += 1
+        per_bundle[bundle.name] = per_bundle.get(bundle.name, proj.overhead) + sec
+    return {"per_attack": per_attack, "per_bundle": per_bundle, "unmeasured": unknown,
+            "total_seconds": sum(per_bundle.values())}
+
+
+def format_projection(p: dict, profile: Profile) -> str:
+    lines = [f"projection ({profile.name} profile; seconds per example from {COSTS.name} or this results file):"]
+    for name, a in p["per_attack"].items():
+        counts = sorted(set(a["examples"].values()), key=lambda v: (v is None, v))
+        lines.append(f"  {name:9} examples per model {'/'.join('all' if v is None else str(v) for v in counts):>7}: "
+                     f"{a['cells']:3d} cells left, {a['seconds'] / 60:6.1f} min")
+    overhead = p["total_seconds"] - sum(a["seconds"] for a in p["per_attack"].values())
+    lines.append(f"  loading test sets and models: {overhead / 60:.1f} min")
+    lines.append(f"  total {p['total_seconds'] / 60:.1f} min over {len(p['per_bundle'])} models"
+                 + (f" (+ {len(p['unmeasured'])} unmeasured cells)" if p["unmeasured"] else ""))
+    return "\n".join(lines)
+
+
+def gender_split(n: int | None, n_male: int | None, n_female: int | None) -> tuple[int | None, int | None]:
+    """(male, female) examples among the first n of `balanced_order` (None: the whole test set):
+    genders alternate, male first, until one runs out."""
+    if n_male is None or n_female is None:
+        return None, None
+    if n is None:
+        return n_male, n_female
+    n = min(n, n_male + n_female)
+    m = min(n_male, max((n + 1) // 2, n - n_female))
+    return m, n - m
+
+
+def plan_cells(bundles, attacks: dict, profile: Profile, costs: dict | None = None, rows=()) -> list[dict]:
+    """Per (bundle, attack): the examples each of its settings attacks (all, male, female), the
+    widest 95 % Wilson half-width those counts allow whatever the accuracy, and the projected
+    CPU seconds of all its settings, done or not: from `rows` (a results file's rows measured
+    on the bundles' current weights) where they measured the cell, else from the cost table
+    (single-thread CPU seconds per example; None where a setting is unmeasured)."""
+    proj = Projection(current_rows(list(rows), bundle_weights(bundles))[0], load_costs() if costs is None else costs)
+    out = []
+    for b in bundles:
+        t = b.config.get("metrics", {}).get("test", {})
+        size = bundle_test_size(b)
+        for name, cls in attacks.items():
+            n = examples_for(profile, name, size)
+            m, f = gender_split(n, t.get("n_male"), t.get("n_female"))
+            n = size if n is None else n
+            secs = [proj.estimate(name, setting_key(st), n or 0, b.name) for st in settings_of(cls)]
+            out.append({"model": b.name, "attack": name, "settings": len(secs), "examples": n, "male": m, "female": f,
+                        "whole_test_set": n == size,
+                        "half_width": {k: (None if v is None else round(wilson_half_width(v), 4))
+                                       for k, v in (("all", n), ("male", m), ("female", f))},
+                        "cpu_seconds": None if None in secs else sum(secs)})
+    return out
+
+
+def format_plan(cells: list[dict], profile: Profile) -> str:
+    lines = [f"plan ({profile.name} profile): examples per cell (male/female), the widest 95 % Wilson half-width "
+             "they allow all/male/female, CPU-hours of the attack's settings (one thread: as measured in the results "
+             "file where it has the cell, else projected from costs.json)",
+             f"  {'model':16} {'attack':9} {'settings':>8} {'examples':>16} {'+/- all/male/female':>22} {'CPU-h':>7}"]
+    for c in cells:
+        hw = "/".join("-" if v is None else f"{v:.3f}".lstrip("0") for v in c["half_width"].values())
+        ex = f"{c['examples']}" + ("" if c["male"] is None else f" ({c['male']}/{c['female']})")
+        ex += "*" if c["whole_test_set"] else ""
+        cost = "?" if c["cpu_seconds"] is None else f"{c['cpu_seconds'] / 3600:.2f}"
+        lines.append(f"  {c['model']:16} {c['attack']:9} {c['settings']:8d} {ex:>16} {hw:>22} {cost:>7}")
+    known = [c["cpu_seconds"] for c in cells if c["cpu_seconds"] is not None]
+    lines.append(f"  * whole test set. Total {sum(known) / 3600:.2f} CPU-hours over {len({c['model'] for c in cells})} models "
+                 f"and {sum(c['settings'] for c in cells)} cells"
+                 + ("" if len(known) == len(cells) else f" (+ {len(cells) - len(known)} unmeasured attack x model pairs)")
+                 + " (+ loading test sets and models)")
+    return "\n".join(lines)
+
+
+def project_full(rows: list[dict]) -> dict:
+    """Projected seconds of the full profile (whole test sets) from the cost per example
+    measured in `rows` (`cost_per_example`), per model and in total."""
+    per_model: dict[str, float] = {}
+    for r in rows:
+        if r["subset"] == "all" and r.get("defence") is None:
+            per_model[r["model"]] = per_model.get(r["model"], 0.0) + cost_per_example(r) * r["test_examples"]["all"]
+    return {"per_model_seconds": per_model, "total_seconds": sum(per_model.values())}
