@@ -1,6 +1,7 @@
 """The Space: upload or record a clip, pick a language model and an attack, watch the emotion flip.
 
-Gradio wiring only. Everything shown comes from `ser_core.serving.service`, which the tests call too.
+Gradio wiring only. Everything shown comes from `ser_core.serving.service` (the names of the serving
+layer's modules: catalogue, limits, prediction, attack, files, texts), which the tests call too.
 Endpoints (gradio_client): /predict (audio, model) -> (result, label, note) and /attack (audio,
 model, attack, params, domain, target emotion or "none"; the defaults are the page's: an Auto-PGD
 waveform attack at 30 dB SNR, untargeted, whose adversarial WAV is verified by the serving path);
@@ -9,7 +10,7 @@ each returns its JSON result first.
 Limits for a 2-vCPU Space: attacks run one at a time (ser_core.serving.admission.AttackQueue: at most
 SER_APP_ATTACK_QUEUE waiting, SER_APP_ATTACKS_PER_CLIENT per client, refused beyond with a
 BusyError) under a wall-clock deadline (SER_APP_ATTACK_DEADLINE_S, default 60 s) and parameter
-caps (service.SPACE_CAPS); Stop (or a client's cancel) stops the attack loop itself. Attacks
+caps (ser_core.serving.limits.SPACE_CAPS); Stop (or a client's cancel) stops the attack loop itself. Attacks
 never wait in Gradio's queue, so /predict keeps its own (two at a time, up to 32 waiting). Every
 model's ONNX session is built and checked before the server starts. Files: Gradio's cache and
 the attack outputs live in folders of this instance, capped in bytes and age; a refused upload
@@ -40,8 +41,6 @@ from ser_core.errors import AudioError, SERError
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES = sorted((HERE / "examples").glob("*.wav"))
-DOMAIN_LABELS = {service.DOMAIN_WAVEFORM: "waveform (verified)",
-                 service.DOMAIN_FEATURES: "log-Mel features (the study)"}
 MAX_FILE_SIZE = "25mb"
 GRADIO_CACHE = Path(os.environ["GRADIO_TEMP_DIR"])
 # Gradio's cache (uploads, copies of outputs): files older than CACHE_AGE_S go every
@@ -52,67 +51,12 @@ MAX_CACHE_BYTES = int(float(os.environ.get("SER_APP_MAX_CACHE_MB", "300")) * 1e6
 ATTACKS = AttackQueue(max_waiting=int(os.environ.get("SER_APP_ATTACK_QUEUE", "4")),
                       per_client=int(os.environ.get("SER_APP_ATTACKS_PER_CLIENT", "2")))
 
-STUDY = """
-### The study
-Facchinetti, Simonetta, Ntalampiras, *A Systematic Evaluation of Adversarial Attacks against
-Speech Emotion Recognition Models*, Intelligent Computing 3 (2024), arXiv:2404.18514.
-One CNN-LSTM per corpus (EmoDB German, EMOVO Italian, RAVDESS English; five emotions each) reads
-3 s windows of speech as 261 x 128 log-Mel features. The study attacked those standardised
-features with eight attacks from IBM's Adversarial Robustness Toolbox and found every one of them
-drives accuracy from about 0.9 to near chance or below, with perturbations far smaller than the
-features' spread. This Space reproduces the models (trained on held-out speakers here, a stricter
-protocol than the study's random split) and lets you run the attacks on your own voice.
-"""
-
-LIMITS = """
-### Honest limits
-- **Feature attacks change numbers, not sound.** The study's attacks perturb the log-Mel
-  features. The audio player for them plays a *listening copy*: the attacked features turned
-  back into sound by Griffin-Lim inversion. That copy is not what the model saw; the page shows
-  its own prediction (re-scored from the WAV) and the prediction of the clean features inverted
-  the same way, so you can see what inversion alone changes. A flip heard that way is unverified.
-- **Waveform attacks** (the default) perturb the samples themselves: the player's attacked audio
-  is the adversarial 16-bit WAV, and a flip counts only when that file, read back and scored
-  through the same serving path, gets another emotion. The budget is an SNR: 30 dB is a faint
-  hiss, 20 dB clearly audible noise.
-- Acted emotions by a few dozen professional speakers: the models do not generalise to
-  spontaneous speech, other languages, noisy rooms or phone audio. Predictions on your voice
-  are a demonstration, not a measurement of how you feel.
-- Five classes per corpus and different ones per corpus; a model can only answer with its own.
-- Clips are cut into 3 s windows; the clip's decision is the mean of the windows' probabilities.
-- Attacks here run on 2 CPU cores: up to 30 s of audio per attack, 120 s for prediction. Each
-  attack stops after {deadline} s and shows the best it found by then, marked *stopped early*;
-  the iteration counts are capped below the attacks' full ranges (the command-line tool
-  `python -m export attack` has the full ranges). One attack runs at a time; *Stop* ends it.
-- A speech detector (Silero VAD) checks each clip; for a clip with little or no speech the
-  emotion is still shown but flagged: the models only know acted speech.
-- RAVDESS models and examples are CC BY-NC-SA 4.0: non-commercial use only.
-"""
-
 
 def _refused(exc: SERError, audio) -> gr.Error:
     """gr.Error with the typed error's text; a refused upload is deleted from Gradio's cache."""
     if isinstance(exc, AudioError):
-        forget_upload(audio)
+        service.forget_upload(audio, GRADIO_CACHE)
     return gr.Error(f"{type(exc).__name__}: {exc}", print_exception=False)
-
-
-def forget_upload(audio) -> None:
-    """Delete an uploaded file (and its folder, when left empty) if it lies in this instance's
-    Gradio cache; files anywhere else (the examples) are never touched."""
-    if not audio or not isinstance(audio, (str, os.PathLike)):
-        return
-    path = Path(audio).resolve()
-    if GRADIO_CACHE.resolve() not in path.parents:
-        return
-    path.unlink(missing_ok=True)
-    parent = path.parent
-    while parent != GRADIO_CACHE.resolve() and GRADIO_CACHE.resolve() in parent.parents:
-        try:
-            parent.rmdir()  # only when empty
-        except OSError:
-            break
-        parent = parent.parent
 
 
 def keep_cache_small() -> None:
@@ -164,116 +108,17 @@ async def attack(audio, model, attack_name, params, domain, target=None, request
     r = out.result
     before = r.get("probabilities_before") or {}
     after = r.get("probabilities_after") or {}
-    return (r, before, after, summary_markdown(r),
+    return (r, before, after, service.summary_markdown(r),
             str(out.images["before"]), str(out.images["after"]), str(out.images["difference"]),
             audio, str(out.attacked_audio), [str(out.attacked_audio), str(out.features)])
 
 
-def format_params(params) -> str:
-    """Parameters as k=v, leaving out those not given (None): the waveform attacks' budget is
-    snr_db or eps_16bit, so one of them is always None."""
-    if not isinstance(params, dict):
-        return "" if params is None else str(params)
-    return ", ".join(f"{k}={_fmt(v)}" for k, v in params.items() if v is not None)
-
-
-def summary_markdown(r: dict) -> str:
-    flipped = r.get("flipped")
-    head = (f"## {'Flipped' if flipped else 'Not flipped'}: "
-            f"{r.get('label_before')} → {r.get('label_after')}")
-    if r.get("target"):
-        head = (f"## {'Landed on' if r.get('target_reached') else 'Did not reach'} {r['target']}: "
-                f"{r.get('label_before')} → {r.get('label_after')}")
-    notes = []
-    if r.get("stopped_early"):
-        why = ("the Space's time limit" if r.get("stop_reason") == "deadline" else "a cancel")
-        notes.append(f"**Stopped early** by {why} after {_fmt(r.get('seconds'))} s "
-                     f"(limit {_fmt(r.get('deadline_seconds'))} s): the best result found by then.")
-    speech = r.get("speech") or {}
-    if speech.get("note"):
-        notes.append(f"**Note:** {speech['note']}")
-    unsure = service.confidence_note(r.get("probabilities_before") or {})
-    if unsure:
-        notes.append(f"**Before the attack:** {unsure}")
-    def both(a, b, fmt):  # a row of two figures, only when both were measured
-        return fmt(_fmt(r[a]), _fmt(r[b])) if r.get(a) is not None and r.get(b) is not None else None
-
-    rows = [("attack", f"{r.get('attack')} ({format_params(r.get('params'))})"),
-            ("chunks flipped", both("chunks_flipped", "chunks", lambda a, b: f"{a} of {b}")),
-            ("mean perturbation (standardised units)", _fmt(r.get("mean_perturbation"))),
-            ("L2 / Linf", both("l2", "linf", lambda a, b: f"{a} / {b}")),
-            ("L2", _fmt(r.get("l2")) if r.get("linf") is None else None),
-            ("changed cells", r.get("changed_cells")),
-            ("model queries", r.get("queries")),
-            ("attack time (s)", _fmt(r.get("seconds"))),
-            ("request time (s)", _fmt(r.get("total_seconds")))]
-    if r.get("domain") == service.DOMAIN_FEATURES:
-        rows.append(("attacked audio", "listening copy: the attacked features inverted by "
-                     "Griffin-Lim; not what the model saw"))
-    elif r.get("domain") == service.DOMAIN_WAVEFORM:
-        rows.append(("attacked audio", "the adversarial 16-bit WAV; the decision after is the serving "
-                     "path's on that file (verified)"))
-    lc = r.get("listening_copy")
-    if lc:
-        rows += [("listening copy re-scored", f"{lc['label']} (flip {'survives' if lc['flipped'] else 'lost'})"),
-                 ("clean features inverted, re-scored", lc["clean_inversion_label"])]
-    for key in ("target", "target_reached", "snr_db", "linf_16bit", "verified_flipped", "chunking_unchanged"):
-        if key in r:
-            rows.append((key.replace("_", " "), _fmt(r[key])))
-    perceptual = r.get("perceptual") or {}
-    if perceptual.get("pmr_p95_db") is not None:
-        rows.append(("cells above the clip's masking threshold / their 95th-percentile "
-                     "perturbation-to-mask ratio",
-                     f"{perceptual['mask_exceeded_fraction']:.1%} / {perceptual['pmr_p95_db']:+.1f} dB"))
-    if r.get("stopped_early"):
-        rows.append(("stopped early", r.get("stop_reason")))
-    acc = (r.get("model_accuracy") or {}).get("text")
-    if acc:
-        rows.append(("model accuracy", acc))
-    rows = [(k, v) for k, v in rows if v is not None]
-    return (head + "\n\n" + "".join(n + "\n\n" for n in notes)
-            + "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows))
-
-
-def _fmt(v):
-    return f"{v:.4g}" if isinstance(v, float) else v
-
-
-def attack_choices(domain):
-    return [(f"{a['name']} ({a['kind']}, {a['goal']})", a["name"]) for a in service.attack_catalogue(domain)]
-
-
-def params_help(attack_name, domain) -> str:
-    entry = next(a for a in service.attack_catalogue(domain) if a["name"] == attack_name)
-    caps = service.space_caps(attack_name, domain)
-    lines = [f"**{entry['name']}**: {entry.get('doc', '')}", ""]
-    for k, p in entry["params"].items():
-        low, high = caps.get(k, (p.get("low"), p.get("high")))
-        rng = f"choices {p['choices']}" if p.get("choices") else f"range [{low}, {high}]"
-        here = " in this Space" if k in caps else ""
-        lines.append(f"- `{k}` (default {p['default']}, {rng}{here}): {p.get('help', '')}")
-    lines.append(f"\nEach attack stops after {service.ATTACK_DEADLINE_S:g} s with the best result so far.")
-    return "\n".join(lines)
-
-
-NO_TARGET = "none"
-
-
-def target_choices(model) -> list[tuple[str, str]]:
-    """'none' (any other emotion) first, then the model's emotions."""
-    try:
-        labels = service.model_info(model)["labels"] if model else []
-    except Exception:  # an unknown model is named by the attack itself
-        labels = []
-    return [("none: any other emotion", NO_TARGET)] + [(label, label) for label in labels]
-
-
 def on_model(model):
-    return gr.update(choices=target_choices(model), value=NO_TARGET)
+    return gr.update(choices=service.target_choices(model), value=service.NO_TARGET)
 
 
 def on_domain(domain):
-    choices = attack_choices(domain)
+    choices = service.attack_choices(domain)
     return gr.update(choices=choices, value=choices[0][1] if choices else None)
 
 
@@ -282,7 +127,7 @@ def on_attack(attack_name, domain):
         return gr.update(choices=[], value=None), "", ""
     presets = service.presets(attack_name, domain)
     labels = [p[0] for p in presets]
-    return (gr.update(choices=labels, value=labels[0]), _json(presets[0][1]), params_help(attack_name, domain))
+    return (gr.update(choices=labels, value=labels[0]), _json(presets[0][1]), service.params_help(attack_name, domain))
 
 
 def on_preset(preset, attack_name, domain):
@@ -297,22 +142,12 @@ def _json(params: dict) -> str:
     return json.dumps(params)
 
 
-def attacks_table() -> str:
-    rows = ["| attack | kind | goal | what it does | study settings |", "|---|---|---|---|---|"]
-    for domain in service.domains():
-        for a in service.attack_catalogue(domain):
-            settings = "; ".join(", ".join(f"{k}={v}" for k, v in s.items()) for s in a.get("paper_settings") or [])
-            rows.append(f"| {a['name']} ({DOMAIN_LABELS[domain]}) | {a['kind']} | {a['goal']} | "
-                        f"{a.get('doc', '')} | {settings or '-'} |")
-    return "\n".join(rows)
-
-
 def build_app() -> gr.Blocks:
     models = service.available_models()
     model_choices = [(service.model_info(m)["title"], m) for m in models]
     domains = service.domains()
     domain0 = service.default_domain()
-    attacks0 = attack_choices(domain0)
+    attacks0 = service.attack_choices(domain0)
     # the page's defaults are also /attack's defaults for API callers who give only audio and model
     attack0, preset0, params0 = service.default_preset(domain0)
     presets0 = [label for label, _ in service.presets(attack0, domain0)]
@@ -334,7 +169,7 @@ def build_app() -> gr.Blocks:
                     model = gr.Dropdown(model_choices, value=models[0] if models else None,
                                         label="Model (language)", elem_id="model",
                                         allow_custom_value=True)  # the service names bad ones
-                    domain = gr.Radio([(DOMAIN_LABELS[d], d) for d in domains], value=domain0,
+                    domain = gr.Radio([(service.DOMAIN_LABELS[d], d) for d in domains], value=domain0,
                                       label="Attack domain", elem_id="domain")
                     # custom values: API callers name waveform attacks without switching the domain first
                     attack_name = gr.Dropdown(attacks0, value=attack0, label="Attack", elem_id="attack",
@@ -343,7 +178,7 @@ def build_app() -> gr.Blocks:
                                          label="Strength (waveform: SNR budgets; features: the study's settings)")
                     params = gr.Textbox(_json(params0), label="Parameters (JSON; edit to go beyond the presets)",
                                         elem_id="params")
-                    target = gr.Dropdown(target_choices(models[0] if models else None), value=NO_TARGET,
+                    target = gr.Dropdown(service.target_choices(models[0] if models else None), value=service.NO_TARGET,
                                          label="Target emotion (waveform attacks; none: any other emotion)",
                                          elem_id="target", allow_custom_value=True)
                     params_doc = gr.Markdown()
@@ -380,9 +215,9 @@ def build_app() -> gr.Blocks:
                 gr.Gallery([str(p) for p in plots], label="Report plots", columns=2)
 
         with gr.Tab("About"):
-            gr.Markdown(STUDY)
-            gr.Markdown("### The attacks\n" + attacks_table())
-            gr.Markdown(LIMITS.replace("{deadline}", f"{service.ATTACK_DEADLINE_S:g}"))
+            gr.Markdown(service.STUDY)
+            gr.Markdown("### The attacks\n" + service.attacks_table())
+            gr.Markdown(service.limits_markdown())
             gr.Markdown("### Model cards")
             for m in models:
                 info = service.model_info(m)

@@ -75,7 +75,7 @@ def main():
     from gradio_client.exceptions import AppError
     from gradio_client.utils import Status
     from ser_core.audio.decode import load_audio
-    from ser_core.serving.service import folder_bytes
+    from ser_core.serving.files import folder_bytes
     from tests.test_app_api import free_port, running_app
 
     work = Path(tempfile.mkdtemp(prefix="app-load-"))

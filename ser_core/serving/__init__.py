@@ -1,9 +1,19 @@
-"""The serving layer: what the app (app.py, Gradio wiring only) and its API call.
+"""The serving layer: what the app (app.py, Gradio wiring only) and its API call, one job a module.
 
-  service.py    models, the attack catalogue and presets, predict and run_attack under the
-                Space's deadline and parameter caps, output folders, the committed report
-  inversion.py  standardised log-Mel features -> a listening copy (Griffin-Lim), re-scored
-  plots.py      log-Mel images before, after and their difference
+  service.py     every name below in one place: what app.py, the tests and the benchmarks import
+  catalogue.py   the served models (lazily loaded bundles), the attack domains, each domain's
+                 attacks and the strength presets the page starts from
+  limits.py      what one request may send: strict parameter parsing, the Space's parameter
+                 caps, the attack deadline, clip length, the target emotion
+  prediction.py  clip -> emotion, the model's measured accuracy, the "unsure" note; warm-up
+  attack.py      clip -> attacked clip under the deadline and caps: the one call of
+                 ser_core.attacks.clip.attack_clip, images, playable audio, features
+  files.py       the instance's output folders and Gradio cache, capped in bytes and age
+  texts.py       what the page says: prediction notes, the attack summary, parameter help,
+                 the attacks table, the study and its limits, the committed report
+  admission.py   one attack at a time, a short queue, a few per client, a cancel that stops it
+  inversion.py   standardised log-Mel features -> a listening copy (Griffin-Lim), re-scored
+  plots.py       log-Mel images before, after and their difference
 
 Model logic lives below it (ser_core.models.bundle, ser_core.attacks, ser_core.attacks.clip); this
 package only gathers what the app shows."""
