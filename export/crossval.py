@@ -8,11 +8,13 @@ from .cli import emit
 def register(sub):
     p = sub.add_parser("crossval", help="speaker-fold cross-validation of a training recipe "
                                         "(one model per fold; resumes per fold)")
-    p.add_argument("--corpus", required=True, choices=["emodb", "emovo", "ravdess"])
+    from ser_core.data.corpora import CORPORA
+    from ser_core.training.recipes import DEFAULT_RECIPE, RECIPES, recipe_names
+    p.add_argument("--corpus", required=True, choices=list(CORPORA))
     p.add_argument("--data-dir", required=True)
-    from ser_core.training.recipes import DEFAULT_RECIPE, RECIPES
-    p.add_argument("--recipe", default=DEFAULT_RECIPE, choices=list(RECIPES),
-                   help="training recipe (ser_core/training/recipes.py); default %(default)s")
+    p.add_argument("--recipe", default=DEFAULT_RECIPE, choices=recipe_names(), metavar="RECIPE",
+                   help=f"training recipe (ser_core/training/recipes.py): {', '.join(RECIPES)}, or "
+                        f"the name it was first run under; default %(default)s")
     p.add_argument("--folds", type=lambda s: [int(x) for x in s.split(",")],
                    help="only these folds (0-based, comma-separated); the report needs all")
     p.add_argument("--max-epochs", type=int, help="override the recipe's epoch cap")
@@ -35,8 +37,10 @@ def register(sub):
 def run(args):
     from ser_core.training import crossval
     if args.baselines_only:
-        b = crossval.write_baselines(args.corpus, args.data_dir, args.out)
-        crossval.write_report(args.out)
+        from ser_core.training.baseline import write_baselines
+        from ser_core.training.crossval_report import write_report
+        b = write_baselines(args.corpus, args.data_dir, args.out)
+        write_report(args.out)
         emit({k: {"accuracy": v["accuracy"], "uar": v["uar"]} for k, v in b.items() if k != "corpus"})
         return
     executor = None

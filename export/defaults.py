@@ -8,9 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-from .cli import emit
+from ser_core.data.corpora import CORPORA
 
-CORPORA = ("emodb", "emovo", "ravdess")
+from .cli import emit
 
 
 def register(sub):

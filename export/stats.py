@@ -10,8 +10,9 @@ from .cli import emit
 
 
 def register(sub):
+    from ser_core.data.corpora import CORPORA
     p = sub.add_parser("stats", help="clip and chunk counts of a corpus (JSON)")
-    p.add_argument("--corpus", required=True, choices=["emodb", "emovo", "ravdess"])
+    p.add_argument("--corpus", required=True, choices=list(CORPORA))
     p.add_argument("--data-dir", required=True, help="folder of the corpus (.wav or .flac)")
     p.add_argument("--classes", default="paper", help="paper (the study's five) or all")
     p.add_argument("--protocol", choices=["paper", "speaker"], help="also count each split")

@@ -8,8 +8,9 @@ from .cli import emit
 
 
 def register(sub):
+    from ser_core.data.corpora import CORPORA
     p = sub.add_parser("train", help="train a CNN-LSTM bundle from a corpus folder")
-    p.add_argument("--corpus", required=True, choices=["emodb", "emovo", "ravdess"])
+    p.add_argument("--corpus", required=True, choices=list(CORPORA))
     p.add_argument("--data-dir", required=True)
     p.add_argument("--protocol", default="speaker", choices=["paper", "speaker"],
                    help="paper: the study's split (weak); speaker: held-out speakers (default)")
@@ -23,10 +24,10 @@ def register(sub):
     p.add_argument("--run-dir", help="checkpoint folder (resumes if a checkpoint is there)")
     p.add_argument("--pretrain-data-root", help="recipes with pre-training: the folder holding the "
                    "other corpora's folders (default: the folder holding --data-dir)")
-    p.add_argument("--recipe", help="one of our training recipes (ser_core/training/recipes.py, e.g. ours-global-pre-swa-all, the default models' one): "
-                   "trains on every speaker but the two validation speakers of "
-                   "ser_core/folds.SHIP_VALIDATION and quotes the recipe's cross-validation; "
-                   "without it, the study's recipe under --protocol")
+    p.add_argument("--recipe", help="one of our training recipes (ser_core/training/recipes.py, e.g. "
+                   "transfer, the default models' one): trains on every speaker but the two "
+                   "validation speakers of ser_core/data/folds.SHIP_VALIDATION and quotes the "
+                   "recipe's cross-validation; without it, the study's recipe under --protocol")
     p.set_defaults(func=run_train)
 
     o = sub.add_parser("onnx", help="(re)build a bundle's model.onnx and check parity with torch")

@@ -1,4 +1,11 @@
-"""Confidence intervals for the proportions the grid reports (accuracy under attack).
+"""Every figure the project reports about a classifier, and its intervals, in one place.
+
+Classification figures (`class_metrics`): accuracy, the confusion matrix (rows true, columns
+predicted), per-class recall, unweighted average recall (UAR: the mean recall of the classes
+present, the field's figure for unbalanced emotion corpora) and macro-F1. `clip_metrics`
+reports them pooled over clips, by gender, with 95 % intervals: Wilson for accuracy, and a
+bootstrap over speakers (clips of one speaker are not independent) for accuracy, UAR and
+macro-F1.
 
 Wilson score interval (Wilson 1927, "Probable inference, the law of succession, and
 statistical inference", JASA 22): unlike the normal approximation it stays inside [0, 1] and
@@ -10,9 +17,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ser_core.errors import ParameterError
 
 Z95 = 1.959963984540054
+BOOTSTRAP = 2000  # speaker-bootstrap resamples
 
 
 def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -59,3 +69,94 @@ def wilson_size(margin: float, z: float = Z95) -> int:
     while wilson_half_width(n, z) > margin:
         n += 1
     return n
+
+
+# --- classification figures ------------------------------------------------------------------
+def accuracy(labels: np.ndarray, pred: np.ndarray) -> float | None:
+    """Share of `pred` equal to `labels` (None for no examples)."""
+    labels, pred = np.asarray(labels), np.asarray(pred)
+    return float(np.mean(pred == labels)) if len(labels) else None
+
+
+def confusion(labels: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """(n_classes, n_classes) counts, rows the true class, columns the predicted one."""
+    cm = np.zeros((n_classes, n_classes), int)
+    np.add.at(cm, (np.asarray(labels), np.asarray(pred)), 1)
+    return cm
+
+
+def class_metrics(labels: np.ndarray, pred: np.ndarray, n_classes: int) -> dict:
+    """accuracy, uar and macro_f1 over the classes present in `labels` (NaN when none is),
+    per-class `recall` (NaN for a class absent from `labels`) and the confusion matrix `cm`."""
+    cm = confusion(labels, pred, n_classes)
+    support = cm.sum(1)
+    recall = np.where(support > 0, np.diag(cm) / np.maximum(support, 1), np.nan)
+    predicted = cm.sum(0)
+    precision = np.where(predicted > 0, np.diag(cm) / np.maximum(predicted, 1), 0.0)
+    r = np.nan_to_num(recall)
+    f1 = np.where(precision + r > 0, 2 * precision * r / np.maximum(precision + r, 1e-12), 0.0)
+    present = support > 0
+    return {"accuracy": float(np.trace(cm) / max(1, cm.sum())),
+            "uar": float(np.nanmean(recall[present])) if present.any() else float("nan"),
+            "macro_f1": float(np.mean(f1[present])) if present.any() else float("nan"),
+            "recall": recall, "cm": cm}
+
+
+def uar(labels: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
+    """Unweighted average recall over the classes present in `labels`."""
+    return class_metrics(labels, pred, n_classes)["uar"]
+
+
+def speaker_bootstrap(labels: np.ndarray, pred: np.ndarray, speakers: np.ndarray, n_classes: int,
+                      keys=("accuracy", "uar", "macro_f1"), n: int = BOOTSTRAP,
+                      seed: int = 0) -> dict[str, list[float]]:
+    """95 % percentile intervals of `class_metrics` figures over `n` resamples of the speakers
+    (with replacement, each drawn speaker bringing all of their clips)."""
+    spk = sorted(set(speakers))
+    by = {s: np.flatnonzero(speakers == s) for s in spk}
+    rng = np.random.default_rng(seed)
+    boots = {key: [] for key in keys}
+    for _ in range(n):
+        idx = np.concatenate([by[spk[i]] for i in rng.integers(0, len(spk), len(spk))])
+        c = class_metrics(labels[idx], pred[idx], n_classes)
+        for key in boots:
+            boots[key].append(c[key])
+    return {key: [float(np.nanpercentile(vals, 2.5)), float(np.nanpercentile(vals, 97.5))]
+            for key, vals in boots.items()}
+
+
+def clip_metrics(labels: np.ndarray, pred: np.ndarray, genders: np.ndarray, speakers: np.ndarray,
+                 class_names, seed: int = 0) -> dict:
+    """Pooled clip-level figures with 95 % intervals (see the module docstring)."""
+    labels, pred = np.asarray(labels), np.asarray(pred)
+    k = len(class_names)
+    core = class_metrics(labels, pred, k)
+    n = len(labels)
+    correct = int(np.sum(labels == pred))
+    out = {"n_clips": int(n), "n_speakers": int(len(set(speakers))),
+           "accuracy": core["accuracy"], "accuracy_wilson95": list(wilson(correct, n)),
+           "uar": core["uar"], "macro_f1": core["macro_f1"],
+           "per_class_recall": {c: (None if np.isnan(r) else float(r))
+                                for c, r in zip(class_names, core["recall"])},
+           "min_class_recall": float(np.nanmin(core["recall"])),
+           "confusion": {"labels": list(class_names), "matrix": core["cm"].tolist()}}
+    for g in ("male", "female"):
+        m = genders == g
+        c = int(np.sum(labels[m] == pred[m]))
+        out[g] = {"n_clips": int(m.sum()), "accuracy": c / max(1, int(m.sum())),
+                  "accuracy_wilson95": list(wilson(c, int(m.sum()))),
+                  "uar": class_metrics(labels[m], pred[m], k)["uar"] if m.any() else None}
+    for key, ci in speaker_bootstrap(labels, pred, speakers, k, seed=seed).items():
+        out[f"{key}_speaker_bootstrap95"] = ci
+    return out
+
+
+def summarise_clips(name: str, clips: list[dict], class_names, extra: dict | None = None) -> dict:
+    """`clip_metrics` of clip records ({"label", "probs", "gender", "speaker"}: each clip decided
+    by its most probable class), named `name`, with `extra` fields."""
+    labels = np.array([c["label"] for c in clips])
+    pred = np.array([int(np.argmax(c["probs"])) for c in clips])
+    genders = np.array([c["gender"] for c in clips])
+    speakers = np.array([c["speaker"] for c in clips])
+    return {"name": name, **clip_metrics(labels, pred, genders, speakers, class_names),
+            **(extra or {})}

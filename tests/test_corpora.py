@@ -65,3 +65,21 @@ def test_real_corpora_counts(data_dir, corpus, clips, all_clips, speakers, male,
     assert (genders.count("male"), genders.count("female")) == (male, female)
     counts = np.unique([u.emotion for u in c.utterances], return_counts=True)
     assert set(counts[0]) == set(c.spec.paper_classes)
+
+
+def test_one_list_of_corpora_names_every_corpus_everywhere():
+    """ser_core.data.corpora.CORPORA is the one list: pre-training's other corpora, train-defaults'
+    corpora and the commands' --corpus choices derive from it, and pre-training's outputs cover
+    every emotion of every corpus."""
+    from export import defaults
+    from export.cli import build_parser
+    from ser_core.data.corpora import CORPORA
+    from ser_core.training.pretrain import EMOTIONS, other_corpora
+    assert list(CORPORA) == ["emodb", "emovo", "ravdess"]
+    assert [s.title for s in CORPORA.values()] == ["EmoDB", "EMOVO", "RAVDESS"]
+    assert other_corpora("emovo") == ["emodb", "ravdess"] and defaults.CORPORA is CORPORA
+    assert set(EMOTIONS) == {e for s in CORPORA.values() for e in s.all_classes}
+    for command in (["stats"], ["train", "--out", "x"], ["crossval"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([*command, "--corpus", "iemocap", "--data-dir", "x"])
+        assert build_parser().parse_args([*command, "--corpus", "ravdess", "--data-dir", "x"]).corpus == "ravdess"

@@ -1,5 +1,6 @@
 """The first fidelity check: `python -m export stats` reproduces the study's chunk counts and
-test-set sizes; the speaker protocol holds speakers out, balanced by gender."""
+test-set sizes; the speaker protocol holds speakers out, balanced by gender. Then the figures of
+ser_core/stats.py: accuracy, UAR, macro-F1, confusion and the speaker bootstrap."""
 import json
 
 import numpy as np
@@ -43,3 +44,51 @@ def test_speaker_protocol_holds_out_speakers_balanced_by_gender(capsys, data_dir
     # augmentation only on training data: validation and test hold one chunk set per clip
     assert s["splits"]["test"]["chunks"] < 2 * s["splits"]["test"]["clips"]
     assert s["splits"]["train"]["chunks"] > 8 * s["splits"]["train"]["clips"]
+
+
+def test_clip_metrics_match_scikit_learn_and_bracket_the_estimate():
+    from sklearn.metrics import balanced_accuracy_score, f1_score
+    from ser_core.stats import clip_metrics
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 5, 200)
+    pred = np.where(rng.random(200) < 0.6, labels, rng.integers(0, 5, 200))
+    speakers = np.repeat([f"s{i}" for i in range(10)], 20)
+    genders = np.where(np.arange(200) < 100, "male", "female")
+    m = clip_metrics(labels, pred, genders, speakers, [f"c{i}" for i in range(5)])
+    assert m["accuracy"] == pytest.approx(np.mean(labels == pred))
+    assert m["uar"] == pytest.approx(balanced_accuracy_score(labels, pred))
+    assert m["macro_f1"] == pytest.approx(f1_score(labels, pred, average="macro"))
+    assert m["male"]["accuracy"] == pytest.approx(np.mean(labels[:100] == pred[:100]))
+    for key in ("accuracy", "uar", "macro_f1"):
+        lo, hi = m[f"{key}_speaker_bootstrap95"]
+        assert lo < m[key] < hi and hi - lo < 0.3
+    assert np.array(m["confusion"]["matrix"]).sum() == 200 and m["n_speakers"] == 10
+
+
+def test_uar_and_macro_f1_count_only_the_classes_present():
+    """A class no example has (a fold without one speaker's disgust) neither lowers UAR nor
+    macro-F1; its recall is undefined, not 0."""
+    from sklearn.metrics import f1_score
+    from ser_core.stats import accuracy, class_metrics, confusion, uar
+    labels = np.array([0, 0, 1, 1, 1, 3])
+    pred = np.array([0, 1, 1, 1, 2, 3])
+    m = class_metrics(labels, pred, 4)
+    assert uar(labels, pred, 4) == m["uar"] == pytest.approx((1 / 2 + 2 / 3 + 1) / 3)
+    assert m["macro_f1"] == pytest.approx(f1_score(labels, pred, labels=[0, 1, 3], average="macro"))
+    assert np.isnan(m["recall"][2]) and m["recall"][1] == pytest.approx(2 / 3)
+    assert confusion(labels, pred, 4).tolist() == [[1, 1, 0, 0], [0, 2, 1, 0], [0, 0, 0, 0], [0, 0, 0, 1]]
+    assert accuracy(labels, pred) == m["accuracy"] == pytest.approx(4 / 6) and accuracy([], []) is None
+    assert np.isnan(uar(np.array([], int), np.array([], int), 3))
+
+
+def test_speaker_bootstrap_resamples_whole_speakers():
+    """One speaker always right, one always wrong: a resample holds all clips of each speaker it
+    draws, so accuracy takes only the values 0, 1/2 (both drawn) and 1."""
+    from ser_core.stats import speaker_bootstrap
+    labels = np.zeros(6, int)
+    pred = np.array([0, 0, 0, 1, 1, 1])
+    speakers = np.array(["a"] * 3 + ["b"] * 3)
+    lo, hi = speaker_bootstrap(labels, pred, speakers, 2, keys=("accuracy",), n=200)["accuracy"]
+    assert (lo, hi) == (0.0, 1.0)
+    same = speaker_bootstrap(labels, pred, np.array(["a"] * 6), 2, keys=("accuracy",), n=50)
+    assert same["accuracy"] == [0.5, 0.5]  # one speaker: every resample is the whole set

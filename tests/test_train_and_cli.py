@@ -17,8 +17,13 @@ def tiny_bundle(tmp_path_factory, data_dir):
     return ModelBundle.from_folder(out)
 
 
+@pytest.mark.slow
 def test_tiny_training_run_learns_and_exports(tiny_bundle):
+    from ser_core.config import PAPER_TRAIN
     c = tiny_bundle.config
+    # the study's recipe, recorded under the keys the study's bundles always had
+    assert c["hyperparameters"] == {**PAPER_TRAIN["emodb"].to_dict(), "max_epochs": 3}
+    assert c["hyperparameters"]["early_stopping_patience"] == 10
     history = c["training"]["history"]
     assert len(history) == 3 and history[-1]["loss"] < history[0]["loss"]
     # 5 classes: chance is 0.2 (the largest class is 0.24 of the chunks). 365 unaugmented training
@@ -31,6 +36,7 @@ def test_tiny_training_run_learns_and_exports(tiny_bundle):
     assert (tiny_bundle.folder / "README.md").read_text().count("Licence of the training data") == 1
 
 
+@pytest.mark.slow
 def test_predict_command_prints_one_json_object_per_file(tiny_bundle, data_dir, capsys, tmp_path):
     clip = sorted((data_dir / "emodb" / "wav").glob("*.flac"))[0]
     bad = tmp_path / "bad.wav"

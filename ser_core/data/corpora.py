@@ -40,6 +40,7 @@ class CorpusSpec:
     all_classes: tuple[str, ...]
     pattern: re.Pattern
     codes: dict[str, str]  # emotion code in the file name -> emotion name
+    title: str = ""  # as reports and cards print it: EmoDB, EMOVO, RAVDESS
 
     def parse(self, path: Path) -> Utterance | str:
         """An Utterance, or the reason the name is not one."""
@@ -84,7 +85,7 @@ class _RAVDESS(CorpusSpec):
 
 
 EMODB = _EmoDB(
-    name="emodb", language="German",
+    name="emodb", title="EmoDB", language="German",
     paper_classes=("boredom", "disgust", "happiness", "sadness", "neutral"),
     all_classes=("anger", "boredom", "disgust", "fear", "happiness", "sadness", "neutral"),
     pattern=re.compile(r"(?P<speaker>\d\d)(?P<text>[ab]\d\d)(?P<emotion>[WLEAFTN])(?P<version>[a-z])"),
@@ -92,7 +93,7 @@ EMODB = _EmoDB(
            "T": "sadness", "N": "neutral"},
 )
 EMOVO = _EMOVO(
-    name="emovo", language="Italian",
+    name="emovo", title="EMOVO", language="Italian",
     paper_classes=("disgust", "happiness", "neutral", "fear", "surprise"),
     all_classes=("anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise"),
     pattern=re.compile(r"(?P<emotion>[a-z]{3})-(?P<speaker>[fm][123])-(?P<sentence>[a-z]\d)"),
@@ -100,7 +101,7 @@ EMOVO = _EMOVO(
            "rab": "anger", "sor": "surprise", "tri": "sadness"},
 )
 RAVDESS = _RAVDESS(
-    name="ravdess", language="English",
+    name="ravdess", title="RAVDESS", language="English",
     paper_classes=("happiness", "sadness", "fear", "disgust", "surprise"),
     all_classes=("neutral", "calm", "happiness", "sadness", "anger", "fear", "disgust", "surprise"),
     # modality 03 = audio only, vocal channel 01 = speech
@@ -110,6 +111,7 @@ RAVDESS = _RAVDESS(
            "06": "fear", "07": "disgust", "08": "surprise"},
 )
 
+# The one list of corpora (name -> spec), in the study's order; everything else derives from it.
 CORPORA: dict[str, CorpusSpec] = {c.name: c for c in (EMODB, EMOVO, RAVDESS)}
 
 

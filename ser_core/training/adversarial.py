@@ -147,7 +147,7 @@ def adversarial_train(bundle, out, cfg: DefenceConfig = DefenceConfig(), data_di
     from ser_core.data.corpora import read_corpus
     from ser_core.data.dataset import build_table
     from ser_core.data.held_out import bundle_test_rows, data_root
-    from ser_core.evaluation.grid import torch_probabilities
+    from ser_core.models.bundle import torch_probabilities
     from ser_core.models.card import render
     from ser_core.models.onnx_export import check_parity, export_onnx
     from ser_core.data.splits import make_split

@@ -24,16 +24,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ser_core.config import PAPER_FEATURES, stable_hash
-from ser_core.data.corpora import read_corpus
+from ser_core.config import PAPER_FEATURES, TrainConfig, stable_hash
+from ser_core.data.corpora import CORPORA, read_corpus
 from ser_core.data.dataset import build_table, table_key
 from ser_core.errors import ParameterError
 from ser_core.models.cnn_lstm import CNNLSTM
-from ser_core.training.recipes import cpu_fast, fit_standardizer, plain, recalibrate_batchnorm, train_epoch
+from ser_core.training.loop import cpu_fast, fit_standardizer, plain, recalibrate_batchnorm, train_epoch
 from ser_core.training.study import load_rows, resolve_precision
 
-CORPORA = ("emodb", "emovo", "ravdess")
-# every emotion of the three corpora: the pre-trained model's outputs, in this order
+# every emotion of the corpora (ser_core.data.corpora.CORPORA): the pre-trained model's outputs,
+# in this order (the order the weights were trained in: a corpus added later appends its own)
 EMOTIONS = ("neutral", "calm", "happiness", "sadness", "anger", "fear", "disgust", "surprise",
             "boredom")
 
@@ -63,7 +63,7 @@ FINE_TUNING_ONLY = ("name", "describe", "max_epochs", "patience", "select_on", "
                     "offline_augmentation", "hold_out_validation", "finetune_lr", "cotrain")
 
 
-def pretrain_path(target: str, recipe, tables, run_root) -> Path:
+def pretrain_path(target: str, recipe: TrainConfig, tables, run_root) -> Path:
     """Keyed by the other corpora's tables and the recipe's fields that pre-training uses, so
     recipes that differ only in how they fine-tune share one file."""
     fields = {k: v for k, v in recipe.key().items() if k not in FINE_TUNING_ONLY}
@@ -71,7 +71,7 @@ def pretrain_path(target: str, recipe, tables, run_root) -> Path:
     return Path(run_root) / f"pretrain-{target}-{key}.pt"
 
 
-def pretrain(target: str, data_root, recipe, run_root="runs/crossval", precision="auto",
+def pretrain(target: str, data_root, recipe: TrainConfig, run_root="runs/crossval", precision="auto",
              device=None, log=None) -> dict:
     """Train (or load) the pre-trained weights for `target`: {"model": state_dict, "outputs":
     EMOTIONS (the output rows), "classes" (the emotions the other corpora had), "corpora",
@@ -129,7 +129,7 @@ def pretrain(target: str, data_root, recipe, run_root="runs/crossval", precision
     return out
 
 
-def cotrain_rows(target: str, classes, data_root, recipe) -> tuple[torch.Tensor, torch.Tensor, dict]:
+def cotrain_rows(target: str, classes, data_root, recipe: TrainConfig) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Every chunk of the corpora other than `target` whose emotion is one of `classes` (the
     target's), each corpus standardised by its own standardiser as in pre-training, labelled by
     its index in `classes`: the training rows a `cotrain` recipe adds to the target's. None of
@@ -149,7 +149,7 @@ def cotrain_rows(target: str, classes, data_root, recipe) -> tuple[torch.Tensor,
     return torch.cat(xs), torch.from_numpy(np.concatenate(ys)).long(), counts
 
 
-def cotrain_for(recipe, corpus, data_dir, data_root=None):
+def cotrain_for(recipe: TrainConfig, corpus, data_dir, data_root=None):
     """((x, y), counts) of `cotrain_rows` for `corpus` (read from `data_root`, default the folder
     holding data_dir) when the recipe co-trains, else (None, None)."""
     if not recipe.cotrain:

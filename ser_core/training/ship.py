@@ -1,26 +1,30 @@
 """Corpus folder -> a shipped speaker-protocol bundle trained with one of our recipes
 (ser_core/training/recipes.py): trained on every speaker but the two validation speakers of
-ser_core/folds.SHIP_VALIDATION, early-stopped on them, quantised, ONNX-exported with the parity
-check, its card quoting the recipe's speaker-fold cross-validation."""
+ser_core/data/folds.SHIP_VALIDATION, early-stopped on them, quantised, ONNX-exported with the
+parity check, its card quoting the recipe's speaker-fold cross-validation."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ser_core.training.recipes import DEFAULT_RECIPE
+from ser_core.config import TrainConfig
+from ser_core.training.recipes import DEFAULT_RECIPE, get_recipe
 from ser_core.training.study import classification_metrics, clip_range, predict_rows, save_exported_bundle
 
 
-def train_shipped_bundle(corpus_name: str, data_dir, out, recipe_name: str = DEFAULT_RECIPE,
+def train_shipped_bundle(corpus_name: str, data_dir, out, recipe: str | TrainConfig = DEFAULT_RECIPE,
                         weights_dtype: str = "float32", max_epochs: int | None = None,
                         precision: str = "auto", run_dir=None, name: str | None = None,
                         crossval_dir="reports/crossval", command: str = "", pretrain_data_root=None,
                         pretrain_root="runs/crossval"):
-    """A shipped speaker-protocol bundle trained with one of our recipes (ser_core/training/recipes.py) on
-    every speaker but one male and one female validation speaker (ser_core/folds.ship_split),
+    """A shipped speaker-protocol bundle trained with one of our recipes (a name from
+    ser_core/training/recipes.py, resolved here once, or a configuration; `max_epochs` overrides
+    its epoch cap) on every speaker but one male and one female validation speaker
+    (ser_core/data/folds.ship_split),
     early-stopped on them (a weight-averaging recipe keeps them out too, as a held-out check,
     whatever its `hold_out_validation` says for the folds). Its published accuracy is the
     recipe's speaker-fold cross-validation at the same epoch count (reports/crossval/, named by
@@ -30,24 +34,28 @@ def train_shipped_bundle(corpus_name: str, data_dir, out, recipe_name: str = DEF
     from ser_core.models.bundle import quantize_roundtrip
     from ser_core.config import PAPER_FEATURES
     from ser_core.data.corpora import DATA_LICENCES, read_corpus
-    from ser_core.training.crossval import result_name, summarise
     from ser_core.data.folds import ship_split
     from ser_core.models.cnn_lstm import keras_parameter_count
-    from ser_core.training.recipes import clip_probabilities, get_recipe, table_for, train_recipe
+    from ser_core.stats import summarise_clips
+    from ser_core.training.crossval import result_name
+    from ser_core.training.loop import clip_probabilities, table_for, train_recipe
+    from ser_core.training.pretrain import cotrain_for, pretrain
 
     corpus = read_corpus(corpus_name, data_dir)
-    recipe = get_recipe(recipe_name, **({"max_epochs": max_epochs} if max_epochs else {}))
+    if isinstance(recipe, str):
+        recipe = get_recipe(recipe, max_epochs)
+    elif max_epochs:
+        recipe = dataclasses.replace(recipe, max_epochs=max_epochs)
     table = table_for(corpus, recipe)
     split = ship_split(table)
     out = Path(out)
-    run_dir = Path(run_dir) if run_dir else Path("runs") / f"ship-{out.name}-{recipe.name}"
+    run_dir = Path(run_dir) if run_dir else Path("runs") / f"ship-{out.name}-{recipe.stored_name}"
     run_dir.mkdir(parents=True, exist_ok=True)
     init = None
     if recipe.pretrain:  # the same pre-trained weights as the cross-validation's folds
-        from ser_core.training.pretrain import pretrain
         init = pretrain(corpus_name, pretrain_data_root or Path(data_dir).resolve().parent, recipe,
                         pretrain_root, precision)
-    from ser_core.training.pretrain import cotrain_for  # the other corpora's clips of this corpus's classes, when co-training
+    # the other corpora's clips of this corpus's classes, when co-training
     extra, cotrain = cotrain_for(recipe, corpus, data_dir, pretrain_data_root)
     result = train_recipe(table, split.train, split.val, recipe, run_dir, precision, init=init,
                           extra=extra)
@@ -62,7 +70,7 @@ def train_shipped_bundle(corpus_name: str, data_dir, out, recipe_name: str = DEF
                                     "(never trained on; they chose the epoch, so this is optimistic)"))
     ids, clip = clip_probabilities(chunk_probs, table.utt[rows])
     utts = [corpus.utterances[i] for i in ids]
-    metrics["held_out_clips"] = summarise(
+    metrics["held_out_clips"] = summarise_clips(
         "validation speakers, clip level",
         [{"label": corpus.label_index(u), "probs": p.tolist(), "gender": u.gender,
           "speaker": u.speaker} for u, p in zip(utts, clip)], corpus.classes)
@@ -73,7 +81,7 @@ def train_shipped_bundle(corpus_name: str, data_dir, out, recipe_name: str = DEF
         base_path = Path(crossval_dir) / f"{corpus_name}-baselines.json"
         base = json.loads(base_path.read_text())["egemaps-svm"] if base_path.is_file() else None
         crossval = {"protocol": "speaker folds", "folds": cv["folds"], "n_speakers": cv["n_speakers"],
-                    "n_clips": cv["n_clips"], "recipe": recipe.name,
+                    "n_clips": cv["n_clips"], "recipe": recipe.stored_name,
                     "max_epochs": cv["recipe"]["max_epochs"],
                     "accuracy": cv["accuracy"], "accuracy_ci95": cv["accuracy_speaker_bootstrap95"],
                     "accuracy_wilson95": cv["accuracy_wilson95"],

@@ -1,7 +1,8 @@
-"""Chunk table + split -> trained CNN-LSTM, with the study's recipe (PAPER.md "Training"):
-Adam, categorical cross-entropy, up to 100 epochs, early stopping on validation loss
-(patience 10, best weights restored), learning rate x0.1 on plateau (patience 6, min delta
-1e-4), training rows reshuffled every epoch, seeded. Resumable: a checkpoint is written after
+"""Chunk table + split -> trained CNN-LSTM, with the study's recipe (PAPER.md "Training";
+ser_core/config.py STUDY_TRAIN and PAPER_TRAIN, the per-corpus values): Adam, categorical
+cross-entropy, up to 100 epochs, early stopping on validation loss (patience 10, best weights
+restored), learning rate x0.1 on plateau (patience 6, min delta 1e-4), training rows reshuffled
+every epoch, seeded. Resumable: a checkpoint is written after
 every epoch and picked up when the same run folder is trained again."""
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ import torch.nn.functional as F
 
 from ser_core.config import TrainConfig
 from ser_core.data.dataset import ChunkTable
+from ser_core.errors import ParameterError
 from ser_core.models.cnn_lstm import CNNLSTM
 from ser_core.data.splits import Split
 from ser_core.audio.standardize import Standardizer
+from ser_core.stats import accuracy, confusion
 
 
 def cpu_has_bf16() -> bool:
@@ -63,6 +66,9 @@ def load_rows(table: ChunkTable, rows: np.ndarray, standardizer: Standardizer) -
 
 def train(table: ChunkTable, split: Split, cfg: TrainConfig, run_dir: Path | None = None,
           precision: str = "auto", device: str | None = None, log=None) -> TrainResult:
+    if cfg.loop != "study":
+        raise ParameterError(f"training config {cfg.name!r} is trained by ser_core/training/loop.py, "
+                         f"not the study's loop")
     log = log or sys.stderr  # looked up per call: a default bound at import outlives a replaced stderr
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -89,7 +95,7 @@ def train(table: ChunkTable, split: Split, cfg: TrainConfig, run_dir: Path | Non
     rng = np.random.default_rng(cfg.seed + state["epoch"])
     amp = dict(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16,
                enabled=precision == "bf16")
-    while state["epoch"] < cfg.max_epochs and state["es_wait"] < cfg.early_stopping_patience:
+    while state["epoch"] < cfg.max_epochs and state["es_wait"] < cfg.patience:
         t0 = time.time()
         model.train()
         perm = rng.permutation(len(x_tr))
@@ -159,16 +165,14 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, genders: np.nd
     """Accuracy overall, male and female; confusion matrix (rows true, columns predicted);
     mean top-class confidence; counts behind each figure."""
     pred = probs.argmax(1)
-    out = {"n": int(len(labels)), "accuracy": float(np.mean(pred == labels)) if len(labels) else None,
+    out = {"n": int(len(labels)), "accuracy": accuracy(labels, pred),
            "mean_confidence": float(probs.max(1).mean()) if len(labels) else None}
     for g in ("male", "female"):
         m = genders == g
         out[f"n_{g}"] = int(m.sum())
-        out[f"accuracy_{g}"] = float(np.mean(pred[m] == labels[m])) if m.any() else None
-    k = len(class_names)
-    cm = np.zeros((k, k), int)
-    np.add.at(cm, (labels, pred), 1)
-    out["confusion"] = {"labels": list(class_names), "matrix": cm.tolist()}
+        out[f"accuracy_{g}"] = accuracy(labels[m], pred[m])
+    out["confusion"] = {"labels": list(class_names),
+                        "matrix": confusion(labels, pred, len(class_names)).tolist()}
     return out
 
 
