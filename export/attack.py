@@ -19,14 +19,15 @@ def register(sub):
     p.add_argument("--attack", required=True, help="registry name (see `python -m export attacks`)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="attack parameter, repeatable (e.g. --set eps=0.5)")
-    p.add_argument("--domain", choices=("features", "waveform"), default="features",
-                   help="attack the standardised log-Mel features (the study) or the waveform")
+    p.add_argument("--domain", choices=("features", "waveform"), default=None,
+                   help="optional check: the attack's domain (features: the study's standardised log-Mel; "
+                        "waveform: the audio); the attack name alone decides it")
     p.add_argument("--target", default=None,
-                   help="waveform domain: the emotion to land on (default: any other emotion)")
+                   help="the emotion to land on, for attacks with a targeted mode (default: any other emotion)")
     p.add_argument("--max-seconds", type=float, default=None, help="refuse longer clips")
     p.add_argument("--out", type=Path, default=None,
-                   help="folder for result.json and, features domain, clean.npy and adversarial.npy; "
-                        "waveform domain, the adversarial 16-bit WAV (default: a temporary folder)")
+                   help="folder for result.json and what the attack writes (features: clean.npy and "
+                        "adversarial.npy; waveform: the adversarial 16-bit WAV; default: a temporary folder)")
     p.add_argument("audio")
     p.set_defaults(func=run_attack)
 
@@ -51,13 +52,9 @@ def _parse_sets(items) -> dict:
 
 
 def run_attack(args):
-    import numpy as np
-    from ser_core.models.bundle import ModelBundle
     from ser_core.attacks.clip import attack_clip
-    from ser_core.errors import ParameterError
+    from ser_core.models.bundle import ModelBundle
     params = _parse_sets(args.set)
-    if args.target is not None and args.domain != "waveform":
-        raise ParameterError("--target is for waveform attacks (accepted: --domain waveform, or no --target)")
     bundle = ModelBundle.load(args.model)
     res = attack_clip(bundle, args.audio, args.attack, params, domain=args.domain,
                       max_seconds=args.max_seconds, out_dir=args.out, target=args.target)
@@ -66,11 +63,6 @@ def run_attack(args):
     d = {"file": args.audio, **res.to_dict()}
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
-        if args.domain == "features":
-            np.save(args.out / "clean.npy", res.features)
-            np.save(args.out / "adversarial.npy", res.adversarial_features)
-            d["files"] = [str(args.out / f) for f in ("clean.npy", "adversarial.npy", "result.json")]
-        else:
-            d["files"] = [d["wav_path"], str(args.out / "result.json")]
+        d["files"] = [str(f) for f in res.save(args.out)] + [str(args.out / "result.json")]
         (args.out / "result.json").write_text(json.dumps(d, indent=1))
     emit(d)

@@ -1,18 +1,20 @@
-"""Speech emotion recognition under adversarial attack.
+"""Speech emotion recognition under adversarial attack, one package a stage. Data flows down the
+page; imports point down only (a package uses those listed below it, never one above).
 
-The data flows through one module per step:
-  audio.py        audio file -> decoded clip (mono, 16 kHz, validated)
-  chunks.py       decoded clip -> trimmed -> 3 s chunks (split and looped as the study does)
-  augment.py      trimmed clip -> pitch-shifted and time-stretched copies (training only)
-  features.py     chunks -> log-Mel features (261 frames x 128 bands)
-  standardize.py  log-Mel -> standardised features (per-cell mean/variance)
-  model.py        standardised features -> logits (the study's CNN-LSTM)
-  bundle.py       weights + config + ONNX session: predict a clip, hand out the torch model
-  attacks/        the one attack base class and registry (both domains); feature attacks, one per file
-  waveform/       waveform attacks, verified on written 16-bit WAVs, and their differentiable
-                  log-Mel front-end
-  clip_attack.py  one clip attacked in either domain -> ClipAttackResult
-Around them: corpora.py (corpus folders -> utterances), dataset.py (cached chunk tables),
-splits.py (paper and speaker protocols), train.py, defence.py (adversarial training),
-onnx_export.py, model_card.py, config.py (the study's constants), errors.py (typed errors);
-evaluation/ (the systematic evaluation and its report) and serving/ (what the app calls)."""
+  serving/     what the app (app.py) and its API call: catalogue, limits, prediction, attack, files
+  evaluation/  the study's systematic evaluation as a grid: plan and costs, cells, executors, run,
+               report (tables and plots beside the study's numbers)
+  training/    the study's recipe, our recipes, pre-training, speaker cross-validation, shipping,
+               the eGeMAPS + SVM baseline, adversarial training
+  attacks/     every attack, one call: `get_attack(name, bundle, **params)(inputs, objective)`;
+               features/ (the study's, on log-Mel), waveform/ (on audio, verified on the WAV),
+               clip.py (one audio clip, any attack)
+  models/      the CNN-LSTM (cnn_lstm), the bundle (weights, labels, standardiser, ONNX session),
+               ONNX export, model cards
+  data/        corpus folders -> utterances -> chunk tables -> splits, speaker folds, held-out sets
+  audio/       file -> clip (decode) -> 3 s chunks -> log-Mel (features; frontend in torch) ->
+               standardised; augmentation; is it speech
+  stats.py     accuracy, UAR, F1, Wilson and bootstrap intervals
+  tasks.py     a local or Ray map of independent tasks (folds, grid batches)
+  config.py    the study's constants; errors.py typed errors; control.py cooperative stop
+Each package's __init__ lists its modules."""

@@ -17,12 +17,33 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from tests.helpers import wait_until
+
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "ravdess-happiness-actor02f.wav"
 # flips under the app's default waveform attack (APGD, 30 dB SNR, 40 steps) on the emodb bundle
 WAVEFORM_EXAMPLE = REPO / "examples" / "ravdess-disgust-actor02f.wav"
 MODEL = os.environ.get("SER_TEST_MODEL", "emodb")
 START_TIMEOUT = 180
+
+
+def app_log(url: str) -> str:
+    """What the app `running_app` started at `url` has printed so far."""
+    from urllib.parse import urlparse
+    return (REPO / "tests" / f".app-{urlparse(url).port}.log").read_text()
+
+
+def warm_start(url: str) -> dict:
+    """The app's start-up line, once printed: {model: seconds} for the models it loaded and ran
+    (ONNX session built and checked) before serving, and `http`, the seconds of its own first
+    HTTP /predict (None when that failed)."""
+    import ast
+    import re
+    line = wait_until(lambda: re.search(r"warm start: models (\{.*\}), first HTTP /predict (\S+) s",
+                                        app_log(url)),
+                      timeout=START_TIMEOUT, interval=0.2, what="the app's 'warm start' line")
+    return {"models": ast.literal_eval(line.group(1)),
+            "http": None if line.group(2) == "None" else float(line.group(2))}
 
 
 def free_port() -> int:
@@ -42,17 +63,15 @@ def running_app(model: str = MODEL, env: dict | None = None, app_dir: Path = REP
     proc = subprocess.Popen([python, str(app_dir / "app.py")], cwd=app_dir, env=env,
                             stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
+
+    def serving() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"app.py exited with {proc.returncode}: {app_log(url)[-2000:]}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+        return False
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"app.py exited with {proc.returncode}: "
-                                   f"{(REPO / 'tests' / f'.app-{port}.log').read_text()[-2000:]}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"app.py did not serve on port {port} within {START_TIMEOUT} s")
-            time.sleep(0.5)
+        wait_until(serving, timeout=START_TIMEOUT, interval=0.2, what=f"app.py to serve on port {port}")
         yield url
     finally:
         proc.terminate()
@@ -88,17 +107,20 @@ def _attack(client, path, attack, params):
                           api_name="/attack")
 
 
+@pytest.mark.slow
 def test_named_endpoints(client):
     assert {"/predict", "/attack"} <= set(client.view_api(return_format="dict")["named_endpoints"])
 
 
+@pytest.mark.slow
 def test_predict_returns_a_distribution_over_the_labels(client, bundle):
-    """Also the first prediction of this server: answered at once (ONNX built and checked at
-    start-up, not on the first click), with the model's accuracy and the speech check."""
-    t0 = time.monotonic()
+    """Also the first prediction of this server: answered at once because the work of a first
+    call was done at start-up (the model loaded, its ONNX session built, checked and run; one
+    /predict through the server's HTTP stack), not on the first click; with the model's
+    accuracy and the speech check. Latency itself is measured in benchmarks/, not here."""
+    warm = warm_start(client.src)
+    assert MODEL in warm["models"] and warm["http"] is not None
     result, label, note = _predict(client, EXAMPLE)
-    first = time.monotonic() - t0
-    assert first < 1.0, f"first /predict took {first:.2f} s"
     assert result["model_accuracy"]["accuracy"] == bundle.config.get("crossval", bundle.config["metrics"]["test"])["accuracy"]
     assert result["model_accuracy"]["text"] in note
     assert result["speech"]["has_speech"] is True and result["speech"]["detector"].startswith("silero-vad")
@@ -110,6 +132,7 @@ def test_predict_returns_a_distribution_over_the_labels(client, bundle):
     assert len(result["chunks"]) >= 1
 
 
+@pytest.mark.slow
 def test_attack_flips_a_clip(client, bundle):
     # BIM at the study's largest budget (eps 1.25, step 0.1, 100 iterations): the study's
     # accuracy under it is 0.06-0.08, and this clip flips under it.
@@ -132,6 +155,7 @@ def test_attack_flips_a_clip(client, bundle):
     assert features.shape == (r["chunks"],) + tuple(bundle.feature_config.input_shape)
 
 
+@pytest.mark.slow
 def test_default_attack_is_a_verified_waveform_attack(client, bundle):
     """/attack given only a clip and a model runs the page's default: Auto-PGD on the waveform
     at 30 dB SNR; the player's audio is the adversarial 16-bit WAV and the decision shown is the
@@ -166,6 +190,7 @@ def runner_up(bundle, path) -> str:
     return sorted(probs, key=probs.get)[-2]
 
 
+@pytest.mark.slow
 def test_a_waveform_attack_lands_on_the_emotion_asked_for(client, bundle):
     """/attack's trailing target: APGD at 20 dB SNR takes the clip to its runner-up emotion, and
     the written WAV is scored as that emotion by the serving path."""
@@ -181,18 +206,20 @@ def test_a_waveform_attack_lands_on_the_emotion_asked_for(client, bundle):
     assert 0 <= r["perceptual"]["mask_exceeded_fraction"] <= 1
 
 
-def test_a_target_for_a_feature_attack_is_refused(client):
+@pytest.mark.slow
+def test_a_target_for_an_attack_without_a_targeted_mode_is_refused(client):
     from gradio_client import handle_file
     from gradio_client.exceptions import AppError
-    with pytest.raises(AppError, match="a target emotion is for waveform attacks"):
-        client.predict(handle_file(str(EXAMPLE)), MODEL, "fgsm", json.dumps({"eps": 0.25}), "features", "sadness",
+    with pytest.raises(AppError, match="deepfool has no targeted mode"):
+        client.predict(handle_file(str(EXAMPLE)), MODEL, "deepfool", json.dumps({}), "features", "sadness",
                        api_name="/attack")
 
 
+@pytest.mark.slow
 def test_a_feature_attack_named_without_its_domain_is_told_which_domain(client):
     from gradio_client import handle_file
     from gradio_client.exceptions import AppError
-    with pytest.raises(AppError, match="fgsm is a features attack: pass domain 'features'"):
+    with pytest.raises(AppError, match="fgsm is a features attack, not a waveform one"):
         client.predict(handle_file(str(EXAMPLE)), MODEL, "fgsm", json.dumps({"eps": 0.25}), api_name="/attack")
 
 
@@ -220,6 +247,7 @@ def _text(path: Path) -> Path:
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
+@pytest.mark.slow
 def test_bad_audio_gets_a_clear_error_and_the_app_keeps_serving(client, bundle, tmp_path, gradio_cache, case):
     from gradio_client.exceptions import AppError
     make, endpoint, error = BAD_INPUTS[case]
@@ -246,6 +274,7 @@ def test_bad_audio_gets_a_clear_error_and_the_app_keeps_serving(client, bundle, 
     ("[" * 999 + "]" * 999, "nested too deeply"),
     ('{"eps": {"a": {"b": {"c": 1}}}}', "nested dict"),
 ])
+@pytest.mark.slow
 def test_bad_parameters_get_a_clear_error(client, bundle, params, expected):
     from gradio_client import handle_file
     from gradio_client.exceptions import AppError
@@ -256,6 +285,7 @@ def test_bad_parameters_get_a_clear_error(client, bundle, params, expected):
     assert _predict(client, EXAMPLE)[0]["label"] in bundle.labels
 
 
+@pytest.mark.slow
 def test_a_space_cap_is_a_clear_error(client, bundle):
     from gradio_client import handle_file
     from gradio_client.exceptions import AppError
@@ -265,6 +295,7 @@ def test_a_space_cap_is_a_clear_error(client, bundle):
     assert _predict(client, EXAMPLE)[0]["label"] in bundle.labels
 
 
+@pytest.mark.slow
 def test_a_tone_is_predicted_but_flagged_as_no_speech(client, tmp_path):
     t = np.arange(32000) / 16000
     path = _write(tmp_path / "tone.wav", 0.5 * np.sin(2 * np.pi * 440 * t))
@@ -279,30 +310,39 @@ def _long_clip(tmp_path, seconds: float = 29.0) -> Path:
     return _write(tmp_path / "long.wav", np.resize(y, int(seconds * 16000)))
 
 
-def _wait_processing(job, timeout: float = 60.0):
-    from gradio_client.utils import Status
-    deadline = time.monotonic() + timeout
-    while job.status().code not in (Status.PROCESSING, Status.PROGRESS):
-        assert time.monotonic() < deadline, job.status()
-        time.sleep(0.1)
+def _progress(job) -> str:
+    """The job's latest progress message, as the page shows it ('' before any)."""
+    return " ".join(u.desc or "" for u in job.status().progress_data or [])
 
 
+def _wait_progress(job, words: str, timeout: float = 120.0):
+    """Until the job reports `words` (e.g. 'BIM step': its attack loop is running)."""
+    wait_until(lambda: words in _progress(job), timeout=timeout, interval=0.1,
+               what=f"{words!r} in the job's progress (last: {_progress(job)!r})")
+
+
+@pytest.mark.slow
 def test_cancel_stops_the_attack_and_the_next_one_starts_at_once(client, bundle, tmp_path):
     """A long attack (BIM, 200 steps on 29 s: longer than the 60 s deadline here) is cancelled
-    after 2 s; the next attack waits for it to end, which takes one step, not the rest of it."""
+    once it is stepping; the next attack waits for it to end, which takes one step, not the rest
+    of it (which would hold the queue until the app's deadline)."""
     from gradio_client import handle_file
     job = client.submit(handle_file(str(_long_clip(tmp_path))), MODEL, "bim",
                         json.dumps({"eps": 0.01, "eps_step": 0.001, "max_iter": 200, "early_stop": False}),
                         "features", api_name="/attack")
-    _wait_processing(job)
-    time.sleep(2.0)
+    from ser_core.serving.service import ATTACK_DEADLINE_S
+    _wait_progress(job, "BIM step")
     t0 = time.monotonic()
     job.cancel()
     r = _attack(client, EXAMPLE, "fgsm", {"eps": 0.25})[0]
     assert r["label_before"] in bundle.labels and r["stopped_early"] is False
-    assert time.monotonic() - t0 < 20.0
+    # One BIM step and an FGSM take a few seconds; had the cancel not stopped the loop, the
+    # FGSM would wait out the rest of the BIM's deadline. Half of it tells the two apart with
+    # room for a busy machine (a deadline, as only a deadline can say "did not wait").
+    assert time.monotonic() - t0 < ATTACK_DEADLINE_S / 2
 
 
+@pytest.mark.slow
 def test_predict_answers_while_attacks_fill_their_queue(bundle, tmp_path):
     """Attack queue of 2 behind the running one, 2 per client: a client's third attack and a
     fourth waiting attack are refused at once with BusyError, and /predict answers meanwhile."""
@@ -313,18 +353,21 @@ def test_predict_answers_while_attacks_fill_their_queue(bundle, tmp_path):
     env = {"SER_APP_ATTACK_QUEUE": "2", "SER_APP_ATTACKS_PER_CLIENT": "2", "SER_APP_ATTACK_DEADLINE_S": "20"}
     with running_app(env=env) as url:
         a, b, c = (Client(url, verbose=False) for _ in range(3))
-        jobs = [a.submit(long, MODEL, "bim", params, "features", api_name="/attack"),
-                a.submit(long, MODEL, "bim", params, "features", api_name="/attack")]
-        _wait_processing(jobs[0])
-        jobs.append(b.submit(long, MODEL, "bim", params, "features", api_name="/attack"))
-        time.sleep(1.0)
+        jobs = [a.submit(long, MODEL, "bim", params, "features", api_name="/attack")]
+        _wait_progress(jobs[0], "BIM step")
+        jobs += [a.submit(long, MODEL, "bim", params, "features", api_name="/attack"),
+                 b.submit(long, MODEL, "bim", params, "features", api_name="/attack")]
+        for job in jobs[1:]:  # counted in the attack queue once they say so
+            _wait_progress(job, "waiting for the attack before yours")
         with pytest.raises(AppError, match="BusyError: you already have 2 attacks"):
             a.predict(long, MODEL, "bim", params, "features", api_name="/attack")
         with pytest.raises(AppError, match="BusyError: the attack queue is full"):
             c.predict(long, MODEL, "bim", params, "features", api_name="/attack")
-        t0 = time.monotonic()
         result = c.predict(handle_file(str(EXAMPLE)), MODEL, api_name="/predict")[0]
-        assert result["label"] in bundle.labels and time.monotonic() - t0 < 5.0
+        assert result["label"] in bundle.labels
+        # answered while the attacks queued behind the running one still wait (each would first
+        # run to its 20 s deadline): /predict did not queue behind them
+        assert not any(job.done() for job in jobs[1:]), [_progress(job) for job in jobs]
         for job in jobs:
             job.cancel()
 

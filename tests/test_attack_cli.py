@@ -87,8 +87,9 @@ def test_waveform_attack_writes_the_wav_and_prints_the_serving_paths_decision_on
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--attack", "nope"], "unknown features attack 'nope'"),
-    (["--attack", "apgd"], "apgd is a waveform attack: pass domain 'waveform'"),
+    (["--attack", "nope"], "unknown attack 'nope' (accepted: apgd, bim, boundary"),
+    (["--attack", "apgd", "--domain", "features"], "apgd is a waveform attack, not a features one"),
+    (["--attack", "deepfool", "--target", "sadness"], "deepfool has no targeted mode"),
     (["--attack", "pixel", "--set", "th=0"], "th=0 is outside [1, 1000]"),
     (["--attack", "pixel", "--set", "th"], "NAME=VALUE"),
     (["--attack", "boundary", "--set", "persist=maybe"], "accepted: true, false"),
@@ -111,6 +112,7 @@ def test_attack_clip_on_a_waveform_array(bundle, clip):
     json.dumps(d)  # JSON-ready
 
 
+@pytest.mark.slow
 def test_waveform_attack_lands_on_a_target_emotion(bundle, tmp_path, capsys):
     clip = REPO / "examples" / "ravdess-disgust-actor02f.wav"
     probs = bundle.predict_clip(clip).probabilities

@@ -8,6 +8,7 @@ import pytest
 from ser_core.attacks import get_attack, registry
 from ser_core.models.bundle import ModelBundle
 from ser_core.errors import ParameterError
+from tests.helpers import slow_cases
 
 
 @pytest.fixture()
@@ -42,15 +43,15 @@ def correct_low_margin(bundle, x, labels, k):
     return idx
 
 
-@pytest.mark.parametrize("name, params, k", [
+@pytest.mark.parametrize("name, params, k", slow_cases([
     ("pixel", {"th": 10, "max_iter": 1}, 3),
     ("boundary", {"max_iter": 5}, 8),
-])
+], "pixel"))
 def test_blackbox_attack_lowers_accuracy_with_onnx_queries_only(blackbox_bundle, test_examples, name, params, k):
     x, labels, _ = test_examples
     idx = correct_low_margin(blackbox_bundle, x, labels, k)
     blackbox_bundle.scored["rows"] = 0
-    r = get_attack(name, blackbox_bundle, **params)(x[idx], labels=labels[idx])
+    r = get_attack(name, blackbox_bundle, **params)(x[idx], labels[idx])  # untargeted, away from the labels
     assert registry()[name].kind == "black-box"
     assert blackbox_bundle._torch is None
     clean_acc = (r.clean_pred == labels[idx]).mean()
@@ -83,6 +84,7 @@ def test_boundary_binary_searched_start_is_closer(bundle, test_examples):
     assert (searched.l2[started] < plain.l2[started]).all()
 
 
+@pytest.mark.slow
 def test_pixel_is_seeded(bundle, test_examples):
     x, _, _ = test_examples
     a = get_attack("pixel", bundle, th=1, max_iter=0, seed=3)(x[:2])
@@ -91,6 +93,7 @@ def test_pixel_is_seeded(bundle, test_examples):
     assert (a.queries == 399).all()  # ART's population for th 1: 133 members x 3 genes, scored once
 
 
+@pytest.mark.slow
 def test_pixel_evolution_is_seeded_not_only_its_start(bundle, test_examples):
     """After several generations the same seed gives the same population's best, another seed
     another; every generation scores the whole population (399 queries for th 1) until a flip."""

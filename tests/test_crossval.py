@@ -88,14 +88,14 @@ def test_band_standardiser_and_utterance_norm_remove_a_recording_offset():
 
 
 def test_utterance_norm_model_exports_to_onnx_with_parity(tmp_path):
-    from ser_core.models.bundle import _make_session
+    from ser_core.models.onnx_export import make_session
     from ser_core.models.cnn_lstm import CNNLSTM
     from ser_core.models.onnx_export import check_parity, export_onnx
     torch.manual_seed(0)
     model = CNNLSTM(5, input_norm="utterance").eval()
     path = export_onnx(model, tmp_path / "m.onnx", (261, 128))
     x = np.random.default_rng(0).normal(0, 1, (3, 261, 128)).astype(np.float32) + 2.0
-    assert check_parity(model, _make_session(path), x)["same_decisions"]
+    assert check_parity(model, make_session(path), x)["same_decisions"]
 
 
 def tiny_emodb(root, data_dir):

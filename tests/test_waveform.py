@@ -13,7 +13,8 @@ from ser_core.models.bundle import ModelBundle
 from ser_core.audio.chunks import chunks, trim
 from ser_core.errors import ParameterError
 from ser_core.attacks.clip import attack_clip
-from ser_core.attacks.waveform import chunk_index_map, snr_db
+from ser_core.attacks.waveform import snr_db
+from ser_core.audio.chunkmap import chunk_index_map
 from ser_core.attacks.waveform.base import to_pcm
 
 
@@ -123,7 +124,7 @@ def test_waveform_input_needs_its_sample_rate(bundle):
 
 
 @pytest.mark.parametrize("attack, params, message", [
-    ("fgsm", {}, r"accepted: apgd, cw, pgd, square\); fgsm is a features attack"),
+    ("fgsm", {}, r"fgsm is a features attack, not a waveform one"),
     ("pgd", {"snr_db": 120}, "snr_db"),
     ("pgd", {"eps_16bit": 0}, "eps_16bit"),
     ("pgd", {"snr_db": 30, "eps_16bit": 8}, "not both"),

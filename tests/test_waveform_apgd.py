@@ -15,11 +15,13 @@ from ser_core.control import run_control
 from ser_core.errors import ParameterError
 from ser_core.attacks import get_attack
 from ser_core.attacks.clip import attack_clip
-from ser_core.attacks.waveform import chunk_index_map
+from ser_core.audio.chunkmap import chunk_index_map
 from ser_core.attacks.waveform.apgd import checkpoints, dlr
-from ser_core.attacks.waveform.base import PCM_MAX, PCM_MIN, ClipModel, Objective, from_pcm, to_pcm
+from ser_core.attacks.objective import Objective
+from ser_core.attacks.waveform.base import PCM_MAX, PCM_MIN, ClipModel, from_pcm, to_pcm
 from ser_core.audio.chunkmap import trim_guard
 from ser_core.attacks.waveform.masking import MaskingThreshold
+from tests.helpers import slow_cases
 
 
 @pytest.fixture()
@@ -55,8 +57,8 @@ def test_checkpoints_follow_the_paper():
 def test_objective_margins_agree_on_the_model_and_the_serving_path():
     probs = np.array([[0.5, 0.3, 0.1, 0.05, 0.05], [0.1, 0.2, 0.6, 0.05, 0.05]])
     lp = torch.log(torch.from_numpy(probs))
-    for objective, reached in [(Objective(0), [False, True]), (Objective(0, target=2), [False, True]),
-                               (Objective(0, target=1), [False, False])]:
+    for objective, reached in [(Objective([0]), [False, True]), (Objective([0], [2]), [False, True]),
+                               (Objective([0], [1]), [False, False])]:
         torch_m = objective.margin(lp).numpy()
         assert np.allclose(torch_m, objective.serving_margin(probs))
         assert (torch_m < 0).tolist() == reached
@@ -65,9 +67,9 @@ def test_objective_margins_agree_on_the_model_and_the_serving_path():
 
 def test_dlr_is_negative_exactly_when_the_objective_is_reached():
     lp = torch.log_softmax(torch.tensor([[2.0, 1.0, 0.5, 0.1, -1.0], [0.0, 3.0, 0.5, 0.1, -1.0]]), 1)
-    assert (dlr(lp, Objective(0)) < 0).tolist() == [False, True]
-    assert (dlr(lp, Objective(0, target=1)) < 0).tolist() == [False, True]
-    assert (dlr(lp, Objective(1, target=2)) < 0).tolist() == [False, False]
+    assert (dlr(lp, Objective([0])) < 0).tolist() == [False, True]
+    assert (dlr(lp, Objective([0], [1])) < 0).tolist() == [False, True]
+    assert (dlr(lp, Objective([1], [2])) < 0).tolist() == [False, False]
 
 
 @pytest.mark.parametrize("params", [{"budget": "linf", "eps_16bit": 40}, {"budget": "linf", "snr_db": 35},
@@ -79,7 +81,7 @@ def test_apgd_never_leaves_its_budget_or_the_16_bit_range(bundle, data_dir, para
     label = bundle.labels.index(bundle.predict_clip(from_pcm(loud), 16000).label)
     index_map = chunk_index_map(from_pcm(loud), bundle.feature_config)
     runner = get_attack("apgd", bundle, domain="waveform", **{**params, "steps": 6})
-    adv, queries, extra = runner.run(loud, Objective(label), index_map, lambda *a: None)
+    adv, queries, extra = runner._attack_clip(loud, Objective([label]), index_map, lambda *a: None)
     assert np.array_equal(adv, np.round(adv)) and adv.min() >= PCM_MIN and adv.max() <= PCM_MAX
     diff = adv - loud
     if params.get("budget") == "linf":
@@ -93,6 +95,7 @@ def test_apgd_never_leaves_its_budget_or_the_16_bit_range(bundle, data_dir, para
     assert extra["iterations"] <= 6
 
 
+@pytest.mark.slow
 def test_apgd_counts_every_forward_pass_and_serving_scoring(bundle, data_dir, tmp_path, monkeypatch):
     forwards, scored = [], []
     chunk_log_probs = ClipModel.chunk_log_probs
@@ -109,13 +112,14 @@ def test_apgd_counts_every_forward_pass_and_serving_scoring(bundle, data_dir, tm
     assert r.flipped and len(forwards) < 8
 
 
+@pytest.mark.slow
 def test_apgd_reaches_a_lower_margin_than_pgd_where_pgd_stalls(own_bundle, data_dir):
     """The held-out EmoDB clip the shipped model is surest of (08b02Ff, happiness, margin 3.2):
     PGD's fixed step stalls near margin 0.9 at 30 dB SNR; APGD, held to the same SNR and the same
     40 gradient steps, gets far lower (to a flip, -0.01, when measured)."""
     pcm, label, index_map = prepared(own_bundle, clip(data_dir, "08b02Ff.flac"))
-    objective = Objective(label)
-    runs = {name: get_attack(name, own_bundle, domain="waveform", **params).run(pcm, objective, index_map, lambda *a: None)
+    objective = Objective([label])
+    runs = {name: get_attack(name, own_bundle, domain="waveform", **params)._attack_clip(pcm, objective, index_map, lambda *a: None)
             for name, params in [("pgd", {"snr_db": 30, "steps": 40, "step_fraction": 0.1}),
                                  ("apgd", {"snr_db": 30, "steps": 40})]}
     margins = {}
@@ -136,8 +140,8 @@ def test_apgd_keeps_the_chunking_of_a_short_clip(bundle, data_dir, tmp_path):
     assert r.chunking_unchanged and r.flipped and r.snr_db >= 40
 
 
-@pytest.mark.parametrize("attack, params", [("apgd", {"snr_db": 15, "steps": 20}),
-                                            ("pgd", {"snr_db": 15, "steps": 20, "step_fraction": 0.1})])
+@pytest.mark.parametrize("attack, params", slow_cases([("apgd", {"snr_db": 15, "steps": 20}),
+                                            ("pgd", {"snr_db": 15, "steps": 20, "step_fraction": 0.1})], "apgd"))
 @pytest.mark.parametrize("target", ["sadness", "neutral"])
 def test_targeted_attacks_land_on_the_target_on_the_written_wav(own_bundle, data_dir, tmp_path, attack, params, target):
     r = attack_clip(own_bundle, clip(data_dir, "08a07La.flac"), attack, params, out_dir=tmp_path, target=target, domain="waveform")
@@ -164,7 +168,7 @@ def test_apgd_stops_when_cancelled_and_returns_its_best_clip(bundle, data_dir):
     cancel.set()
     with run_control(cancel=cancel):
         adv, queries, extra = get_attack("apgd", bundle, domain="waveform", snr_db=40, steps=40) \
-            .run(pcm, Objective(label), index_map, lambda *a: None)
+            ._attack_clip(pcm, Objective([label]), index_map, lambda *a: None)
     assert extra["stopped"] == "cancelled" and extra["iterations"] == 1 and adv.shape == pcm.shape
 
 
@@ -198,7 +202,7 @@ def test_masking_threshold_is_highest_around_a_tone_and_reports_a_perturbation()
 
 
 def test_held_out_clips_are_unseen_speakers_balanced_and_seeded(bundle, data_dir):
-    from ser_core.evaluation.waveform import held_out_clips
+    from ser_core.data.held_out import held_out_clips
     clips = held_out_clips(bundle, 20, seed=3, data_dir=data_dir)
     trained = set(bundle.config["split"]["speakers"]["train"])
     assert len(clips) == 20 and not {u.speaker for u in clips} & trained

@@ -1,49 +1,54 @@
-"""Every attack, both domains: one registry by (domain, name), one way to make an attack, one
-catalogue.
+"""Every attack, both domains, one call:
 
-The study's feature attacks live here, one module each; every module in this package except
-`base` is imported below and registers its attack with `@register`, so adding a feature attack
-means adding one file. The waveform attacks live in `ser_core.attacks.waveform` (they share its 16-bit
-arithmetic, clip model and serving path) and register the same way when that package is
-imported, which `registry("waveform")` does on first use.
+    attack = get_attack("fgsm", bundle, eps=0.5)            # any registered name, either domain
+    result = attack(inputs, objective)                       # -> AttackResult, one shape
+    attack_clip(bundle, "clip.wav", "apgd", {"snr_db": 30})  # one audio clip, decisions before/after
 
-    get_attack("fgsm", bundle, eps=0.5)                      # a feature attack (the default domain)
-    get_attack("apgd", bundle, domain="waveform", snr_db=30)  # a waveform attack
-    describe_attacks()                                       # both domains, for the CLI and the app
-To attack a clip in either domain, see `ser_core.attacks.clip.attack_clip`."""
+  params.py     declared parameters, checked in one place
+  objective.py  untargeted (away from labels) or targeted (onto targets); the logit margin
+  result.py     AttackResult: adversarial inputs, decisions, perturbation figures, queries, seconds
+  base.py       Attack (the one call, the targeted-mode check), the two contracts
+                (FixedBudgetAttack, MinimisationAttack), the registry by (domain, name)
+  features/     the study's attacks on standardised log-Mel features, one file each (+ base.py)
+  waveform/     attacks on the 16-bit samples of whole clips, flips verified on the written WAV
+  clip.py       one clip, any attack: decode, attack, the serving path's decision before and after
+Adding an attack means adding one file to features/ or waveform/ (it registers on import)."""
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
-from ser_core.attacks.base import (BATCH, DOMAINS, REGISTRY, Attack, AttackResult, FeatureAttack, Param, QueryCounter,
-                   logit_margin, register)
+from ser_core.attacks.base import DOMAINS, REGISTRY, Attack, FixedBudgetAttack, MinimisationAttack, domain_of, register
+from ser_core.attacks.objective import Objective, logit_margin
+from ser_core.attacks.params import Param
+from ser_core.attacks.result import AttackResult
 from ser_core.errors import ParameterError
 
 from ser_core.attacks import features, waveform  # noqa: E402,F401  each attack registers on import
 
 
-def registry(domain: str = "features") -> dict[str, type[Attack]]:
-    """name -> attack class of one domain ("features" or "waveform")."""
+def registry(domain: str | None = None) -> dict[str, type[Attack]]:
+    """name -> attack class of one domain ("features" or "waveform"; None: both)."""
+    if domain is None:
+        return {n: c for d in DOMAINS for n, c in REGISTRY[d].items()}
     if domain not in DOMAINS:
-        raise ParameterError(f"unknown domain {domain!r} (accepted: {', '.join(DOMAINS)})")
+        raise ParameterError(f"unknown domain {str(domain)[:40]!r} (accepted: {', '.join(DOMAINS)})")
     return REGISTRY[domain]
 
 
-def attack_class(name: str, domain: str = "features") -> type[Attack]:
-    """The class registered as `name` in `domain`; a ParameterError naming the accepted names
-    (and the other domain, when the name belongs there) otherwise."""
-    attacks = registry(domain)
-    if not isinstance(name, str) or name not in attacks:
-        other = [d for d in DOMAINS if d != domain and isinstance(name, str) and name in registry(d)]
-        hint = f"; {name} is a {other[0]} attack: pass domain {other[0]!r}" if other else ""
-        raise ParameterError(f"unknown {domain} attack {name!r} (accepted: {', '.join(sorted(attacks))}){hint}")
-    return attacks[name]
+def attack_class(name: str, domain: str | None = None) -> type[Attack]:
+    """The class registered as `name` (names are unique across domains); `domain`, when given,
+    must be the attack's. A ParameterError naming the accepted names otherwise."""
+    found = domain_of(name)
+    if found is None:
+        shown = (name[:40] + "...") if isinstance(name, str) and len(name) > 40 else name
+        raise ParameterError(f"unknown attack {shown!r} (accepted: {', '.join(sorted(registry(domain)))})")
+    if domain is not None and domain != found:
+        registry(domain)  # an unknown domain is refused first
+        raise ParameterError(f"{name} is a {found} attack, not a {domain} one (accepted domain: {found!r})")
+    return REGISTRY[found][name]
 
 
-def get_attack(name: str, bundle, domain: str = "features", **params) -> Attack:
-    """An attack instance by registry name and domain, parameters checked (ParameterError on
-    an unknown name or a bad parameter)."""
+def get_attack(name: str, bundle, domain: str | None = None, **params) -> Attack:
+    """An attack instance by registry name, parameters checked (ParameterError on an unknown name,
+    a domain that is not the attack's, or a bad parameter)."""
     return attack_class(name, domain)(bundle, **params)
 
 
@@ -53,5 +58,5 @@ def describe_attacks(domain: str | None = None) -> list[dict]:
             for cls in sorted(registry(d).values(), key=lambda c: c.name)]
 
 
-__all__ = ["Attack", "AttackResult", "BATCH", "DOMAINS", "FeatureAttack", "Param", "QueryCounter", "REGISTRY",
-           "attack_class", "describe_attacks", "get_attack", "logit_margin", "register", "registry"]
+__all__ = ["Attack", "AttackResult", "DOMAINS", "FixedBudgetAttack", "MinimisationAttack", "Objective", "Param",
+           "REGISTRY", "attack_class", "describe_attacks", "get_attack", "logit_margin", "register", "registry"]

@@ -1,1 +1,9 @@
-"""Corpus folders -> utterances -> cached chunk tables -> splits, speaker folds, held-out test sets."""
+"""The corpora and what is cut from them:
+
+  corpora.py   corpus folders -> utterances (emotion, speaker, gender, sentence); CORPORA, the
+               one list of corpora and their classes
+  dataset.py   utterances -> cached chunk tables (log-Mel features, labels, speakers, genders)
+  splits.py    the study's split (stratified 80/20 over augmented chunks) and speaker splits
+  folds.py     fixed speaker folds of the cross-validation
+  held_out.py  a bundle's held-out test examples: chunks (feature attacks) or whole clips
+               (waveform attacks), balanced orders, the data folder"""

@@ -1,1 +1,7 @@
-"""The study's CNN-LSTM, the model bundle (weights, labels, standardiser, ONNX session), ONNX export, model cards."""
+"""The model and its packaging:
+
+  cnn_lstm.py     the study's CNN-LSTM (standardised log-Mel -> logits)
+  bundle.py       ModelBundle: weights, labels, feature config, standardiser, ONNX session; predict
+                  a clip, hand out the torch model; load by name, folder or hf:// repo
+  onnx_export.py  the torch model -> ONNX, checked for parity
+  card.py         the model card (README.md) of a bundle: data, licence, measured figures"""

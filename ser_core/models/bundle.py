@@ -240,7 +240,8 @@ class ModelBundle:
         beside it (or in the cache) says this very file (sha256) passed the parity check against
         these weights, or the parity check passes now (and is recorded)."""
         path = Path(path)
-        _refuse_external_data(path)
+        from ser_core.models.onnx_export import refuse_external_data
+        refuse_external_data(path)
         weights = self.weights_sha()
         recorded = self.config.get("weights_sha")
         if recorded and weights != recorded:
@@ -256,8 +257,8 @@ class ModelBundle:
                 continue
             if r.get("onnx_sha256") == onnx_sha and r.get("weights_sha") == weights:
                 return r
-        from ser_core.models.onnx_export import check_parity
-        parity = check_parity(self.torch_model(), _make_session(path), self.parity_features())
+        from ser_core.models.onnx_export import check_parity, make_session
+        parity = check_parity(self.torch_model(), make_session(path), self.parity_features())
         r = {"onnx_sha256": onnx_sha, "weights_sha": weights, "parity": parity}
         for rec in records:
             try:
@@ -281,7 +282,8 @@ class ModelBundle:
         if self._session is None:
             with self._lock:
                 if self._session is None:
-                    self._session = _make_session(self.onnx_path(), **self._onnx_options)
+                    from ser_core.models.onnx_export import make_session
+                    self._session = make_session(self.onnx_path(), **self._onnx_options)
         return self._session
 
     @property
@@ -347,6 +349,17 @@ class ModelBundle:
         return ModelBundle.from_folder(folder)
 
 
+@torch.no_grad()
+def torch_probabilities(bundle, x: np.ndarray, batch: int = 128) -> np.ndarray:
+    """Probabilities of standardised features x from the bundle's torch model (on its device), in
+    batches: what white-box attacks see, beside `predict_features` (ONNX Runtime, what is served)."""
+    model = bundle.torch_model()
+    device = next(model.parameters()).device
+    out = [torch.softmax(model(torch.from_numpy(np.ascontiguousarray(x[i:i + batch])).to(device)), 1).cpu().numpy()
+           for i in range(0, len(x), batch)]
+    return np.concatenate(out)
+
+
 def parse_hub_id(s: str) -> tuple[str, str | None]:
     """'hf://user/repo@revision' -> ('user/repo', 'revision'); revision None when absent."""
     body = s.removeprefix(HUB_PREFIX)
@@ -362,34 +375,3 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _refuse_external_data(path: Path) -> None:
-    """ONNX Runtime would read tensors stored beside the model from paths the file names; a
-    served model must be self-contained."""
-    import onnx
-    from onnx.external_data_helper import _get_all_tensors, uses_external_data
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:
-        raise ModelBundleError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
-    external = [t.name for t in _get_all_tensors(proto) if uses_external_data(t)]
-    if external:
-        raise ModelBundleError(f"{path}: {len(external)} tensors are stored as external data "
-                               f"({', '.join(external[:3])}) (accepted: a self-contained model.onnx)")
-
-
-def _make_session(path: Path, threads: int | None = None, cuda: bool | None = None):
-    import onnxruntime as ort
-    ort.set_default_logger_severity(3)
-    opts = ort.SessionOptions()
-    if threads is not None:
-        # a fixed pool that does not spin: on a shared or loaded CPU, spinning threads burn CPU
-        # time that other workers need
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    providers = ["CPUExecutionProvider"]
-    if cuda is not False and torch.cuda.is_available() and "CUDAExecutionProvider" in ort.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
-    return ort.InferenceSession(str(path), opts, providers=providers)

@@ -6,7 +6,6 @@ the same real features and requires probabilities within `atol` and identical de
 from __future__ import annotations
 
 import copy
-
 from pathlib import Path
 
 import numpy as np
@@ -60,3 +59,34 @@ def check_parity(model: torch.nn.Module, session, features: np.ndarray, atol: fl
     if max_diff > atol or not same:
         raise ModelBundleError(f"ONNX parity check failed: {report}")
     return report
+
+
+def refuse_external_data(path: Path) -> None:
+    """ONNX Runtime would read tensors stored beside the model from paths the file names; a
+    served model must be self-contained."""
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise ModelBundleError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
+    external = [t.name for t in _get_all_tensors(proto) if uses_external_data(t)]
+    if external:
+        raise ModelBundleError(f"{path}: {len(external)} tensors are stored as external data "
+                               f"({', '.join(external[:3])}) (accepted: a self-contained model.onnx)")
+
+
+def make_session(path: Path, threads: int | None = None, cuda: bool | None = None):
+    import onnxruntime as ort
+    ort.set_default_logger_severity(3)
+    opts = ort.SessionOptions()
+    if threads is not None:
+        # a fixed pool that does not spin: on a shared or loaded CPU, spinning threads burn CPU
+        # time that other workers need
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    providers = ["CPUExecutionProvider"]
+    if cuda is not False and torch.cuda.is_available() and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    return ort.InferenceSession(str(path), opts, providers=providers)

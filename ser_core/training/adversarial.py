@@ -149,7 +149,7 @@ def adversarial_train(bundle, out, cfg: DefenceConfig = DefenceConfig(), data_di
     from ser_core.data.held_out import bundle_test_rows, data_root
     from ser_core.models.bundle import torch_probabilities
     from ser_core.models.card import render
-    from ser_core.models.onnx_export import check_parity, export_onnx
+    from ser_core.models.onnx_export import check_parity, export_onnx, make_session
     from ser_core.data.splits import make_split
     from ser_core.training.study import classification_metrics, load_rows
 
@@ -246,7 +246,7 @@ def adversarial_train(bundle, out, cfg: DefenceConfig = DefenceConfig(), data_di
     config = json.loads((out / "config.json").read_text())
     config["metrics"] = {"test": classification_metrics(probs, table_t.labels[rows], table_t.genders[rows], new.labels)}
     onnx = export_onnx(new.torch_model(), out / bundle_mod.ONNX, new.feature_config.input_shape)
-    config["onnx_parity"] = check_parity(new.torch_model(), bundle_mod._make_session(onnx),
+    config["onnx_parity"] = check_parity(new.torch_model(), make_session(onnx),
                                          new.standardizer.transform(table_t.features[rows[:64]]))
     (out / "config.json").write_text(json.dumps(config, indent=1))
     d = config["defence"]

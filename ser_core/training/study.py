@@ -254,13 +254,14 @@ def save_exported_bundle(out: Path, model, standardizer: Standardizer, config: d
                          weights_dtype: str, parity_log_mel: np.ndarray):
     """Bundle folder with weights, config, ONNX model (parity-checked on `parity_log_mel`, whose
     result the config records) and model card."""
-    from ser_core.models.bundle import ModelBundle, _make_session
+    from ser_core.models.bundle import ModelBundle
+    from ser_core.models.onnx_export import make_session
     from ser_core.models.card import render
     from ser_core.models.onnx_export import check_parity, export_onnx
     from ser_core.models import bundle as bundle_mod
     bundle = ModelBundle.save(out, model, standardizer, config, weights_dtype)
     onnx = export_onnx(bundle.torch_model(), out / bundle_mod.ONNX, bundle.feature_config.input_shape)
-    parity = check_parity(bundle.torch_model(), _make_session(onnx), standardizer.transform(parity_log_mel))
+    parity = check_parity(bundle.torch_model(), make_session(onnx), standardizer.transform(parity_log_mel))
     config = json.loads((out / "config.json").read_text())
     config["onnx_parity"] = parity
     (out / "config.json").write_text(json.dumps(config, indent=1))

@@ -18,7 +18,10 @@ ART iterates every example `max_iter` times and returns the last iterate, which 
 occasionally step back over the boundary; `early_stop=False` reproduces that exactly.
 
 Distance bounded: Linf <= eps. Fixed-budget.
-Arguments: eps (default 0.25), eps_step (0.1), max_iter (100), early_stop (True).
+Targeted (an Objective with targets): the same steps descending the cross-entropy of the target
+(x_t - eps_step * sign(grad CE(f(x_t), t))), stopping early at the first iterate decided as t.
+
+Arguments: eps (default 0.25), eps_step (0.1), max_iter (100), early_stop (True). Targeted: yes.
 Shapes: x (batch, 261, 128) standardised features -> x_adv of the same shape.
 Example: `get_attack("bim", bundle, eps=0.5)(x, labels).summary()`."""
 from __future__ import annotations
@@ -28,16 +31,19 @@ import torch
 import torch.nn.functional as F
 
 from ser_core.control import should_stop
-from ser_core.attacks.base import FeatureAttack, Param, register
+from ser_core.attacks.base import FixedBudgetAttack, register
+from ser_core.attacks.features.base import FeatureAttack
+from ser_core.attacks.params import Param
 
 
 @register
-class LinfBasicIterativeAttack(FeatureAttack):
+class LinfBasicIterativeAttack(FixedBudgetAttack, FeatureAttack):
     """Basic Iterative Method (Kurakin et al. 2017): iterated FGSM projected on the Linf ball."""
 
     name = "bim"
     kind = "white-box"
-    goal = "fixed-budget"
+    targeted = True
+    budget_params = ("eps",)
     params = {
         "eps": Param(0.25, float, 0.0, 20.0, help="Linf budget around the clean input, standardised units"),
         "eps_step": Param(0.1, float, 1e-6, 20.0, help="size of each signed-gradient step"),
@@ -49,7 +55,8 @@ class LinfBasicIterativeAttack(FeatureAttack):
     paper_settings = [{"eps": e, "eps_step": 0.1, "max_iter": 100, "early_stop": False}
                       for e in (0.25, 0.5, 0.75, 1.0, 1.25)]
 
-    def _attack_batch(self, x: np.ndarray, y: np.ndarray, count: np.ndarray, progress) -> np.ndarray:
+    def _attack_batch(self, x, objective, query, progress):
+        y, count = objective.classes, query.count
         model, x0, y = self.on_model(x, y)
         device = x0.device
         eps, step, iters = self.settings["eps"], self.settings["eps_step"], self.settings["max_iter"]
@@ -61,7 +68,8 @@ class LinfBasicIterativeAttack(FeatureAttack):
             xa = x_adv[live].requires_grad_(True)
             logits = model(xa)
             count[live.cpu().numpy()] += 1
-            keep = (logits.argmax(1) == y[live]) if self.settings["early_stop"] else None
+            keep = (self._not_reached(logits.argmax(1), y[live], objective.targeted)
+                    if self.settings["early_stop"] else None)
             if keep is not None and not keep.all():
                 if not keep.any():
                     break
@@ -71,7 +79,11 @@ class LinfBasicIterativeAttack(FeatureAttack):
             if keep is not None and len(live) < len(xa):
                 xa, grad = xa[keep], grad[keep]
             with torch.no_grad():
-                stepped = self.clip(xa + step * grad.sign())
+                stepped = self.clip(xa + objective.sign * (step * grad.sign()))
                 x_adv[live] = x0[live] + (stepped - x0[live]).clamp(-eps, eps)
             progress((t + 1) / iters, f"BIM step {t + 1}/{iters}, {len(live)} left")
         return x_adv.cpu().numpy()
+
+    @staticmethod
+    def _not_reached(pred, y, targeted: bool):
+        return pred != y if targeted else pred == y

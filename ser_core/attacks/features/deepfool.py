@@ -26,6 +26,7 @@ As in ART, an example that does not flip within max_iter steps is returned at it
 
 Distance minimised: L2. Minimisation.
 Arguments: max_iter (default 5), overshoot (1e-5), nb_grads (5), range_scaled_step (False).
+Targeted: no (its step goes to the nearest linearised boundary, whichever class lies beyond it).
 Shapes: x (batch, 261, 128) standardised features -> x_adv of the same shape.
 Example: `get_attack("deepfool", bundle, max_iter=20)(x, labels).summary()`."""
 from __future__ import annotations
@@ -34,7 +35,10 @@ import numpy as np
 import torch
 
 from ser_core.control import should_stop
-from ser_core.attacks.base import FeatureAttack, Param, logit_margin, register
+from ser_core.attacks.base import MinimisationAttack, register
+from ser_core.attacks.features.base import FeatureAttack
+from ser_core.attacks.objective import logit_margin
+from ser_core.attacks.params import Param
 
 TOL = 1e-7  # ART's guard against division by zero (written 10e-8 there)
 MARGIN = 1e-3  # logit margin a flip must clear to survive float rounding on the serving path
@@ -42,12 +46,11 @@ MAX_OVERSHOOT = 0.02  # the DeepFool paper's overshoot: the most the final scali
 
 
 @register
-class L2DeepFoolAttack(FeatureAttack):
+class L2DeepFoolAttack(MinimisationAttack, FeatureAttack):
     """DeepFool (Moosavi-Dezfooli et al. 2016): iterated steps to the linearised nearest boundary."""
 
     name = "deepfool"
     kind = "white-box"
-    goal = "minimisation"
     params = {
         "max_iter": Param(5, int, 1, 1000, help="maximum number of linearised steps"),
         "overshoot": Param(1e-5, float, 0.0, 10.0,
@@ -64,7 +67,8 @@ class L2DeepFoolAttack(FeatureAttack):
 
     batch_figures = ("steps",)  # linearised steps taken per example
 
-    def _attack_batch(self, x: np.ndarray, y: np.ndarray, count: np.ndarray, progress):
+    def _attack_batch(self, x, objective, query, progress):
+        y, count = objective.classes, query.count
         model, x0, y = self.on_model(x, y)
         device = x0.device
         iters = self.settings["max_iter"]

@@ -63,7 +63,8 @@ import math
 import numpy as np
 import torch
 
-from ser_core.attacks.base import Param, register
+from ser_core.attacks.base import FixedBudgetAttack, MinimisationAttack, register
+from ser_core.attacks.params import Param
 from ser_core.control import should_stop, stop_reason
 from ser_core.errors import ParameterError
 from ser_core.attacks.waveform.base import (DEFAULT_SNR_DB, PCM_MAX, PCM_MIN, LinfBudget, Objective, WaveformAttack, WaveformRun,
@@ -178,14 +179,16 @@ class _Masking:
 
 
 @register
-class AutoPGD(LinfBudget, WaveformAttack):
+class AutoPGD(LinfBudget, FixedBudgetAttack, WaveformAttack):
     """Auto-PGD on the waveform, budget an SNR (L2 ball), Linf, or the masking threshold (Croce & Hein 2020)."""
 
     name = "apgd"
     kind = "white-box"
-    goal = "fixed-budget"
+    targeted = True
+    # the evaluation grid: the app's default attack at the two budgets its presets offer
+    grid_settings = [{"snr_db": s} for s in (30.0, 40.0)]
     params = {
-        **LinfBudget.budget_params,
+        **LinfBudget.linf_params,
         "budget": Param("l2", str, choices=("l2", "linf", "masking"),
                         help="l2: the SNR's L2 ball (snr_db); linf: eps_16bit or snr_db; masking: "
                              "under the clip's masking threshold"),
@@ -218,7 +221,7 @@ class AutoPGD(LinfBudget, WaveformAttack):
                                  f"clip (accepted: a lower snr_db)")
         return radius
 
-    def run(self, pcm, objective, index_map, progress):
+    def _attack_clip(self, pcm, objective, index_map, progress):
         s = self.settings
         model, serving, used, x0 = self.white_box(pcm, index_map)
         # samples near a trim bound stay clean, so the chunking the model sees is the serving one

@@ -15,14 +15,23 @@ Both are `ser_core.attacks.base.logit_margin` on clip log-probabilities (negated
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import tempfile
+import time
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
-from ser_core.attacks.base import Attack, Param, logit_margin
+from ser_core.attacks.base import Attack
+from ser_core.attacks.objective import Objective
+from ser_core.attacks.params import Param
+from ser_core.attacks.result import AttackResult
+from ser_core.attacks.waveform.masking import MaskingThreshold
+from ser_core.attacks.waveform.verify import verify, write_wav16
+from ser_core.audio.chunkmap import chunk_index_map
+from ser_core.control import stop_reason
 from ser_core.errors import ParameterError
 from ser_core.audio.frontend import LogMelFrontEnd
 
@@ -57,36 +66,6 @@ def samples_in_use(n_samples: int, index_map: np.ndarray) -> torch.Tensor:
     return used
 
 
-@dataclass(frozen=True)
-class Objective:
-    """What an attack is after: `label` is the clip's clean decision (class index); `target` None
-    means any other decision (untargeted), an index means that decision (targeted). The margin
-    is < 0 exactly when the goal is reached, on the model (torch) and on the serving path (numpy)."""
-
-    label: int
-    target: int | None = None
-
-    @property
-    def targeted(self) -> bool:
-        return self.target is not None
-
-    def margin(self, log_probs: torch.Tensor) -> torch.Tensor:
-        """(batch, classes) clip log-probabilities of the clip model -> (batch,) margin."""
-        if self.target is None:
-            return logit_margin(log_probs, self.label)
-        return -logit_margin(log_probs, self.target)
-
-    def serving_margin(self, probs: np.ndarray) -> np.ndarray:
-        """(batch, classes) clip probabilities from the serving path -> (batch,) margin."""
-        logp = np.log(np.clip(probs, 1e-30, None))
-        if self.target is None:
-            return logit_margin(logp, self.label)
-        return -logit_margin(logp, self.target)
-
-    def reached(self, label: int) -> bool:
-        return label != self.label if self.target is None else label == self.target
-
-
 class WaveformRun(NamedTuple):
     """What a waveform attack's `run` returns. pcm: the adversarial clip as 16-bit sample values
     (possibly off the integer grid); queries: clip scorings spent (model forward passes and
@@ -98,16 +77,118 @@ class WaveformRun(NamedTuple):
 
 
 class WaveformAttack(Attack):
-    """An attack on the 16-bit samples of one clip. Subclasses set what every `Attack` sets
-    and implement `run`; `ser_core.attacks.clip.attack_clip(..., domain="waveform")` runs one on
-    a clip and verifies its flip on the written WAV."""
+    """An attack on the 16-bit samples of whole clips. inputs: decoded clips (one array of samples
+    each, full scale 1, at the bundle's rate; a single array is one clip). Each clip is rounded to
+    16 bits, its clean decision is the serving path's (`bundle.predict_clip`), its chunking is
+    computed once and held fixed while attacking, and the attack's one override point,
+    `_attack_clip(pcm, objective, index_map, progress) -> WaveformRun`, perturbs it. The result
+    is written as a 16-bit WAV, read back and scored by the serving path: only that decision
+    counts (`verify.py`). A clip already decided as the target is returned unchanged, with no
+    query spent. Per clip, `extra` holds: snr_db (inf when unchanged), linf_16bit, l2 (full scale
+    1), flipped_before_quantisation (the serving decision on the samples before rounding),
+    chunking_unchanged (the written WAV chunks as the clean clip does), perceptual (the written
+    perturbation against the clean clip's masking threshold, masking.py) and run (the attack's
+    own figures); `predictions` holds the serving path's ClipPrediction before and after."""
 
     domain = "waveform"
 
-    def run(self, pcm: np.ndarray, objective: Objective, index_map: np.ndarray, progress) -> WaveformRun:
-        """pcm: clean clip as 16-bit sample values; objective: its clean decision and the target,
-        if any; index_map: its chunks (chunkmap). ser_core.attacks.clip writes the result as a
-        16-bit WAV and verifies it."""
+    def _as_inputs(self, clips):
+        """One clip (a 1-D array) or several (a list, or an array of clips: object or 2-D)."""
+        if isinstance(clips, np.ndarray) and clips.ndim == 1 and clips.dtype != object:
+            return [clips]
+        if not isinstance(clips, (np.ndarray, list, tuple)) or (isinstance(clips, np.ndarray) and clips.ndim > 2):
+            raise ParameterError(f"{self.name}: clips as a list of 1-D sample arrays (got "
+                                 f"{type(clips).__name__}{getattr(clips, 'shape', '')})")
+        return list(clips)
+
+    def _attack(self, clips, objective: Objective, progress) -> AttackResult:
+        sr = self.bundle.feature_config.sample_rate
+        rows, t_attack = [], 0.0
+        for i, y in enumerate(clips):
+            def clip_progress(f, m="", i=i):
+                progress((i + f) / len(clips), m)
+            row, seconds = self._one(np.asarray(y, np.float32), objective[i], clip_progress, sr)
+            rows.append(row)
+            t_attack += seconds
+        labels = list(self.bundle.labels)
+
+        def probs(pred):
+            return np.array([pred.probabilities[l] for l in labels], np.float64)
+        clean = np.stack([probs(r["before"]) for r in rows]) if rows else np.zeros((0, len(labels)))
+        adv = np.stack([probs(r["after"]) for r in rows]) if rows else np.zeros((0, len(labels)))
+        full = Objective(np.array([r["label"] for r in rows], np.int64), objective.targets)
+        extra = {k: [r[k] for r in rows] for k in ("snr_db", "linf_16bit", "l2", "flipped_before_quantisation",
+                                                   "chunking_unchanged", "perceptual", "run")}
+        result = AttackResult(self.name, dict(self.settings), [r["clean"] for r in rows], [r["adv"] for r in rows],
+                              np.array([labels.index(r["before"].label) for r in rows], np.int64),
+                              np.array([labels.index(r["after"].label) for r in rows], np.int64),
+                              clean, adv, np.array([r["queries"] for r in rows], np.int64), t_attack, full, extra,
+                              stop_reason(), self.domain)
+        result.predictions = [(r["before"], r["after"]) for r in rows]
+        return result
+
+    def _one(self, y: np.ndarray, objective: Objective, progress, sr: int) -> tuple[dict, float]:
+        """One clip attacked and verified: (its row, seconds spent attacking)."""
+        pcm = to_pcm(y)
+        clean_audio = from_pcm(pcm)
+        before = self.bundle.predict_clip(clean_audio, sr)
+        label = self.bundle.labels.index(before.label)
+        if objective.labels is None:
+            objective = objective.with_clean(np.array([label]))
+        index_map = chunk_index_map(clean_audio, self.bundle.feature_config)
+        t0 = time.perf_counter()
+        if objective.targeted and objective.target == label:
+            adv, queries, run = pcm.copy(), 0, {"note": "the clean clip is already scored as the target"}
+        else:
+            adv, queries, run = self._attack_clip(pcm, objective, index_map, progress)
+        seconds = time.perf_counter() - t0
+        adv_pcm = to_pcm(adv / PCM_SCALE)
+        with tempfile.TemporaryDirectory(prefix="ser-verify-") as d:
+            read_back, after = verify(self.bundle, write_wav16(Path(d) / "adversarial.wav", adv_pcm, sr))
+        if np.array_equal(adv_pcm, adv):
+            before_q = after.label  # already on the 16-bit grid: the same samples were scored
+        else:
+            before_q = self.bundle.predict_clip(np.asarray(adv / PCM_SCALE, np.float32), sr).label
+        diff = read_back.astype(np.float64) - clean_audio.astype(np.float64)
+        return {"clean": clean_audio, "adv": read_back, "before": before, "after": after, "label": label,
+                "queries": int(queries), "snr_db": snr_db(clean_audio, read_back),
+                "linf_16bit": int(np.abs(adv_pcm - pcm).max()), "l2": float(np.linalg.norm(diff)),
+                "flipped_before_quantisation": before_q != before.label,
+                "chunking_unchanged": bool(np.array_equal(chunk_index_map(read_back, self.bundle.feature_config),
+                                                          index_map)),
+                "perceptual": MaskingThreshold.of(pcm, sr).report(to_pcm(read_back) - pcm), "run": run}, seconds
+
+    # --- one audio clip (ser_core.attacks.clip): the clip itself, its WAV written -----------
+    def clip_inputs(self, y: np.ndarray) -> list:
+        return [y]
+
+    def clip_predictions(self, result: AttackResult):
+        return result.predictions[0]
+
+    def write_clip(self, result: AttackResult, out_dir: Path | None, stem: str) -> list[Path]:
+        """The verified clip as a 16-bit WAV (the same samples the verification scored), in
+        out_dir or a new temporary folder."""
+        out_dir = out_dir if out_dir is not None else Path(tempfile.mkdtemp(prefix="ser-waveform-"))
+        return [write_wav16(out_dir / f"{stem}-{self.name}-adversarial.wav", to_pcm(result.x_adv[0]),
+                            self.bundle.feature_config.sample_rate)]
+
+    def save_clip(self, result: AttackResult, files: list[Path], out_dir: Path) -> list[Path]:
+        """The WAV written by `write_clip` (attack_clip writes it to its out_dir)."""
+        return files
+
+    def clip_figures(self, result: AttackResult, before, after, wav_path) -> dict:
+        x = {k: v[0] for k, v in result.extra.items()}
+        finite = (lambda v: None if isinstance(v, float) and math.isinf(v) else v)
+        return {"head": {"verified_flipped": before.label != after.label,
+                         "flipped_before_quantisation": x["flipped_before_quantisation"],
+                         "snr_db": None if math.isinf(x["snr_db"]) else round(x["snr_db"], 3),
+                         "linf_16bit": x["linf_16bit"], "l2": x["l2"]},
+                "tail": {"wav_path": str(wav_path), "chunking_unchanged": x["chunking_unchanged"],
+                         "perceptual": x["perceptual"], "extra": {k: finite(v) for k, v in x["run"].items()}}}
+
+    def _attack_clip(self, pcm: np.ndarray, objective: Objective, index_map: np.ndarray, progress) -> WaveformRun:
+        """pcm: clean clip as 16-bit sample values; objective: this clip's (its clean decision as
+        `label`, and `target` when targeted); index_map: its chunks (chunkmap)."""
         raise NotImplementedError
 
     def white_box(self, pcm: np.ndarray, index_map: np.ndarray):
@@ -125,7 +206,8 @@ class LinfBudget:
     a perturbation bounded by eps on the k samples the chunks use has energy at most k eps^2, so
     eps = floor(sqrt(clip energy / k) * 10^(-snr_db / 20))."""
 
-    budget_params = {
+    budget_params = ("snr_db", "eps_16bit")
+    linf_params = {
         "snr_db": Param(None, float, 0.0, 100.0, help="budget as the lowest SNR allowed, dB "
                         f"(default {DEFAULT_SNR_DB:g} when eps_16bit is not given)"),
         "eps_16bit": Param(None, int, 1, 32767, help="budget as the largest change of a sample, "

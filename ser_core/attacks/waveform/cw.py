@@ -27,18 +27,21 @@ import math
 import numpy as np
 import torch
 
-from ser_core.attacks.base import Param, register
+from ser_core.attacks.base import FixedBudgetAttack, MinimisationAttack, register
+from ser_core.attacks.params import Param
 from ser_core.control import should_stop
 from ser_core.attacks.waveform.base import PCM_MAX, PCM_MIN, WaveformAttack, WaveformRun, snr_db
 
 
 @register
-class L2CarliniWagnerWaveformAttack(WaveformAttack):
+class L2CarliniWagnerWaveformAttack(MinimisationAttack, WaveformAttack):
     """Carlini-Wagner L2 on the waveform, binary search on c, reports the SNR needed."""
 
     name = "cw"
     kind = "white-box"
-    goal = "minimisation"
+    targeted = True
+    # the evaluation grid: the SNR each clip needs, 20 Adam steps for each of 3 values of c
+    grid_settings = [{"steps": 20, "binary_steps": 3}]
     params = {
         "steps": Param(100, int, 1, 5000, help="Adam steps per value of c"),
         "binary_steps": Param(6, int, 1, 30, help="values of c tried (binary search)"),
@@ -47,7 +50,7 @@ class L2CarliniWagnerWaveformAttack(WaveformAttack):
         "confidence": Param(0.0, float, 0.0, 20.0, help="margin to reach beyond the boundary (log-prob)"),
     }
 
-    def run(self, pcm, objective, index_map, progress):
+    def _attack_clip(self, pcm, objective, index_map, progress):
         s = self.settings
         model, serving, used, x0 = self.white_box(pcm, index_map)
         energy = float(np.sum(pcm ** 2))

@@ -24,27 +24,30 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ser_core.attacks.base import Param, register
+from ser_core.attacks.base import FixedBudgetAttack, MinimisationAttack, register
+from ser_core.attacks.params import Param
 from ser_core.control import should_stop
 from ser_core.attacks.waveform.base import PCM_MAX, PCM_MIN, LinfBudget, WaveformAttack, WaveformRun
 
 
 @register
-class LinfPGD(LinfBudget, WaveformAttack):
+class LinfPGD(LinfBudget, FixedBudgetAttack, WaveformAttack):
     """Linf PGD/BIM on the waveform, budget in SNR dB or 16-bit units (Madry et al. 2018)."""
 
     name = "pgd"
     kind = "white-box"
-    goal = "fixed-budget"
+    targeted = True
+    # the evaluation grid: three SNR budgets, 20 steps of a tenth of the budget
+    grid_settings = [{"snr_db": s, "steps": 20, "step_fraction": 0.1} for s in (20.0, 30.0, 40.0)]
     params = {
-        **LinfBudget.budget_params,
+        **LinfBudget.linf_params,
         "steps": Param(100, int, 1, 2000, help="iterations at most"),
         "step_fraction": Param(0.05, float, 1e-4, 1.0, help="step size as a fraction of the budget"),
         "random_start": Param(False, bool, help="start from a uniform point in the budget (PGD)"),
         "seed": Param(0, int, 0, 2 ** 31 - 1, help="seed of the random start"),
     }
 
-    def run(self, pcm, objective, index_map, progress):
+    def _attack_clip(self, pcm, objective, index_map, progress):
         eps = self.epsilon(pcm, index_map)
         s = self.settings
         model, serving, used, x0 = self.white_box(pcm, index_map)

@@ -38,7 +38,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ser_core.attacks.base import Param, register
+from ser_core.attacks.base import FixedBudgetAttack, MinimisationAttack, register
+from ser_core.attacks.params import Param
 from ser_core.control import should_stop
 from ser_core.attacks.waveform.base import PCM_MAX, PCM_MIN, LinfBudget, ServingPath, WaveformAttack, WaveformRun
 
@@ -70,14 +71,16 @@ def band_signs(samples: np.ndarray, sample_rate: int, bands: int) -> np.ndarray:
 
 
 @register
-class LinfSquare(LinfBudget, WaveformAttack):
+class LinfSquare(LinfBudget, FixedBudgetAttack, WaveformAttack):
     """Black-box Linf random search on the waveform (Square Attack, Andriushchenko et al. 2020)."""
 
     name = "square"
     kind = "black-box"
-    goal = "fixed-budget"
+    targeted = True
+    # the evaluation grid: two SNR budgets, at most 300 serving-path queries a clip
+    grid_settings = [{"snr_db": s, "max_queries": 300} for s in (20.0, 30.0)]
     params = {
-        **LinfBudget.budget_params,
+        **LinfBudget.linf_params,
         "max_queries": Param(300, int, 1, 100_000, help="clips scored by the serving path at most"),
         "p_init": Param(0.3, float, 1e-4, 1.0, help="first window length, fraction of the used samples"),
         "bands": Param(8, int, 1, 64, help="Mel-spaced bands of the clip whose signs fill a window"),
@@ -85,7 +88,7 @@ class LinfSquare(LinfBudget, WaveformAttack):
         "seed": Param(0, int, 0, 2 ** 31 - 1, help="seed of the random search"),
     }
 
-    def run(self, pcm, objective, index_map, progress):
+    def _attack_clip(self, pcm, objective, index_map, progress):
         s = self.settings
         eps = self.epsilon(pcm, index_map)
         rng = np.random.default_rng(s["seed"])

@@ -1,0 +1,76 @@
+"""Declared attack parameters, checked in one place (ART's habit): every attack lists its
+parameters as `Param`s, and `check_settings` converts, range-checks and refuses unknown names
+before any audio or model work, with a ParameterError that says what is accepted."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ser_core.errors import ParameterError
+
+_BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+@dataclass(frozen=True)
+class Param:
+    """One declared parameter: default, type, accepted range (inclusive) or choices, meaning."""
+
+    default: Any
+    type: type = float
+    low: float | None = None
+    high: float | None = None
+    choices: tuple | None = None
+    help: str = ""
+
+    def check(self, attack: str, name: str, value):
+        value = self._coerce(attack, name, value)
+        if self.choices is not None and value not in self.choices:
+            raise ParameterError(f"{attack}: {name}={value!r} (accepted: {', '.join(map(str, self.choices))})")
+        if isinstance(value, float) and not np.isfinite(value):
+            raise ParameterError(f"{attack}: {name}={value!r} is not finite")
+        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
+            raise ParameterError(f"{attack}: {name}={value!r} is outside [{self.low}, {self.high}]")
+        return value
+
+    def _coerce(self, attack: str, name: str, value):
+        """Strings from a CLI or an API become the declared type; nothing is silently truncated."""
+        bad = ParameterError(f"{attack}: {name}={value!r} is not a {self.type.__name__}")
+        if self.type is bool:
+            if isinstance(value, (bool, np.bool_)):
+                return bool(value)
+            if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
+                return _BOOL_WORDS[value.strip().lower()]
+            if isinstance(value, (int, np.integer)) and value in (0, 1):
+                return bool(value)
+            raise ParameterError(f"{attack}: {name}={value!r} is not a boolean (accepted: true, false)")
+        if isinstance(value, (bool, np.bool_)):
+            raise bad
+        try:
+            if self.type is int:
+                f = float(value)
+                if not np.isfinite(f) or f != int(f):
+                    raise bad
+                return int(f)
+            return self.type(value)
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float range
+            raise bad from None
+
+    def describe(self) -> dict:
+        return {"default": self.default, "type": self.type.__name__, "low": self.low, "high": self.high,
+                "choices": self.choices, "help": self.help}
+
+
+def check_settings(attack: str, params: dict[str, Param], given: dict) -> dict:
+    """Every declared parameter, checked, from `given` or its default; unknown names refused.
+    A parameter whose default is None is optional: left out, it stays None."""
+    unknown = set(given) - set(params)
+    if unknown:
+        raise ParameterError(f"{attack}: unknown parameters {sorted(unknown)} "
+                             f"(accepted: {', '.join(params) or 'none'})")
+    settings = {}
+    for k, p in params.items():
+        v = given.get(k, p.default)
+        settings[k] = None if v is None and p.default is None else p.check(attack, k, v)
+    return settings
