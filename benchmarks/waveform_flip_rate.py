@@ -1,7 +1,7 @@
 """Verified flip rate of waveform attacks against SNR on clips of speakers a model never trained on.
 
 For each bundle: n clips of the speakers not in config["split"]["speakers"]["train"], balanced by
-gender and class and seeded (ser_core.evaluation.waveform.held_out_clips). Each budgeted attack
+gender and class and seeded (ser_core.data.held_out.held_out_clips). Each budgeted attack
 (pgd, apgd, ...) runs once per clip and SNR; C&W (a minimisation attack) runs once per clip and
 counts as a flip at every SNR at or below the SNR of its verified adversarial WAV. A flip counts
 only when the serving path's decision on the written 16-bit WAV differs from the clean one.
@@ -37,10 +37,10 @@ sys.path.insert(0, str(REPO))
 from ser_core.models.bundle import ModelBundle  # noqa: E402
 from ser_core.errors import ParameterError  # noqa: E402
 from ser_core.stats import wilson  # noqa: E402
-from ser_core.evaluation.waveform import held_out_clips  # noqa: E402
+from ser_core.data.held_out import held_out_clips  # noqa: E402
 from ser_core.attacks import registry  # noqa: E402
 from ser_core.attacks.clip import attack_clip  # noqa: E402
-from ser_core.attacks.waveform import chunk_index_map  # noqa: E402
+from ser_core.audio.chunkmap import chunk_index_map  # noqa: E402
 
 
 def parse_spec(spec: str) -> tuple[str, dict]:

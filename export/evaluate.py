@@ -40,9 +40,9 @@ def register(sub):
                    help="ray: GPUs per white-box task (default 1 when the cluster has GPUs, else 0; a fraction "
                         "shares a GPU); black-box tasks stay on CPU")
     p.add_argument("--waveform", action="store_true",
-                   help="run the waveform part instead (ser_core.attacks.waveform on held-out speakers' clips, "
-                        "verified flips against SNR; results-<profile>-waveform.jsonl)")
-    p.add_argument("--clips", type=int, help="waveform part: clips per gender per model (overrides the profile)")
+                   help="only the waveform attacks (cells like any other: held-out speakers' clips, flips verified "
+                        "on the written WAV; same results file); the same as --attacks apgd,cw,pgd,square")
+    p.add_argument("--clips", type=int, help="waveform attacks: clips per gender per model (overrides the profile)")
     p.add_argument("--threads", type=int, help="torch threads (1 when measuring CPU cost on a loaded machine)")
     p.add_argument("--save-costs", help="write the seconds per example measured in this run's rows "
                                         "(CPU seconds) to this cost table (ser_core/evaluation/costs.json)")
@@ -106,10 +106,14 @@ def run_evaluate(args):
         for b in bundles:
             b.configure_onnx(threads=args.threads)
     out = Path(args.out)
-    if args.waveform:
-        return run_waveform_part(args, bundles, out)
-    attacks = plan.select_attacks(args.attacks.split(",") if args.attacks else None)
+    attacks = plan.select_attacks(args.attacks.split(",") if args.attacks else None,
+                                  domain="waveform" if args.waveform else None)
     profile = parse_examples(args.examples, plan.PROFILES[args.profile])
+    if args.clips is not None:  # clips per gender: the waveform attacks' examples
+        if args.clips < 1:
+            raise ParameterError(f"--clips {args.clips} (accepted: an integer >= 1)")
+        profile = dataclasses.replace(profile, examples={
+            **profile.examples, **{n: 2 * args.clips for n, c in attacks.items() if c.domain == "waveform"}})
     if args.batch is not None:
         profile = dataclasses.replace(profile, batch=args.batch)
     results = out / f"results-{profile.name}.jsonl"
@@ -154,37 +158,6 @@ def run_evaluate(args):
           "attack_seconds_all_rows": round(sum(r["seconds"] for r in rows if r["subset"] == "all"), 1),
           "full_profile_projected_hours": round(full["total_seconds"] / 3600, 2),
           "study_gpu_hours": report.STUDY_GPU_HOURS})
-
-
-def run_waveform_part(args, bundles, out: Path):
-    import dataclasses
-    from ser_core.evaluation import report
-    from ser_core.evaluation.cells import read_rows
-    from ser_core.errors import ParameterError
-    from ser_core.evaluation.waveform import WAVEFORM_PROFILES, project_waveform, run_waveform
-    if args.profile not in WAVEFORM_PROFILES:
-        raise ParameterError(f"--waveform --profile {args.profile}: the waveform part has the profiles "
-                             f"{', '.join(WAVEFORM_PROFILES)} (set the clips with --clips)")
-    plan = WAVEFORM_PROFILES[args.profile]
-    if args.clips is not None:
-        plan = dataclasses.replace(plan, clips_per_gender=args.clips)
-    proj = project_waveform(bundles, plan)
-    print(f"waveform projection ({args.profile}): {len(proj['models'])} speaker-protocol models "
-          f"({', '.join(proj['models'])}) x {proj['clips_per_model']} clips x runs {', '.join(proj['runs'])}: "
-          f"{proj['total_seconds'] / 60:.1f} min", file=sys.stderr, flush=True)
-    if args.dry_run:
-        emit({"projected_minutes": round(proj["total_seconds"] / 60, 1)})
-        return
-    results = out / f"results-{args.profile}-waveform.jsonl"
-    t0 = time.perf_counter()
-    wrows = run_waveform(bundles, results, plan, args.data_dir)
-    wall = time.perf_counter() - t0
-    rows = read_rows(out / f"results-{args.profile}.jsonl")
-    if not args.no_report and rows:
-        kept, superseded = _current_rows(rows, bundles)
-        report.write_report(kept, out, args.profile, superseded=superseded)
-    emit({"results": str(results), "clips_attacked": len(wrows), "wall_seconds_this_run": round(wall, 1),
-          "projected_seconds_before_run": proj["total_seconds"]})
 
 
 def _current_rows(rows: list[dict], bundles=()) -> tuple[list[dict], dict[str, int]]:

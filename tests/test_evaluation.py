@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -424,36 +425,41 @@ def test_report_renders_the_paper_comparison(grid_run, tmp_path):
 
 
 @pytest.mark.slow  # waveform attacks on whole clips, and `export predict` on each
-def test_waveform_part_counts_only_verified_flips_and_resumes(bundle, data_dir, tmp_path, capsys):
+def test_waveform_attacks_run_as_grid_cells_counting_only_verified_flips(bundle, data_dir, tmp_path, capsys):
     from export.cli import main as cli
+    from ser_core.attacks import attack_class
     from ser_core.attacks.clip import attack_clip
-    from ser_core.evaluation.waveform import WaveformPlan, run_waveform, summarise, bundle_test_clips
-    wave_plan = WaveformPlan(1, snrs=(20.0,), pgd_steps=2, cw_steps=2, cw_binary_steps=1)
-    clips = bundle_test_clips(bundle, 1, data_dir=data_dir)
-    assert [u.gender for u in clips] == ["male", "female"]
-    assert {u.speaker for u in clips} <= set(bundle.held_out_speakers)
-    out = tmp_path / "waveform.jsonl"
-    rows = run_waveform([bundle], out, wave_plan, data_dir)
-    assert len(rows) == 2 * 2 and {r["attack"] for r in rows} == {"pgd", "cw"}
-    for r in rows:
-        if r["attack"] == "pgd" and r["snr_db"] is not None:
-            assert r["snr_db"] >= 20.0 - 1e-6  # the budget holds on the written 16-bit clip
-    # a row's labels are what `export predict` reads from the clean file and from the WAV the
-    # attack writes (the evaluation keeps no WAV: each run is redone here, deterministic)
-    paths = {u.path.name: u.path for u in clips}
-    for r in rows:
-        again = attack_clip(bundle, paths[r["clip"]], r["attack"], r["params_requested"], domain="waveform",
-                            out_dir=tmp_path / "again")
-        capsys.readouterr()
-        assert cli(["predict", "--model", str(bundle.folder), str(paths[r["clip"]]), str(again.wav_path)]) == 0
-        printed = [json.loads(line)["label"] for line in capsys.readouterr().out.splitlines()]
-        assert printed == [r["label_before"], r["label_after"]]
-        assert r["verified_flipped"] is (printed[1] != printed[0])
-    assert run_waveform([bundle], out, wave_plan, data_dir) == rows  # resumed: nothing redone
-    table = {(s["setting"], s["subset"]): s for s in summarise(rows)}
-    a = table[("PGD, SNR >= 20 dB", "all")]
-    assert a["clips"] == 2 and a["verified"] == sum(r["verified_flipped"] for r in rows if r["attack"] == "pgd")
-    assert a["rate_ci"][0] <= a["rate"] <= a["rate_ci"][1]
-    assert table[("C&W L2 (minimum SNR)", "male")]["clips"] == 1
-    text = report.waveform_lines(rows)
-    assert any("C&W L2 (minimum SNR)" in line and "| all |" in line for line in text)
+    from ser_core.data.corpora import read_corpus
+    from ser_core.data.held_out import bundle_test_clips
+    quick = {"pgd": [{"snr_db": 20.0, "steps": 2, "step_fraction": 0.5}], "cw": [{"steps": 2, "binary_steps": 1}]}
+    attacks = {n: type(f"Quick{n}", (attack_class(n),), {"grid_settings": s}) for n, s in quick.items()}
+    profile = plan.Profile("test", 2)
+    out = tmp_path / "results-test.jsonl"
+    rows = run_grid([bundle], attacks, out, profile, data_dir=data_dir)
+    assert [(r["attack"], r["domain"], r["subset"], r["n"]) for r in rows] == [
+        (a, "waveform", s, n) for a in ("pgd", "cw") for s, n in (("all", 2), ("male", 1), ("female", 1))]
+    # the cell's clips: the first two of the balanced order of every held-out clip (one per gender)
+    ts = bundle_test_clips(bundle, data_dir)
+    assert sorted(ts.genders[np.sort(balanced_order(ts, 0)[:2])]) == ["female", "male"]
+    clips = ts.take(np.sort(balanced_order(ts, 0)[:2]))
+    utterances = read_corpus(bundle.config["corpus"], Path(data_dir) / bundle.config["corpus"],
+                             tuple(bundle.labels)).utterances
+    paths = [utterances[i].path for i in clips.rows]
+    for r in (r for r in rows if r["subset"] == "all"):
+        # the same attack on the same clips, one at a time from their files: the same verified flips,
+        # and the decisions are what `export predict` reads from the clean file and the written WAV
+        flips = []
+        for path in paths:
+            again = attack_clip(bundle, path, r["attack"], r["setting"], out_dir=tmp_path / "again")
+            capsys.readouterr()
+            assert cli(["predict", "--model", str(bundle.folder), str(path), str(again.wav_path)]) == 0
+            printed = [json.loads(line)["label"] for line in capsys.readouterr().out.splitlines()]
+            assert printed == [again.label_before, again.label_after]
+            flips.append(again.flipped)
+        assert r["success_rate"] == np.mean(flips)
+        if r["attack"] == "pgd" and r["median_snr_db"] is not None:
+            assert r["median_snr_db"] >= 20.0 - 1e-6  # the budget holds on the written 16-bit clip
+    assert run_grid([bundle], attacks, out, profile, data_dir=data_dir) == rows  # resumed: nothing redone
+    text = report.waveform_lines([r for r in rows if r["domain"] == "waveform"])
+    assert sum(line.startswith("| EmoDB | pgd ") for line in text) == 3
+    assert any(line.startswith("| EmoDB | cw ") and "| all | 2 |" in line for line in text)

@@ -29,7 +29,7 @@ class HeldOutSet:
     """A bundle's test examples (held out from its training): standardised features with
     their true labels, genders and table rows."""
 
-    x: np.ndarray        # (n, 261, 128) float32, standardised
+    x: np.ndarray        # (n, 261, 128) float32, standardised (waveform: an object array of clips)
     labels: np.ndarray   # (n,) int
     genders: np.ndarray  # (n,) "male" | "female"
     rows: np.ndarray     # rows of the chunk table (for provenance)
@@ -69,6 +69,82 @@ def bundle_test_set(bundle, root: Path | None = None) -> HeldOutSet:
     table, rows = bundle_test_rows(bundle, root)
     x = bundle.standardizer.transform(table.features[rows])
     return HeldOutSet(x, table.labels[rows], table.genders[rows], rows)
+
+
+def has_held_out_speakers(bundle) -> bool:
+    """Speaker-protocol bundles name test speakers they never trained on; the study's (paper
+    protocol) test split is of augmented chunks, so it has no whole clips to attack."""
+    return bundle.config.get("protocol", bundle.config["split"]["protocol"]) == "speaker" and bool(bundle.held_out_speakers)
+
+
+def bundle_test_clips(bundle, root: Path | None = None) -> HeldOutSet:
+    """Every utterance of the bundle's held-out test speakers, whole, as the serving path
+    decodes it (x: an object array of float32 sample arrays at the bundle's rate), with its
+    label, gender and index in the corpus listing: what waveform attacks are evaluated on."""
+    from ser_core.audio.decode import load_audio
+    from ser_core.data.corpora import read_corpus
+    if not has_held_out_speakers(bundle):
+        raise ParameterError(f"model {bundle.name} has no held-out test speakers (accepted: a speaker-protocol "
+                             f"bundle for waveform attacks)")
+    corpus_name = bundle.config["corpus"]
+    corpus = read_corpus(corpus_name, Path(root or data_root()) / corpus_name, tuple(bundle.labels))
+    speakers = set(bundle.held_out_speakers)
+    rows = np.array([i for i, u in enumerate(corpus.utterances) if u.speaker in speakers], dtype=int)
+    utts = [corpus.utterances[i] for i in rows]
+    x = np.empty(len(utts), dtype=object)
+    x[:] = [load_audio(u.path, bundle.feature_config.sample_rate) for u in utts]
+    return HeldOutSet(x, np.array([bundle.labels.index(u.emotion) for u in utts], dtype=int),
+                      np.array([u.gender for u in utts]), rows)
+
+
+# What each attack domain is evaluated on (a bundle's held-out examples of that domain), which
+# bundles have such examples, and how many (male, female) the bundle records, before loading them.
+TEST_SETS = {"features": bundle_test_set, "waveform": bundle_test_clips}
+HAS_TEST_SET = {"features": lambda bundle: True, "waveform": has_held_out_speakers}
+
+
+def _recorded(bundle, metrics: str, all_: str, male: str | None, female: str | None):
+    m = bundle.config.get("metrics", {}).get(metrics, {})
+    return m.get(all_), (m.get(male) if male else None), (m.get(female) if female else None)
+
+
+TEST_SIZES = {"features": lambda b: (b.held_out_rows,) + _recorded(b, "test", "n", "n_male", "n_female")[1:],
+              "waveform": lambda b: _recorded(b, "held_out_clips", "n_clips", None, None)}
+
+
+def held_out_clips(bundle, n: int, seed: int = 0, data_dir=None) -> list:
+    """Up to n utterances of the speakers the bundle never trained on (every speaker of its
+    corpus not in config["split"]["speakers"]["train"]), balanced by gender and class, seeded.
+
+    Each (gender, class) cell is shuffled; clips are then taken round by round, one per cell, the
+    classes in a fresh seeded order each round and male before female within a class, so any
+    prefix is as balanced as the cells allow (n = 2 x classes x k: k clips per cell)."""
+    from ser_core.data.corpora import read_corpus
+    if n < 1:
+        raise ParameterError(f"held-out clips n={n} (accepted: an integer >= 1)")
+    corpus_name = bundle.config["corpus"]
+    corpus = read_corpus(corpus_name, Path(data_dir or data_root()) / corpus_name, tuple(bundle.labels))
+    trained = set(bundle.config["split"].get("speakers", {}).get("train") or ())
+    if not trained:
+        raise ParameterError(f"model {bundle.name} names no training speakers (config split.speakers.train); "
+                             "held-out clips need a speaker-protocol bundle")
+    rng = np.random.default_rng(seed)
+    cells = {}
+    for u in corpus.utterances:
+        if u.speaker not in trained:
+            cells.setdefault((u.emotion, u.gender), []).append(u)
+    for key in sorted(cells):
+        order = rng.permutation(len(cells[key]))
+        cells[key] = [cells[key][i] for i in order]
+    picked, depth = [], 0
+    while len(picked) < n and any(len(v) > depth for v in cells.values()):
+        for emotion in [bundle.labels[i] for i in rng.permutation(len(bundle.labels))]:
+            for gender in GENDERS:
+                cell = cells.get((emotion, gender), [])
+                if len(cell) > depth and len(picked) < n:
+                    picked.append(cell[depth])
+        depth += 1
+    return picked
 
 
 def balanced_subset(ts: HeldOutSet, per_group: int | None, seed: int = 0) -> np.ndarray:

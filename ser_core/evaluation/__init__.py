@@ -1,5 +1,7 @@
 """The systematic evaluation of Facchinetti et al. 2024 (../shared/PAPER.md), as one grid:
-every registered attack at each of its `paper_settings`, on every bundle, broken down by gender.
+every registered attack, both domains, at each of its settings (the study's `paper_settings`; a
+waveform attack's `grid_settings`), on every bundle with test examples of its domain, broken
+down by gender; one results file format, one resume rule, one report.
 
   plan.py       what runs and what it costs: profiles (examples per attack family), the cells,
                 the cost table (costs.json: measured seconds per example), projections and the
@@ -9,9 +11,8 @@ every registered attack at each of its `paper_settings`, on every bundle, broken
   executors.py  who runs the batches: this process (LocalExecutor) or Ray tasks (RayExecutor,
                 optional install, requirements-cluster.txt)
   run.py        run_grid: the plan's cells not yet done, through an executor, into the results file
-  report/       rows -> Markdown report beside the study's table, and plots
-  waveform.py   waveform attacks (ser_core.attacks.waveform) on held-out speakers' clips: verified
-                success against SNR per corpus and gender
+  report/       rows -> Markdown report beside the study's table, the waveform attacks' verified
+                success against SNR, and plots
 Test examples (`bundle_test_set`, balanced orders) are data: ser_core/data/held_out.py;
 intervals are ser_core/stats.py. Adversarial training (the defence whose bundles the grid also
 attacks) is training, not evaluation: ser_core/training/adversarial.py."""

@@ -204,8 +204,22 @@ def summarise(cells: dict[str, np.ndarray], ts: HeldOutSet, base: dict, batches:
         if "torch_pred" in cells:
             row.update(torch_accuracy=mean(cells["torch_pred"] == ts.labels),
                        torch_onnx_agreement=mean(cells["torch_pred"] == cells["adv_pred"]))
+        if "snr_db" in cells:  # waveform cells: the written WAV's figures
+            row.update(verified_figures(cells, m))
         rows.append(row)
     return rows
+
+
+def verified_figures(cells: dict[str, np.ndarray], m: np.ndarray) -> dict:
+    """Of a waveform cell's clips (mask m): the median SNR of the verified flips (dB, over the
+    written WAV), flips lost to 16-bit rounding (flipped before rounding, not after) and clips whose
+    written WAV chunks differently from the clean clip."""
+    flipped = cells["adv_pred"][m] != cells["clean_pred"][m]
+    snr = cells["snr_db"][m][flipped]
+    snr = snr[np.isfinite(snr)]
+    return {"median_snr_db": float(np.median(snr)) if len(snr) else None,
+            "lost_to_rounding": int(((cells["flipped_before_quantisation"][m] > 0) & ~flipped).sum()),
+            "chunking_changed": int((cells["chunking_unchanged"][m] == 0).sum())}
 
 
 def bundle_meta(bundle) -> dict:

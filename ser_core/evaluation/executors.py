@@ -40,7 +40,6 @@ import numpy as np
 import torch
 
 from ser_core.errors import ParameterError
-from ser_core.models.bundle import torch_probabilities
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -57,6 +56,9 @@ def place(bundle, device: str) -> None:
     """Put the bundle's torch model on `device`; white-box attacks get it from
     bundle.torch_model() and must move their inputs to the model's device."""
     bundle.torch_model().to(device)
+
+
+VERIFIED_FIGURES = ("snr_db", "flipped_before_quantisation", "chunking_unchanged")
 
 
 def attack_batch(attack, x: np.ndarray, executor: str = "local") -> dict:
@@ -81,8 +83,13 @@ def attack_batch(attack, x: np.ndarray, executor: str = "local") -> dict:
            "conf_before": res.clean_probs.max(1), "conf_after": res.adv_probs.max(1),
            "mean_abs": res.mean_abs, "l2": res.l2, "linf": res.linf,
            "queries": res.queries.astype(np.int64), "seconds": np.full(len(x), res.seconds / len(x))}
-    if attack.kind == "white-box":
-        out["torch_pred"] = torch_probabilities(bundle, res.x_adv).argmax(1)
+    torch_pred = attack.torch_decisions(res)
+    if torch_pred is not None:
+        out["torch_pred"] = torch_pred
+    # the waveform's verified figures, per clip (they reach the rows' medians and counts)
+    for k in VERIFIED_FIGURES:
+        if k in res.extra:
+            out[k] = np.asarray(res.extra[k], np.float64)
     out.update(device=device, batch_cpu_seconds=cpu, batch_seconds=res.seconds, threads=torch.get_num_threads(),
                onnx_threads=bundle.onnx_session().get_session_options().intra_op_num_threads, executor=executor)
     return out

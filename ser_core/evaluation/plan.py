@@ -1,11 +1,14 @@
-"""What the grid runs and what it will cost: bundles x registered attacks x each attack's
-`paper_settings`, the examples each cell attacks (a profile), and the projected time from the
-measured cost table (costs.json) or the results file itself (`--dry-run`).
+"""What the grid runs and what it will cost: bundles x registered attacks (both domains) x each
+attack's settings (the study's `paper_settings`; a waveform attack's `grid_settings`), the
+examples each cell attacks (a profile), and the projected time from the measured cost table
+(costs.json) or the results file itself (`--dry-run`).
 
-A cell attacks the bundle's test examples (full profile) or the first n of a class- and
-gender-balanced order of them (quick and standard profiles; n per attack family, see
-`PROFILES`: the study's black-box and C&W attacks cost 10-1000 times FGSM), as the study ran
-ART over its test set."""
+A cell attacks the bundle's test examples of the attack's domain (`data.held_out.TEST_SETS`:
+feature attacks the test chunks, as the study ran ART over its test set; waveform attacks the
+whole clips of the held-out speakers, so only speaker-protocol bundles have waveform cells), all
+of them (full profile) or the first n of a class- and gender-balanced order of them (quick and
+standard profiles; n per attack family, see `PROFILES`: the study's black-box and C&W attacks
+cost 10-1000 times FGSM)."""
 from __future__ import annotations
 
 import json
@@ -52,24 +55,34 @@ class Profile:
 # whole (the speaker bundles). Batches of 32: a batch is the unit a Ray task runs, so smaller
 # batches spread a cell over more workers.
 STANDARD_MARGINS = {"cw_l2": 0.10, "pixel": 0.10, "boundary": 0.10}
+# Waveform attacks (clips of held-out speakers, verified on the written WAV): quick, three clips
+# per gender (what the separate waveform part ran before it became cells); standard, a 10-point
+# margin like the costly feature attacks (capped by the clips there are); full, every clip.
+WAVEFORM_ATTACKS = ("apgd", "cw", "pgd", "square")
+WAVEFORM_QUICK = 6
+STANDARD_WAVEFORM_MARGIN = 0.10
 STANDARD_MARGIN = 0.05
 STANDARD_WHOLE = ("fgsm", "deepfool", "cw_linf")
 STANDARD_WHOLE_CPU_HOURS = 1.0
 PROFILES = {
-    "quick": Profile("quick", 20, {"bim": 4, "jsma": 10, "cw_l2": 4, "cw_linf": 10, "boundary": 4, "pixel": 2}),
+    "quick": Profile("quick", 20, {"bim": 4, "jsma": 10, "cw_l2": 4, "cw_linf": 10, "boundary": 4, "pixel": 2,
+                                   **dict.fromkeys(WAVEFORM_ATTACKS, WAVEFORM_QUICK)}),
     "standard": Profile("standard", wilson_size(STANDARD_MARGIN),
                         {**{a: wilson_size(m) for a, m in STANDARD_MARGINS.items()},
-                         **dict.fromkeys(STANDARD_WHOLE, None)}, batch=32),
+                         **dict.fromkeys(STANDARD_WHOLE, None),
+                         **dict.fromkeys(WAVEFORM_ATTACKS, wilson_size(STANDARD_WAVEFORM_MARGIN))}, batch=32),
     "full": Profile("full", None, batch=128),
 }
 
 
-def select_attacks(names=None, registry=None) -> dict:
-    """name -> attack class, in registry order (white-box first, then black-box)."""
+def select_attacks(names=None, registry=None, domain: str | None = None) -> dict:
+    """name -> attack class, in run order (the study's feature attacks first, white-box before
+    black-box, then the waveform attacks); domain: only that domain's, when no names are given."""
     if registry is None:
-        from ser_core.attacks import registry as feature_attacks
-        registry = feature_attacks("features")
-    names = list(names) if names else sorted(registry, key=lambda n: (registry[n].kind != "white-box", n))
+        from ser_core.attacks import registry as all_attacks
+        registry = all_attacks(None if names else domain)
+    names = list(names) if names else sorted(registry, key=lambda n: (registry[n].domain != "features",
+                                                                      registry[n].kind != "white-box", n))
     unknown = [n for n in names if n not in registry]
     if unknown:
         raise ParameterError(f"unknown attacks {unknown} (accepted: {', '.join(sorted(registry)) or 'none registered'})")
@@ -77,17 +90,19 @@ def select_attacks(names=None, registry=None) -> dict:
 
 
 def settings_of(cls) -> list[dict]:
-    """The study's settings of an attack; its defaults if it declares none."""
-    return [dict(s) for s in cls.paper_settings] or [{}]
+    """The study's settings of an attack, else its grid settings, else its defaults."""
+    return [dict(s) for s in (cls.paper_settings or getattr(cls, "grid_settings", []))] or [{}]
 
 
 def setting_key(params: dict) -> str:
     return json.dumps(params, sort_keys=True, default=float)
 
 
-def bundle_test_size(bundle) -> int | None:
-    """Test examples the bundle records (checked against the corpus when the grid loads them)."""
-    return bundle.held_out_rows
+def bundle_test_size(bundle, domain: str = "features") -> int | None:
+    """Test examples of a domain the bundle records (checked against the corpus when the grid
+    loads them): test chunks, or the held-out speakers' clips."""
+    from ser_core.data.held_out import TEST_SIZES
+    return TEST_SIZES[domain](bundle)[0]
 
 
 def examples_for(profile: Profile, attack: str, size: int | None) -> int | None:
@@ -96,8 +111,11 @@ def examples_for(profile: Profile, attack: str, size: int | None) -> int | None:
 
 
 def plan_grid(bundles, attacks: dict) -> list[tuple]:
-    """(bundle, attack name, attack class, setting) of every cell, in run order."""
-    return [(b, name, cls, s) for b in bundles for name, cls in attacks.items() for s in settings_of(cls)]
+    """(bundle, attack name, attack class, setting) of every cell, in run order; a bundle gets an
+    attack's cells when it has test examples of the attack's domain."""
+    from ser_core.data.held_out import HAS_TEST_SET
+    return [(b, name, cls, s) for b in bundles for name, cls in attacks.items()
+            if HAS_TEST_SET[cls.domain](b) for s in settings_of(cls)]
 
 
 # --- costs ---------------------------------------------------------------------------------
@@ -184,9 +202,9 @@ def project(bundles, attacks: dict, profile: Profile, rows=(), costs: dict | Non
     per_attack: dict[str, dict] = {}
     per_bundle: dict[str, float] = {}
     unknown = []
-    for bundle, name, _, settings in plan_grid(bundles, attacks):
+    for bundle, name, cls, settings in plan_grid(bundles, attacks):
         key = setting_key(settings)
-        n = examples_for(profile, name, bundle_test_size(bundle))
+        n = examples_for(profile, name, bundle_test_size(bundle, cls.domain))
         a = per_attack.setdefault(name, {"examples": {}, "seconds": 0.0, "cells": 0})
         a["examples"][bundle.name] = n
         if done.get((bundle.name, name, key)) == n:
@@ -233,14 +251,17 @@ def plan_cells(bundles, attacks: dict, profile: Profile, costs: dict | None = No
     CPU seconds of all its settings, done or not: from `rows` (a results file's rows measured
     on the bundles' current weights) where they measured the cell, else from the cost table
     (single-thread CPU seconds per example; None where a setting is unmeasured)."""
+    from ser_core.data.held_out import HAS_TEST_SET
     proj = Projection(current_rows(list(rows), bundle_weights(bundles))[0], load_costs() if costs is None else costs)
     out = []
+    from ser_core.data.held_out import TEST_SIZES
     for b in bundles:
-        t = b.config.get("metrics", {}).get("test", {})
-        size = bundle_test_size(b)
         for name, cls in attacks.items():
+            if not HAS_TEST_SET[cls.domain](b):
+                continue
+            size, n_male, n_female = TEST_SIZES[cls.domain](b)
             n = examples_for(profile, name, size)
-            m, f = gender_split(n, t.get("n_male"), t.get("n_female"))
+            m, f = gender_split(n, n_male, n_female)
             n = size if n is None else n
             secs = [proj.estimate(name, setting_key(st), n or 0, b.name) for st in settings_of(cls)]
             out.append({"model": b.name, "attack": name, "settings": len(secs), "examples": n, "male": m, "female": f,

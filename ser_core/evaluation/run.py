@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ser_core.data.held_out import GENDERS, HeldOutSet, balanced_order, bundle_test_set
+from ser_core.data.held_out import GENDERS, TEST_SETS, HeldOutSet, balanced_order
 from ser_core.evaluation.cells import (BatchJob, Cell, append_rows, bundle_meta, cell_dir, combine, done_cells,
                                        load_batch, read_rows, save_batch, summarise)
 from ser_core.evaluation.executors import LocalExecutor, resolve_device
@@ -32,8 +32,8 @@ def run_grid(bundles, attacks: dict, results, profile: Profile = PROFILES["quick
              device: str = "auto", data_dir=None, log=sys.stderr, test_sets: dict | None = None,
              costs: dict | None = None, executor=None) -> list[dict]:
     """Run every (bundle, attack, setting) cell not yet in `results` (JSON lines), appending
-    three rows per cell. test_sets: bundle name -> HeldOutSet, to skip loading from the corpora
-    (tests). executor: who runs the batches (default `LocalExecutor(device)`, this process;
+    three rows per cell. test_sets: bundle name (feature attacks) or (bundle name, domain) ->
+    HeldOutSet, to skip loading from the corpora (tests). executor: who runs the batches (default `LocalExecutor(device)`, this process;
     `executors.RayExecutor` for Ray tasks). Whoever runs them, this process alone writes: each
     batch file as its result arrives (a batch already there, from a retried or duplicated task
     or an earlier run, is kept and the new result dropped), and a cell's rows once, when its
@@ -47,21 +47,24 @@ def run_grid(bundles, attacks: dict, results, profile: Profile = PROFILES["quick
     proj = Projection(done_rows, load_costs() if costs is None else costs)
     t_start = time.perf_counter()
     plan = plan_grid(bundles, attacks)
-    fulls: dict[str, HeldOutSet] = dict(test_sets or {})
-    orders: dict[str, np.ndarray] = {}
+    fulls: dict[tuple, HeldOutSet] = {(k if isinstance(k, tuple) else (k, "features")): v
+                                      for k, v in (test_sets or {}).items()}
+    orders: dict[tuple, np.ndarray] = {}
+    prepared: set[str] = set()
     finished: set[int] = set()
 
     def todo(i) -> bool:
-        bundle, name, _, settings = plan[i]
-        size = len(fulls[bundle.name]) if bundle.name in fulls else bundle_test_size(bundle)
+        bundle, name, cls, settings = plan[i]
+        key = (bundle.name, cls.domain)
+        size = len(fulls[key]) if key in fulls else bundle_test_size(bundle, cls.domain)
         return i not in finished and done.get((bundle.name, name, setting_key(settings))) != examples_for(profile, name, size)
 
     def finish(cell: Cell) -> None:
         if cell.written:
             return
         cells, batches = combine([cell.parts[b] for b in range(cell.batches)])
-        base = dict(bundle_meta(cell.bundle), profile=profile.name, attack=cell.name, kind=cell.cls.kind,
-                    goal=cell.cls.goal, setting=cell.settings, setting_key=cell.key,
+        base = dict(bundle_meta(cell.bundle), profile=profile.name, attack=cell.name, domain=cell.cls.domain,
+                    kind=cell.cls.kind, goal=cell.cls.goal, setting=cell.settings, setting_key=cell.key,
                     selection="whole test set" if len(cell.ts) == len(cell.total) else
                     f"first {len(cell.ts)} of a class- and gender-balanced order (seed {profile.seed})",
                     test_examples={"all": len(cell.total), **{g: int((cell.total.genders == g).sum()) for g in GENDERS}})
@@ -72,8 +75,8 @@ def run_grid(bundles, attacks: dict, results, profile: Profile = PROFILES["quick
         finished.add(cell.index)
         done_rows.extend(rows)
         proj.add(cell.name, cell.key, cost_per_example(rows[0]), cell.bundle.name)
-        left = [proj.estimate(nm, setting_key(st), examples_for(profile, nm, bundle_test_size(b) or len(cell.ts)), b.name)
-                for j, (b, nm, _, st) in enumerate(plan) if todo(j)]
+        left = [proj.estimate(nm, setting_key(st), examples_for(profile, nm, bundle_test_size(b, c.domain) or len(cell.ts)),
+                              b.name) for j, (b, nm, c, st) in enumerate(plan) if todo(j)]
         known = [v for v in left if v is not None]
         eta = f", about {sum(known) / 60:.1f} min left" + ("" if len(known) == len(left) else " (+ unmeasured)") if left else ""
         a = rows[0]
@@ -85,13 +88,16 @@ def run_grid(bundles, attacks: dict, results, profile: Profile = PROFILES["quick
         for i, (bundle, name, cls, settings) in enumerate(plan):
             if not todo(i):
                 continue
-            if bundle.name not in orders:
-                if bundle.name not in fulls:
-                    fulls[bundle.name] = bundle_test_set(bundle, data_dir)
-                orders[bundle.name] = balanced_order(fulls[bundle.name], profile.seed)
+            examples = (bundle.name, cls.domain)
+            if examples not in orders:
+                if examples not in fulls:
+                    fulls[examples] = TEST_SETS[cls.domain](bundle, data_dir)
+                orders[examples] = balanced_order(fulls[examples], profile.seed)
+            if bundle.name not in prepared:
                 executor.prepare(bundle)
-            total = fulls[bundle.name]
-            ts = total.take(np.sort(orders[bundle.name][:examples_for(profile, name, len(total))]))
+                prepared.add(bundle.name)
+            total = fulls[examples]
+            ts = total.take(np.sort(orders[examples][:examples_for(profile, name, len(total))]))
             key = setting_key(settings)
             cell = Cell(i, bundle, name, cls, settings, key, ts, total,
                         cell_dir(results, bundle.name, name, key, ts.rows, bundle.config.get("weights_sha"),

@@ -28,7 +28,8 @@ def plot(rows: list[dict], out_dir: Path) -> list[Path]:
             for j, a in enumerate(attacks):
                 ax = axes[i][j]
                 for s, colour in zip(SUBSETS, ("k", "tab:blue", "tab:red")):
-                    pts = [r for r in rs if r["corpus"] == c and r["attack"] == a and r["subset"] == s]
+                    # a subset with no examples (one example a cell) has no accuracy to draw
+                    pts = [r for r in rs if r["corpus"] == c and r["attack"] == a and r["subset"] == s and r["n"]]
                     if not pts:
                         continue
                     xs = range(len(pts))

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ser_core.evaluation.cells import read_rows
 from ser_core.evaluation.plan import project_full
 from ser_core.evaluation.report.common import corpus_title
 from ser_core.evaluation.report.compare import agreement_line, paper_agreement, paper_comparison
@@ -14,13 +13,13 @@ from ser_core.evaluation.report.tables import (defence_lines, differences, examp
 
 
 def write_report(rows: list[dict], out_dir, profile: str = "quick", wall_seconds: float | None = None,
-                 waveform_rows: list[dict] | None = None, superseded: dict[str, int] | None = None) -> str:
-    """waveform_rows: per-clip rows of the waveform part; by default read from
-    results-<profile>-waveform.jsonl in out_dir. superseded: rows left out per model, measured
-    on earlier weights (`current_rows`), named in the report."""
+                 superseded: dict[str, int] | None = None) -> str:
+    """rows: one results file's, both domains (the study's sections read the feature attacks'
+    rows, the waveform section the waveform attacks'). superseded: rows left out per model,
+    measured on earlier weights (`current_rows`), named in the report."""
     out_dir = Path(out_dir)
-    if waveform_rows is None:
-        waveform_rows = read_rows(out_dir / f"results-{profile}-waveform.jsonl")
+    waveform_rows = [r for r in rows if r.get("domain") == "waveform"]
+    rows = [r for r in rows if r.get("domain", "features") == "features"]
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = plot(rows, out_dir / "plots")
     models = list(dict.fromkeys(r["model"] for r in rows))

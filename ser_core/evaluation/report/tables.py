@@ -8,7 +8,7 @@ from collections import defaultdict
 from ser_core.data.corpora import CORPORA
 from ser_core.evaluation.report.common import bundle_test_metrics, corpus_title, fmt, setting_text
 from ser_core.evaluation.report.study import STUDY_DEFENCE_CLEAN, study_defence
-from ser_core.stats import newcombe_difference
+from ser_core.stats import newcombe_difference, wilson
 from ser_core.training.adversarial import defend_command, is_study_recipe
 
 
@@ -214,28 +214,31 @@ def defence_lines(rows: list[dict]) -> list[str]:
 
 
 def waveform_lines(wrows: list[dict]) -> list[str]:
-    """Verified success of the waveform attacks against SNR, per corpus and gender."""
-    from ser_core.evaluation.waveform import summarise
+    """Verified success of the waveform attacks against SNR, per corpus, setting and gender, from
+    the grid's waveform cells."""
     if not wrows:
-        return ["No waveform results in this folder yet (`python -m export evaluate --profile quick --waveform`)."]
+        return ["No waveform cells in this results file yet (`python -m export evaluate --profile quick "
+                "--attacks apgd,pgd,cw,square`)."]
     lines = ["Attacks on the decoded samples of whole clips of the held-out test speakers "
              "(ser_core.attacks.waveform); a clip counts as fooled only when the serving path (decode, trim, "
              "chunks, librosa log-Mel, standardiser, ONNX Runtime) decides differently on the adversarial "
              "clip written as a 16-bit WAV and read back. SNR is that of the written clip against the clean "
-             "one; PGD's budget is the lowest SNR allowed (it stops at the first verified flip, so its "
-             "achieved SNR is often higher); C&W searches for the smallest perturbation and its SNR is the "
-             "SNR it needed; Square, black-box, queries the serving path only (queries are clips it scored) "
+             "one; PGD's and Auto-PGD's budget is the lowest SNR allowed (they stop at the first verified flip, "
+             "so the achieved SNR is often higher); C&W searches for the smallest perturbation and its SNR is "
+             "the SNR it needed; Square, black-box, queries the serving path only (queries are clips it scored) "
              "and moves every sample by the whole budget, so its SNR is the budget's. 'Chunking changed' "
              "counts clips whose written WAV trims or splits into 3 s chunks differently from the clean clip: "
              "the white-box attacks hold the clean chunking fixed, and a flip of their model then need not "
              "survive the serving path's own chunking.", "",
-             "| corpus | attack | subset | clips | verified flips | rate [95 % CI] | lost to 16-bit rounding "
-             "| chunking changed | median SNR of flips (dB) | median queries | median s |",
+             "| corpus | attack, setting | subset | clips | verified flips | rate [95 % CI] | lost to 16-bit rounding "
+             "| chunking changed | median SNR of flips (dB) | mean queries | s / clip |",
              "|" + "---|" * 11]
-    for s in summarise(wrows):
-        lines.append(f"| {corpus_title(s['corpus'])} | {s['setting']} | {s['subset']} | {s['clips']} | "
-                     f"{s['verified']} | {fmt(s['rate'], 2)} [{fmt(s['rate_ci'][0], 2)}, {fmt(s['rate_ci'][1], 2)}] | "
-                     f"{s['lost_to_rounding']} | {s['chunking_changed']} | "
-                     f"{'-' if s['median_snr_db'] is None else format(s['median_snr_db'], '.1f')} | "
-                     f"{s['median_queries']:.0f} | {s['median_seconds']:.1f} |")
+    for r in wrows:
+        k = round(r["success_rate"] * r["n"]) if r["n"] else 0
+        lo, hi = wilson(k, r["n"])
+        lines.append(f"| {corpus_title(r['corpus'])} | {r['attack']} {setting_text(r)} | {r['subset']} | {r['n']} | "
+                     f"{k} | {fmt(r['success_rate'], 2)} [{fmt(lo, 2)}, {fmt(hi, 2)}] | "
+                     f"{r.get('lost_to_rounding', '-')} | {r.get('chunking_changed', '-')} | "
+                     f"{'-' if r.get('median_snr_db') is None else format(r['median_snr_db'], '.1f')} | "
+                     f"{fmt(r['queries'], 0)} | {fmt(r['seconds_per_example'], 1)} |")
     return lines
