@@ -88,7 +88,7 @@ def predict(audio, model):
 async def attack(audio, model, attack_name, params, domain, target=None, request: gr.Request = None,
                  progress=gr.Progress()):
     """Attack a clip; JSON result first, then what the page shows and offers for download.
-    target: the emotion to land on (waveform attacks), or none/'' for any other emotion.
+    target: the emotion to land on (attacks with a targeted mode), or none/'' for any other emotion.
     Waits its turn in ATTACKS; cancelling (Stop, a client's cancel) stops the attack loop."""
     cancel = threading.Event()
     client = getattr(request, "session_hash", None) or "anonymous"

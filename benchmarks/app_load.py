@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import statistics
 import sys
 import tempfile
 import threading
@@ -76,7 +74,7 @@ def main():
     from gradio_client.utils import Status
     from ser_core.audio.decode import load_audio
     from ser_core.serving.files import folder_bytes
-    from tests.test_app_api import free_port, running_app
+    from tests.test_app_api import running_app
 
     work = Path(tempfile.mkdtemp(prefix="app-load-"))
     long_clip = work / "long.wav"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ser_core.models.bundle import ModelBundle, quantize_roundtrip
+from ser_core.models.bundle import ModelBundle
 from ser_core.errors import ModelBundleError, TooShortAudioError
 from ser_core.models.cnn_lstm import CNNLSTM
 from tests.helpers import voiced
@@ -122,6 +122,7 @@ def _bundle_copy(bundle, folder):
     return ModelBundle.from_folder(folder)
 
 
+@pytest.mark.slow
 def test_an_onnx_file_from_other_weights_is_refused(tmp_path, bundle, monkeypatch):
     """A model.onnx that is not the bundle's weights (here: an untrained CNN-LSTM) fails the
     parity check and is never served."""

@@ -81,7 +81,7 @@ def render(config: dict) -> str:
             f"of {c}'s.")
     if co:
         pre_lines.append(
-            f"- Co-training (beside the corpus above): the clips of its classes from "
+            "- Co-training (beside the corpus above): the clips of its classes from "
             + " and ".join(f"{p} ({v['chunks']} chunks, {v['speakers']} speakers)" for p, v in co.items())
             + f" (ser_core/pretrain.cotrain_rows). None of their speakers is one of {c}'s.")
     pre_lines += [f"- {p}: licence {DATA_LICENCES[p]['licence']}; citation: {DATA_LICENCES[p]['citation']}."
@@ -128,7 +128,7 @@ def render(config: dict) -> str:
         "the stored weights.",
         "",
         "## Test metrics" if not m.get("subset") else f"## Held-out figures: {m['subset']}",
-        f"| subset | n | accuracy |",
+        "| subset | n | accuracy |",
         "|---|---|---|",
         f"| all | {m['n']} | {_fmt(m['accuracy'])} |",
         f"| male | {m['n_male']} | {_fmt(m['accuracy_male'])} |",

@@ -21,7 +21,7 @@ import numpy as np
 from ser_core.attacks.clip import attack_clip
 from ser_core.control import run_control, stop_reason
 from ser_core.errors import AttackCancelledError, ParameterError
-from ser_core.serving.catalogue import DOMAIN_FEATURES, DOMAIN_WAVEFORM, default_domain, domains, get_bundle
+from ser_core.serving.catalogue import DOMAIN_FEATURES, default_domain, domains, get_bundle
 from ser_core.serving.files import output_folder
 from ser_core.serving.limits import (ATTACK_DEADLINE_S, MAX_ATTACK_SECONDS, check_params, parse_params,
                                      parse_target, read_clip)
@@ -50,8 +50,9 @@ def run_attack(path, model: str, attack: str, params=None, domain: str | None = 
     the serving path's decision on that file. Feature domain (the study): attack_clip attacks
     the standardised log-Mel chunks; the playable audio is a listening copy made by Griffin-Lim
     inversion, re-scored by the serving path. params '' or None: the attack's own defaults.
-    target: an emotion of the model to land on (waveform attacks; the result's `target_reached`
-    is the serving path's decision on the written WAV), or None/'none' for any other emotion.
+    target: an emotion of the model to land on (attacks with a targeted mode; for a waveform
+    attack the result's `target_reached` is the serving path's decision on the written WAV), or
+    None/'none' for any other emotion.
 
     The attack runs under this Space's parameter caps (SPACE_CAPS) and wall-clock deadline
     (deadline_s, default ATTACK_DEADLINE_S): at the deadline, or when `cancel` is set, it stops

@@ -18,7 +18,6 @@ folds, the pre-training and the result's name. Resumable: each finished fold is 
 the run folder, each unfinished fold resumes from its per-epoch checkpoint."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 import time
@@ -33,7 +32,7 @@ from ser_core.training.baseline import write_baselines
 from ser_core.training.crossval_report import write_report
 from ser_core.training.loop import clip_probabilities, predict_tensor, table_for, train_recipe
 from ser_core.training.pretrain import cotrain_for, pretrain
-from ser_core.training.recipes import get_recipe
+from ser_core.training.recipes import resolve
 from ser_core.training.study import load_rows
 
 
@@ -152,10 +151,7 @@ def run_crossval(corpus_name: str, data_dir, recipe: str | TrainConfig = "augmen
     corpora, read from `pretrain_data_root` (default: the folder holding data_dir)."""
     log = log or sys.stderr
     corpus = read_corpus(corpus_name, data_dir)
-    if isinstance(recipe, str):
-        recipe = get_recipe(recipe, max_epochs)
-    elif max_epochs:
-        recipe = dataclasses.replace(recipe, max_epochs=max_epochs)
+    recipe = resolve(recipe, max_epochs)
     table = table_for(corpus, recipe)
     run_dir = run_dir_for(table, recipe, run_root)
     run_dir.mkdir(parents=True, exist_ok=True)

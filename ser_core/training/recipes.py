@@ -118,6 +118,14 @@ def get_recipe(name: str, max_epochs: int | None = None, **changes) -> TrainConf
     return dataclasses.replace(recipe, **changes) if changes else recipe
 
 
+def resolve(recipe: str | TrainConfig, max_epochs: int | None = None) -> TrainConfig:
+    """A recipe name (resolved once, here) or a configuration, at another epoch cap when
+    `max_epochs` is given: what cross-validation and shipping pass down."""
+    if isinstance(recipe, str):
+        return get_recipe(recipe, max_epochs)
+    return dataclasses.replace(recipe, max_epochs=max_epochs) if max_epochs else recipe
+
+
 def recipe_order(stored_name: str) -> int:
     """Where a recorded recipe (its `to_dict()["name"]`) stands in the ablation ladder (99: not
     declared here), for the cross-validation report."""

@@ -4,7 +4,6 @@ ser_core/data/folds.SHIP_VALIDATION, early-stopped on them, quantised, ONNX-expo
 parity check, its card quoting the recipe's speaker-fold cross-validation."""
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import numpy as np
 import torch
 
 from ser_core.config import TrainConfig
-from ser_core.training.recipes import DEFAULT_RECIPE, get_recipe
+from ser_core.training.recipes import DEFAULT_RECIPE, resolve
 from ser_core.training.study import classification_metrics, clip_range, predict_rows, save_exported_bundle
 
 
@@ -42,10 +41,7 @@ def train_shipped_bundle(corpus_name: str, data_dir, out, recipe: str | TrainCon
     from ser_core.training.pretrain import cotrain_for, pretrain
 
     corpus = read_corpus(corpus_name, data_dir)
-    if isinstance(recipe, str):
-        recipe = get_recipe(recipe, max_epochs)
-    elif max_epochs:
-        recipe = dataclasses.replace(recipe, max_epochs=max_epochs)
+    recipe = resolve(recipe, max_epochs)
     table = table_for(corpus, recipe)
     split = ship_split(table)
     out = Path(out)

@@ -26,7 +26,6 @@ Shapes: x (batch, 261, 128) standardised features -> x_adv of the same shape.
 Example: `get_attack("bim", bundle, eps=0.5)(x, labels).summary()`."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 

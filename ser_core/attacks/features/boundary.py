@@ -28,9 +28,16 @@ Black-box: only ONNX Runtime decisions through `QueryCounter`, one call per step
 candidates of all live examples, each counted against its example. Examples whose clean
 decision already differs from the label are returned unchanged.
 
+Targeted (an Objective with targets): every candidate must be decided as the target t. The
+start is an input already decided as t, as Brendel et al. start targeted attacks from an image
+of the target class: the example of the batch whose clean decision is t nearest to x (L2),
+else uniform-noise draws until one is decided as t (ART without x_init); extra "start_example"
+is that example's index in x (-1: noise, or none found). An example already decided as t is
+returned unchanged.
+
 Distance minimised: L2. Minimisation.
 Arguments: delta 0.01, epsilon 0.01, step_adapt 0.5, max_iter 100, num_trial 3,
-sample_size 10, init_size 100, init_steps 10, persist True, seed 0.
+sample_size 10, init_size 100, init_steps 10, persist True, seed 0. Targeted: yes.
 Shapes: x (batch, 261, 128) standardised features -> x_adv of the same shape.
 Example: `get_attack("boundary", bundle, max_iter=20)(x).summary()`."""
 from __future__ import annotations
@@ -38,16 +45,19 @@ from __future__ import annotations
 import numpy as np
 
 from ser_core.control import should_stop
-from ser_core.attacks.base import FeatureAttack, Param, register
+from ser_core.attacks.base import MinimisationAttack, register
+from ser_core.attacks.features.base import FeatureAttack
+from ser_core.attacks.params import Param
 
 
 @register
-class BoundaryAttack(FeatureAttack):
+class BoundaryAttack(MinimisationAttack, FeatureAttack):
     """Boundary attack (Brendel et al. 2018): decision-based walk along the boundary towards x."""
 
     name = "boundary"
     kind = "black-box"
-    goal = "minimisation"
+    targeted = True
+    batch_size = None  # the whole input in one call: candidates are scored population-wide
     params = {
         "delta": Param(0.01, float, 1e-6, 1.0, help="initial orthogonal step (fraction of |x - adv|)"),
         "epsilon": Param(0.01, float, 1e-6, 1.0, help="initial step towards x (fraction of x - adv)"),
@@ -66,20 +76,34 @@ class BoundaryAttack(FeatureAttack):
                        "num_trial": 3, "sample_size": 10, "init_size": 100, "init_steps": 0,
                        "persist": False}]
 
-    def _adversarial(self, query, cand, owners, y) -> np.ndarray:
-        return query(self.clip(cand), owners).argmax(1) != y[owners]
+    def _decide(self, query, cand, owners) -> np.ndarray:
+        return query(self.clip(cand), owners).argmax(1)
 
-    def _start(self, x, y, query, rng, todo):
-        """Uniform-noise starts for the examples in `todo` (ART's _init_sample), then the
-        optional binary search towards x. Returns (adv, found) for all examples."""
+    def _adversarial(self, query, cand, owners, objective) -> np.ndarray:
+        """Whether each candidate reaches its owner's objective (off the label, or on the target)."""
+        return objective[owners].reached(self._decide(query, cand, owners))
+
+    def _start(self, x, objective, query, rng, todo, clean_pred):
+        """Starts for the examples in `todo`: targeted, the nearest example of the batch already
+        decided as the target; then uniform noise (ART's _init_sample); then the optional binary
+        search towards x. Returns (adv, found, start_example) for all examples."""
         adv = x.copy()
         found = np.zeros(len(x), bool)
-        pending = todo.copy()
+        start_example = np.full(len(x), -1)
+        if objective.targeted:
+            for i in todo:
+                same = np.flatnonzero(clean_pred == objective.targets[i])
+                if len(same):
+                    dist = np.linalg.norm((self.clip(x[same]) - x[i]).reshape(len(same), -1), axis=1)
+                    start_example[i] = same[dist.argmin()]
+                    adv[i] = self.clip(x[start_example[i]])
+                    found[i] = True
+        pending = todo[~found[todo]]
         for _ in range(self.settings["init_size"]):
             if len(pending) == 0 or should_stop():
                 break
             noise = rng.uniform(self.clip_min, self.clip_max, (len(pending),) + x.shape[1:]).astype(np.float32)
-            ok = self._adversarial(query, noise, pending, y)
+            ok = self._adversarial(query, noise, pending, objective)
             adv[pending[ok]] = noise[ok]
             found[pending[ok]] = True
             pending = pending[~ok]
@@ -90,11 +114,11 @@ class BoundaryAttack(FeatureAttack):
                 break  # hi stays adversarial
             mid = (lo + hi) / 2
             cand = x[ex] + mid[:, None, None].astype(np.float32) * (adv[ex] - x[ex])
-            ok = self._adversarial(query, cand, ex, y)
+            ok = self._adversarial(query, cand, ex, objective)
             hi, lo = np.where(ok, mid, hi), np.where(ok, lo, mid)
         if self.settings["init_steps"]:
             adv[ex] = x[ex] + hi[:, None, None].astype(np.float32) * (adv[ex] - x[ex])
-        return adv, found
+        return adv, found, start_example
 
     def _orthogonal(self, x, adv, delta, rng):
         """ART's _orthogonal_perturb for rows (x, adv, delta): a random step of length
@@ -110,14 +134,15 @@ class BoundaryAttack(FeatureAttack):
         step = ((1 - h) * -d + p) / h
         return adv + step.reshape(adv.shape)
 
-    def _run(self, x, y, query, progress):
+    def _attack_batch(self, x, objective, query, progress):
         s = self.settings
         rng = np.random.default_rng(s["seed"])
         n = len(x)
-        # an example whose clean decision is already off its label needs no perturbation: one
-        # counted query each (labels may differ from the clean decision the base class saw)
-        done = self._adversarial(query, x, np.arange(n), y)
-        adv, found = self._start(x, y, query, rng, np.flatnonzero(~done))
+        # an example whose clean decision already reaches the objective needs no perturbation:
+        # one counted query each (labels may differ from the clean decision the base class saw)
+        clean_pred = self._decide(query, x, np.arange(n))
+        done = objective.reached(clean_pred)
+        adv, found, start_example = self._start(x, objective, query, rng, np.flatnonzero(~done), clean_pred)
         delta = np.full(n, s["delta"])
         epsilon = np.full(n, s["epsilon"])
         live = np.flatnonzero(found)
@@ -133,7 +158,7 @@ class BoundaryAttack(FeatureAttack):
                     break
                 owners = np.repeat(pending, s["sample_size"])
                 cand = self.clip(self._orthogonal(x[owners], adv[owners], delta[owners], rng))
-                ok = self._adversarial(query, cand, owners, y).reshape(len(pending), -1)
+                ok = self._adversarial(query, cand, owners, objective).reshape(len(pending), -1)
                 ratio = ok.mean(1)
                 delta[pending] *= np.where(ratio < 0.2, s["step_adapt"], np.where(ratio > 0.5, 1 / s["step_adapt"], 1.0))
                 okf = ok.ravel()
@@ -154,7 +179,7 @@ class BoundaryAttack(FeatureAttack):
                 rows = np.flatnonzero(np.isin(owner, pending))
                 o = owner[rows]
                 moved = self.clip(cands[rows] + epsilon[o][:, None, None].astype(np.float32) * (x[o] - cands[rows]))
-                ok = self._adversarial(query, moved, o, y)
+                ok = self._adversarial(query, moved, o, objective)
                 tried = np.bincount(o, minlength=n)[pending]
                 ratio = np.bincount(o, weights=ok, minlength=n)[pending] / tried
                 epsilon[pending] *= np.where(ratio < 0.2, s["step_adapt"], np.where(ratio > 0.5, 1 / s["step_adapt"], 1.0))
@@ -168,8 +193,11 @@ class BoundaryAttack(FeatureAttack):
                     stopped[pending] = True
             live = live[~stopped[live]]
             progress((it + 1) / s["max_iter"], f"boundary: iteration {it + 1}/{s['max_iter']}")
-        return adv, {"started": found.tolist(), "already_adversarial": done.tolist(),
-                     "stopped_early": stopped.tolist()}
+        extra = {"started": found.tolist(), "already_adversarial": done.tolist(),
+                 "stopped_early": stopped.tolist()}
+        if objective.targeted:
+            extra["start_example"] = start_example.tolist()
+        return adv, extra
 
     @staticmethod
     def _take_nearest(x, adv, cands, owners):

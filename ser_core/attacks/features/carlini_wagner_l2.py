@@ -38,8 +38,11 @@ perturbation 0.00942 for both, L2 per example ART 3.48 / 6.43 / 3.10 / 3.27, her
 3.26 / 3.32; each example first succeeds after 9-11 doublings of c (c about 5-20).
 
 Distance minimised: L2. Minimisation.
+Targeted (an Objective with targets): the class term is Carlini & Wagner's targeted hinge
+max(max_{j != t} z_j - z_t + confidence, 0) (ART's `targeted=True`), success = decided as t.
+
 Arguments: confidence (0), learning_rate (0.01), binary_search_steps (20), max_iter (10),
-initial_const (0.01), max_halving (5), max_doubling (5).
+initial_const (0.01), max_halving (5), max_doubling (5). Targeted: yes.
 Shapes: x (batch, 261, 128) standardised features -> x_adv of the same shape.
 Example: `get_attack("cw_l2", bundle, binary_search_steps=5)(x, labels).summary()`."""
 from __future__ import annotations
@@ -48,18 +51,21 @@ import numpy as np
 import torch
 
 from ser_core.control import should_stop
-from ser_core.attacks.base import FeatureAttack, Param, TanhSpace, logit_margin, register
+from ser_core.attacks.base import MinimisationAttack, register
+from ser_core.attacks.features.base import FeatureAttack, TanhSpace
+from ser_core.attacks.objective import logit_margin
+from ser_core.attacks.params import Param
 
 C_UPPER = 10e10  # ART's bound on c, beyond which an example stops searching
 
 
 @register
-class L2CarliniWagnerAttack(TanhSpace, FeatureAttack):
+class L2CarliniWagnerAttack(TanhSpace, MinimisationAttack, FeatureAttack):
     """Carlini-Wagner L2 attack (Carlini & Wagner 2017), ART's line-search variant."""
 
     name = "cw_l2"
     kind = "white-box"
-    goal = "minimisation"
+    targeted = True
     params = {
         "confidence": Param(0.0, float, 0.0, 1000.0, help="logit margin the adversarial class must win by"),
         "learning_rate": Param(0.01, float, 1e-9, 100.0, help="initial step of the line search (tanh space)"),
@@ -74,14 +80,16 @@ class L2CarliniWagnerAttack(TanhSpace, FeatureAttack):
     batch_figures = ("runs",)  # binary-search steps actually run per example
 
     # --- ART's objective in tanh space (TanhSpace) -------------------------------------------
-    def _objective(self, logits, x_adv, x, y, c):
-        """(loss, squared L2, adversarial?) per example; the class term is ART's hinge."""
-        hinge = (logit_margin(logits, y) + self.settings["confidence"]).clamp(min=0)
+    def _objective(self, logits, x_adv, x, y, c, sign=1.0):
+        """(loss, squared L2, adversarial?) per example; the class term is ART's hinge, with
+        sign = objective.sign (-1: the targeted hinge, y the targets)."""
+        hinge = (sign * logit_margin(logits, y) + self.settings["confidence"]).clamp(min=0)
         l2 = (x_adv - x).flatten(1).pow(2).sum(1)
         return c * hinge + l2, l2, hinge <= 0
 
     # --- the attack -------------------------------------------------------------------------
-    def _attack_batch(self, x: np.ndarray, y: np.ndarray, count: np.ndarray, progress):
+    def _attack_batch(self, x, objective, query, progress):
+        y, count = objective.classes, query.count
         model, x0, y = self.on_model(x, y)
         device = x0.device
         s = self.settings
@@ -95,13 +103,14 @@ class L2CarliniWagnerAttack(TanhSpace, FeatureAttack):
         best_x = x0.clone()
         runs = np.zeros(n, np.int64)
         chain = self.tanh_chain
+        sign = objective.sign  # +1: away from y; -1: onto the target y
 
         def score(rows, w_rows, xs, ys, cs):
             x_try = self.from_tanh(w_rows)
             with torch.no_grad():
                 logits = model(x_try)
             count[rows.cpu().numpy()] += 1
-            return self._objective(logits, x_try, xs, ys, cs)[0]
+            return self._objective(logits, x_try, xs, ys, cs, sign)[0]
 
         for step in range(s["binary_search_steps"]):
             idx = (searching & (c < C_UPPER)).nonzero().squeeze(1)
@@ -117,7 +126,7 @@ class L2CarliniWagnerAttack(TanhSpace, FeatureAttack):
                 xg = x_adv.requires_grad_(True)
                 logits = model(xg)
                 count[idx.cpu().numpy()] += 1
-                loss, l2, success = self._objective(logits.detach(), x_adv.detach(), xs, ys, cs)
+                loss, l2, success = self._objective(logits.detach(), x_adv.detach(), xs, ys, cs, sign)
                 success_any |= success
                 better = success & (l2 < best_l2[idx])
                 if better.any():
@@ -125,7 +134,7 @@ class L2CarliniWagnerAttack(TanhSpace, FeatureAttack):
                     best_x[idx[better]] = x_adv.detach()[better]
                 if it == s["max_iter"] or should_stop():
                     break
-                (g,) = torch.autograd.grad((cs * logit_margin(logits, ys)).sum(), xg)
+                (g,) = torch.autograd.grad((cs * (sign * logit_margin(logits, ys))).sum(), xg)
                 x_adv = x_adv.detach()
                 with torch.no_grad():
                     direction = -(g + 2 * (x_adv - xs)) * chain * (1 - torch.tanh(w) ** 2)

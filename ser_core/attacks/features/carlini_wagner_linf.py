@@ -29,8 +29,11 @@ on the loss. A step costs one forward and one backward pass over the examples st
 the round; queries count one per example per forward pass.
 
 Distance minimised: Linf. Minimisation.
+Targeted (an Objective with targets): the class term is Carlini & Wagner's targeted hinge
+max(max_{j != t} z_j - z_t + confidence, 0) (ART's `targeted=True`); x' is kept when decided as t.
+
 Arguments: confidence (0), learning_rate (0.01), max_iter (10), initial_const (1e-4),
-largest_const (20), const_factor (4), decrease_factor (0.8).
+largest_const (20), const_factor (4), decrease_factor (0.8). Targeted: yes.
 Shapes: x (batch, 261, 128) standardised features -> x_adv of the same shape.
 Example: `get_attack("cw_linf", bundle)(x, labels).summary()`."""
 from __future__ import annotations
@@ -39,7 +42,10 @@ import numpy as np
 import torch
 
 from ser_core.control import should_stop
-from ser_core.attacks.base import FeatureAttack, Param, TanhSpace, logit_margin, register
+from ser_core.attacks.base import MinimisationAttack, register
+from ser_core.attacks.features.base import FeatureAttack, TanhSpace
+from ser_core.attacks.objective import logit_margin
+from ser_core.attacks.params import Param
 from ser_core.errors import ParameterError
 
 LOSS_CONVERGED = 0.001  # ART's Adam stops a run once the loss is below this
@@ -48,12 +54,12 @@ BETA1, BETA2, ADAM_EPS = 0.9, 0.999, 1e-8  # ART's Adam
 
 
 @register
-class LinfCarliniWagnerAttack(TanhSpace, FeatureAttack):
+class LinfCarliniWagnerAttack(TanhSpace, MinimisationAttack, FeatureAttack):
     """Carlini-Wagner Linf attack (Carlini & Wagner 2017), as ART 1.12 runs it."""
 
     name = "cw_linf"
     kind = "white-box"
-    goal = "minimisation"
+    targeted = True
     params = {
         "confidence": Param(0.0, float, 0.0, 1000.0, help="logit margin in the class term"),
         "learning_rate": Param(0.01, float, 1e-9, 100.0, help="Adam's step size (tanh space)"),
@@ -80,7 +86,8 @@ class LinfCarliniWagnerAttack(TanhSpace, FeatureAttack):
             c *= s["const_factor"]
         return out
 
-    def _attack_batch(self, x: np.ndarray, y: np.ndarray, count: np.ndarray, progress):
+    def _attack_batch(self, x, objective, query, progress):
+        y, count = objective.classes, query.count
         model, x0, y = self.on_model(x, y)
         device = x0.device
         s = self.settings
@@ -94,6 +101,7 @@ class LinfCarliniWagnerAttack(TanhSpace, FeatureAttack):
         going = torch.ones(n, dtype=torch.bool, device=device)
         rounds = np.zeros(n, np.int64)
         T = s["max_iter"]
+        sign = objective.sign  # +1: away from y; -1: onto the target y (the targeted hinge)
         while True:
             idx = (going & (tau > TAU_MIN)).nonzero().squeeze(1)
             if len(idx) == 0 or should_stop():
@@ -115,20 +123,21 @@ class LinfCarliniWagnerAttack(TanhSpace, FeatureAttack):
                     d = xa.detach() - xs
                     excess = (d.abs() - tr).clamp(min=0)
                     if k >= 1 or T == 0:  # x' after k Adam steps: every running c's stopping rule
-                        hinge = (logit_margin(logits, ys) + s["confidence"]).clamp(min=0)
+                        hinge = (sign * logit_margin(logits, ys) + s["confidence"]).clamp(min=0)
                         loss = consts[None, :] * hinge[:, None] + excess.flatten(1).sum(1)[:, None]
                         stop = running[rows] & ((loss < LOSS_CONVERGED) | (k == T))
                         linf = d.flatten(1).abs().amax(1)
                         # the c's stopping here share this x'; ART offers them in order of c and
-                        # keeps x' if it flips and beats the best norm so far
-                        take = stop.any(1) & (logits.argmax(1) != ys) & (linf < best_linf[e])
+                        # keeps x' if it reaches the objective and beats the best norm so far
+                        reached = (logits.argmax(1) == ys) if objective.targeted else (logits.argmax(1) != ys)
+                        take = stop.any(1) & reached & (linf < best_linf[e])
                         best_x[e[take]] = xa.detach()[take]
                         best_linf[e[take]] = linf[take]
                         improved[rows[take]] = True
                         running[rows] &= ~stop
                 if k == T or should_stop():
                     break
-                (g,) = torch.autograd.grad(logit_margin(logits, ys).sum(), xa)
+                (g,) = torch.autograd.grad((sign * logit_margin(logits, ys)).sum(), xa)
                 with torch.no_grad():
                     wr = w[rows]
                     g = (g + torch.sign(excess) * torch.sign(d)) * chain * (1 - torch.tanh(wr) ** 2)

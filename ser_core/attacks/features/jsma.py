@@ -14,8 +14,8 @@ Adversarial Settings", IEEE EuroS&P 2016 (arXiv 1511.07528). The study ran ART's
     all cells, or when its search domain is empty.
 
 The saliency. ART's JSMA is targeted (without labels it draws a random target class) and
-ranks cells by the target logit's gradient alone. This attack is untargeted, as the study
-uses it: it ranks cells by sign(theta) * d(z_o - z_y)/dx, the gradient of the margin between
+ranks cells by the target logit's gradient alone. Untargeted, as the study uses it, this
+attack ranks cells by sign(theta) * d(z_o - z_y)/dx, the gradient of the margin between
 the strongest other class o (re-chosen at every step among all k classes, whatever k is) and
 the class y to move away from, so each pair moves the decision toward the nearest boundary.
 An example stops at the first flip instead of at a random target class, which takes fewer
@@ -24,27 +24,35 @@ still running (the forward also decides the previous step's flip; ART spends a s
 forward on it); queries count one per example per forward pass. `max_iter` caps the pair
 updates (ART has no cap; an example that has not flipped by then is returned as is).
 
+Targeted (an Objective with targets; Papernot et al.'s own setting): cells are ranked by
+sign(theta) * d(z_t - z_o)/dx for the target t and its strongest rival o (re-chosen every
+step), so each pair raises the target's logit over the others'; an example stops once it is
+decided as t. Papernot et al. weigh the target's gradient against the sum of the other classes'
+gradients, ART against nothing; the strongest rival is the untargeted mode's choice too.
+
 Distance minimised: L0 (number of changed cells). Minimisation.
-Arguments: theta (default 1.0), gamma (1.0), max_iter (2000).
+Arguments: theta (default 1.0), gamma (1.0), max_iter (2000). Targeted: yes.
 Shapes: x (batch, 261, 128) standardised features -> x_adv of the same shape.
 Example: `get_attack("jsma", bundle, theta=-0.5)(x, labels).summary()`."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from ser_core.control import should_stop
-from ser_core.attacks.base import FeatureAttack, Param, logit_margin, register
+from ser_core.attacks.base import MinimisationAttack, register
+from ser_core.attacks.features.base import FeatureAttack
+from ser_core.attacks.objective import logit_margin
+from ser_core.attacks.params import Param
 from ser_core.errors import ParameterError
 
 
 @register
-class SaliencyMapAttack(FeatureAttack):
-    """Jacobian-based Saliency Map Attack (Papernot et al. 2016), untargeted, two cells a step."""
+class SaliencyMapAttack(MinimisationAttack, FeatureAttack):
+    """Jacobian-based Saliency Map Attack (Papernot et al. 2016), two cells a step."""
 
     name = "jsma"
     kind = "white-box"
-    goal = "minimisation"
+    targeted = True
     params = {
         "theta": Param(1.0, float, -20.0, 20.0,
                        help="change applied to each selected cell per step (negative: decrease); not 0"),
@@ -61,7 +69,8 @@ class SaliencyMapAttack(FeatureAttack):
             raise ParameterError(f"{self.name}: gamma={self.settings['gamma']!r} lets no cell change "
                                  f"(accepted: a fraction in (0, 1])")
 
-    def _attack_batch(self, x: np.ndarray, y: np.ndarray, count: np.ndarray, progress):
+    def _attack_batch(self, x, objective, query, progress):
+        y, count = objective.classes, query.count
         model, x0, y = self.on_model(x, y)
         device = x0.device
         theta, iters = self.settings["theta"], self.settings["max_iter"]
@@ -73,16 +82,19 @@ class SaliencyMapAttack(FeatureAttack):
         changed = torch.zeros(n, cells, dtype=torch.bool, device=device)
         steps = torch.zeros(n, dtype=torch.int64, device=device)
         live = torch.arange(n, device=device)
+        sign = objective.sign  # +1: away from y; -1: onto the target y
         for t in range(iters + 1):
             xa = x_adv[live].reshape(len(live), *x.shape[1:]).requires_grad_(True)
             logits = model(xa)
             count[live.cpu().numpy()] += 1
-            keep = ((logits.argmax(1) == y[live]) & (changed[live].sum(1) <= max_changed)
+            pending = (logits.argmax(1) != y[live]) if objective.targeted else (logits.argmax(1) == y[live])
+            keep = (pending & (changed[live].sum(1) <= max_changed)
                     & movable[live].any(1))
             if t == iters or not keep.any() or should_stop():
                 break
             live, logits = live[keep], logits[keep]
-            (grad,) = torch.autograd.grad((-logit_margin(logits, y[live])).sum(), xa)
+            # untargeted: raise z_o - z_y; targeted: raise z_t - z_o (sign flips the margin)
+            (grad,) = torch.autograd.grad((-sign * logit_margin(logits, y[live])).sum(), xa)
             with torch.no_grad():
                 saliency = grad[keep].reshape(len(live), cells) * (1.0 if theta > 0 else -1.0)
                 saliency[~movable[live]] = -torch.inf

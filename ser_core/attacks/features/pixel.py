@@ -24,8 +24,13 @@ soon as any scored candidate flips its decision (ART checks only the best member
 extra query, after each generation), and the flipping candidate is returned as found (ART
 re-scores it). As in ART an example the search cannot flip is returned unchanged.
 
+Targeted (an Objective with targets): the fitness is the probability of the target class,
+maximised (ART's targeted PixelAttack minimises 1 - p_t, as here), and an example stops at the
+first candidate decided as t; extra "best_target_class_probability" replaces the untargeted
+"best_true_class_probability".
+
 Distance bounded: L0 (at most th cells). Fixed-budget.
-Arguments: th (cells, default 10), max_iter (generations, default 20), seed.
+Arguments: th (cells, default 10), max_iter (generations, default 20), seed. Targeted: yes.
 Shapes: x (batch, 261, 128) standardised features -> x_adv of the same shape.
 Example: `get_attack("pixel", bundle, th=5)(x).summary()`."""
 from __future__ import annotations
@@ -33,18 +38,22 @@ from __future__ import annotations
 import numpy as np
 
 from ser_core.control import should_stop
-from ser_core.attacks.base import FeatureAttack, Param, register
+from ser_core.attacks.base import FixedBudgetAttack, register
+from ser_core.attacks.features.base import FeatureAttack
+from ser_core.attacks.params import Param
 
 LEVELS = 255  # ART's 8-bit value range for a cell
 
 
 @register
-class PixelAttack(FeatureAttack):
+class PixelAttack(FixedBudgetAttack, FeatureAttack):
     """Pixel attack (Su et al. 2019; Kotyan & Vargas 2019): differential evolution over th cells."""
 
     name = "pixel"
     kind = "black-box"
-    goal = "fixed-budget"
+    targeted = True
+    budget_params = ("th",)
+    batch_size = None  # the whole input in one call: candidates are scored population-wide
     params = {
         "th": Param(10, int, 1, 1000, help="number of spectrogram cells that may change (ART's th)"),
         "max_iter": Param(20, int, 0, 1000, help="differential-evolution generations"),
@@ -80,7 +89,8 @@ class PixelAttack(FeatureAttack):
         return np.concatenate(probs)
 
     # --- search ----------------------------------------------------------------------------
-    def _run(self, x, y, query, progress):
+    def _attack_batch(self, x, objective, query, progress):
+        y = objective.classes
         rng = np.random.default_rng(self.settings["seed"])
         genes, size, upper = self._genes()
         n = len(x)
@@ -94,11 +104,13 @@ class PixelAttack(FeatureAttack):
         best_energy = np.ones(n)
 
         def evaluate(ex, genomes):
-            """Score genomes (len(ex), size, genes); record flips; return the energies."""
+            """Score genomes (len(ex), size, genes); record successes; return the energies
+            (untargeted: the probability of y; targeted: 1 - the probability of the target y)."""
             owners = np.repeat(ex, size)
             probs = self._score(x, genomes.reshape(-1, genes), owners, upper, query)
-            e = probs[np.arange(len(owners)), y[owners]].reshape(len(ex), size)
-            flips = (probs.argmax(1) != y[owners]).reshape(len(ex), size)
+            prob = probs[np.arange(len(owners)), y[owners]].reshape(len(ex), size)
+            e = 1 - prob if objective.targeted else prob
+            flips = objective[owners].reached(probs.argmax(1)).reshape(len(ex), size)
             for k in np.flatnonzero(flips.any(1)):  # a few examples per generation at most
                 i = ex[k]
                 pick = np.flatnonzero(flips[k])[e[k, flips[k]].argmin()]
@@ -145,4 +157,6 @@ class PixelAttack(FeatureAttack):
             live = live[~found[live]]
             progress((generation + 1) / (self.settings["max_iter"] + 1),
                      f"pixel: generation {generation}, {int(found.sum())}/{n} flipped")
+        if objective.targeted:
+            return x_adv, {"best_target_class_probability": (1 - best_energy).tolist(), "population": size}
         return x_adv, {"best_true_class_probability": best_energy.tolist(), "population": size}

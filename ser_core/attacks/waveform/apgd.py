@@ -63,7 +63,7 @@ import math
 import numpy as np
 import torch
 
-from ser_core.attacks.base import FixedBudgetAttack, MinimisationAttack, register
+from ser_core.attacks.base import FixedBudgetAttack, register
 from ser_core.attacks.params import Param
 from ser_core.control import should_stop, stop_reason
 from ser_core.errors import ParameterError

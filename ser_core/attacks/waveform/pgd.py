@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ser_core.attacks.base import FixedBudgetAttack, MinimisationAttack, register
+from ser_core.attacks.base import FixedBudgetAttack, register
 from ser_core.attacks.params import Param
 from ser_core.control import should_stop
 from ser_core.attacks.waveform.base import PCM_MAX, PCM_MIN, LinfBudget, WaveformAttack, WaveformRun

@@ -18,7 +18,7 @@ own harmonics in that band, in phase (louder) or in antiphase (quieter) with it,
 lands in time-frequency cells the features see. Stripes: consecutive windows of 1 % of the
 samples, each with a random band and phase. On 2 held-out clips per gender and corpus, 300
 queries: 7 of 12 flipped at 20 dB, 3 of 12 at 30 dB; white-noise windows 0 of 12 at either
-(benchmarks/waveform_snr.py, README.md "Waveform attacks").
+(measured with the waveform evaluation before it became grid cells: docs/attacks.md, "Square").
 
 Black-box: candidates are 16-bit clips scored by the serving path only (bundle.features: trim,
 chunks, librosa log-Mel, standardiser; then ONNX Runtime, one call per `population`
@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ser_core.attacks.base import FixedBudgetAttack, MinimisationAttack, register
+from ser_core.attacks.base import FixedBudgetAttack, register
 from ser_core.attacks.params import Param
 from ser_core.control import should_stop
 from ser_core.attacks.waveform.base import PCM_MAX, PCM_MIN, LinfBudget, ServingPath, WaveformAttack, WaveformRun

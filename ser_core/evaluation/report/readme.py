@@ -47,7 +47,7 @@ def write_report(rows: list[dict], out_dir, profile: str = "quick", wall_seconds
          f"{len(attacks)} attacks on this machine "
          f"(study: about {STUDY_GPU_HOURS} GPU-hours for its grid with ART)."]
     if superseded:
-        L += [f"- Left out: rows measured on earlier weights of a model since retrained ("
+        L += ["- Left out: rows measured on earlier weights of a model since retrained ("
               + ", ".join(f"{m}: {n}" for m, n in superseded.items())
               + "); its cells appear as they are rerun on the weights it has now."]
     L += [""]
