@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The README's test command: install everything the tests need, then run them.
+# The README's test command: install everything the tests need, then run them. Arguments go to
+# pytest: `bash tests/run.sh -m "not slow"` is the fast lane (no servers, browser, Ray or
+# training; under 2 minutes on two cores), `bash tests/run.sh` the full suite (CI runs that).
 # Debian's chromium drives the browser test (Playwright cannot download its own browser here);
 # without root or apt the browser test skips with its reason.
 set -euo pipefail

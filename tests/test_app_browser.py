@@ -12,6 +12,7 @@ from tests.test_app_api import EXAMPLE, WAVEFORM_EXAMPLE, running_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+pytestmark = pytest.mark.slow  # a server and a browser per test
 
 playwright_api = pytest.importorskip(
     "playwright.sync_api", reason="Python playwright is not installed (pip install playwright)")
@@ -99,11 +100,13 @@ def test_record_from_the_microphone_predict_and_attack(tmp_path):
             record = audio.get_by_role("button", name="Record").or_(audio.locator("button.record-button")).first
             record.wait_for(timeout=30_000)
             record.click()
-            page.wait_for_timeout(3_000)
+            stop = audio.get_by_role("button", name="Stop").or_(audio.locator("button.stop-button")).first
+            stop.wait_for(timeout=30_000)  # recording
+            page.wait_for_timeout(3_000)  # what is under test: three seconds of speech, not a wait
             # the recording is uploaded when it stops: predict only once the server has it
             with page.expect_response(lambda r: "/upload" in r.url and r.request.method == "POST",
                                       timeout=60_000):
-                audio.get_by_role("button", name="Stop").or_(audio.locator("button.stop-button")).first.click()
+                stop.click()
             audio.locator("audio, .waveform-container").first.wait_for(state="attached", timeout=30_000)
             page.locator("#predict-btn").click()
             note = page.locator("#prediction-note")

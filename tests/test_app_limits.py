@@ -27,7 +27,7 @@ MODEL = "emodb"
 
 
 # --- deadline and cancel -----------------------------------------------------------------------
-@pytest.mark.parametrize("name", sorted(registry()))
+@pytest.mark.parametrize("name", sorted(registry("features")))
 def test_every_feature_attack_stops_at_a_passed_deadline(bundle, name):
     """Deadline already passed: each attack returns at its first check, marked, with its input
     unchanged or inside its budget, and spends (almost) nothing."""

@@ -112,7 +112,6 @@ def test_attack_clip_on_a_waveform_array(bundle, clip):
     json.dumps(d)  # JSON-ready
 
 
-@pytest.mark.slow
 def test_waveform_attack_lands_on_a_target_emotion(bundle, tmp_path, capsys):
     clip = REPO / "examples" / "ravdess-disgust-actor02f.wav"
     probs = bundle.predict_clip(clip).probabilities

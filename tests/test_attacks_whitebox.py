@@ -10,6 +10,7 @@ import pytest
 
 from ser_core.attacks import get_attack, registry
 from ser_core.errors import ParameterError
+from tests.helpers import slow_cases
 
 WHITE_BOX = ("fgsm", "bim", "deepfool", "jsma", "cw_l2", "cw_linf")
 ATTACKS = WHITE_BOX
@@ -22,6 +23,7 @@ N = 8  # examples per test: enough to see flips, small enough for seconds on a C
 FAST = {"bim": {"max_iter": 10}, "deepfool": {"range_scaled_step": False}, "jsma": {"max_iter": 300},
         "cw_l2": {"initial_const": 5.0, "binary_search_steps": 2, "max_iter": 10},
         "cw_linf": {"max_iter": 5}, "fgsm": {}}
+SLOW = ("jsma", "cw_l2")  # their runs take seconds (tens on a busy machine): outside the fast lane
 
 _cache: dict = {}
 
@@ -43,7 +45,7 @@ def test_all_six_are_registered_white_box():
         assert cls.paper_settings and all(set(p) <= set(cls.params) for p in cls.paper_settings)
 
 
-@pytest.mark.parametrize("name", ATTACKS)
+@pytest.mark.parametrize("name", slow_cases(ATTACKS, *SLOW))
 def test_accuracy_under_attack_drops(bundle, test_examples, name):
     r = run(bundle, test_examples, name, **FAST[name])
     clean = (r.clean_pred == r.labels).mean()
@@ -55,7 +57,7 @@ def test_accuracy_under_attack_drops(bundle, test_examples, name):
     assert np.all(r.x_adv >= bundle.clip_range[0] - 1e-5) and np.all(r.x_adv <= bundle.clip_range[1] + 1e-5)
 
 
-@pytest.mark.parametrize("name", ATTACKS)
+@pytest.mark.parametrize("name", slow_cases(ATTACKS, *SLOW))
 def test_queries_are_counted_per_example(bundle, test_examples, name):
     r = run(bundle, test_examples, name, **FAST[name])
     assert r.queries.shape == (N,) and r.queries.dtype.kind == "i"
@@ -84,7 +86,7 @@ def test_bim_early_stop_returns_a_flip_inside_the_same_ball(bundle, test_example
     assert (full.queries == 10).all() and stop.queries.sum() <= full.queries.sum()
 
 
-@pytest.mark.parametrize("name", ["deepfool", "cw_l2"])
+@pytest.mark.parametrize("name", slow_cases(["deepfool", "cw_l2"], *SLOW))
 def test_minimisation_attacks_need_less_than_fgsm(bundle, test_examples, name):
     fgsm = run(bundle, test_examples, "fgsm", eps=0.25)
     r = run(bundle, test_examples, name, **FAST[name])
@@ -94,6 +96,7 @@ def test_minimisation_attacks_need_less_than_fgsm(bundle, test_examples, name):
     assert r.l2[both].mean() < fgsm.l2[both].mean()
 
 
+@pytest.mark.slow
 def test_jsma_changes_fewer_cells_than_fgsm(bundle, test_examples):
     fgsm = run(bundle, test_examples, "fgsm", eps=0.25)
     r = run(bundle, test_examples, "jsma", **FAST["jsma"])
@@ -101,6 +104,7 @@ def test_jsma_changes_fewer_cells_than_fgsm(bundle, test_examples):
     assert np.all(r.changed_cells <= 2 * r.extra["steps"])  # two cells per step at most
 
 
+@pytest.mark.slow
 def test_jsma_negative_theta_only_decreases_cells(bundle, test_examples):
     r = run(bundle, test_examples, "jsma", theta=-1.0, max_iter=100)
     assert np.all(r.x_adv <= r.x)
@@ -114,7 +118,7 @@ def test_cw_linf_shrinks_below_its_first_tau(bundle, test_examples):
     assert np.all(r.linf[~r.flipped & (r.clean_pred == r.labels)] == 0)  # failures come back unchanged
 
 
-@pytest.mark.parametrize("name", ATTACKS)
+@pytest.mark.parametrize("name", slow_cases(ATTACKS, *SLOW))
 def test_torch_crafted_examples_keep_their_decision_on_onnx(bundle, test_examples, name):
     import torch
     r = run(bundle, test_examples, name, **FAST[name])

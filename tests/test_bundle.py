@@ -122,7 +122,6 @@ def _bundle_copy(bundle, folder):
     return ModelBundle.from_folder(folder)
 
 
-@pytest.mark.slow
 def test_an_onnx_file_from_other_weights_is_refused(tmp_path, bundle, monkeypatch):
     """A model.onnx that is not the bundle's weights (here: an untrained CNN-LSTM) fails the
     parity check and is never served."""

@@ -65,7 +65,6 @@ def test_fold_splits_are_disjoint_by_speaker_and_validate_on_the_training_side(e
         fold_split(t, 5)
 
 
-@pytest.mark.slow
 def test_band_standardiser_and_utterance_norm_remove_a_recording_offset():
     from ser_core.models.cnn_lstm import CNNLSTM
     from ser_core.audio.standardize import Standardizer

@@ -148,7 +148,6 @@ def test_gender_split_is_what_the_balanced_order_takes():
     assert plan.gender_split(None, 4, 15) == (4, 15)
 
 
-@pytest.mark.slow
 def test_profile_counts_per_attack_family_and_projection(bundle, four, tmp_path):
     profile = plan.Profile("test", 4, {"signstep": 2}, batch=4)
     out = tmp_path / "results.jsonl"
@@ -183,7 +182,7 @@ def test_standard_profile_follows_the_wilson_rule_and_the_cost_table():
     examples = sum(plan.bundle_test_size(b) for b in paper)
     costs = plan.load_costs()
     proj = plan.Projection((), costs)
-    for name, cls in plan.select_attacks().items():  # the attacks the grid runs
+    for name, cls in plan.select_attacks(domain="features").items():  # the study's attacks the grid runs
         whole_hours = sum(proj.estimate(name, plan.setting_key(s), examples) for s in plan.settings_of(cls)) / 3600
         n = p.count(name)
         if n is None:  # whole test sets: cheap by the cost table
@@ -195,6 +194,13 @@ def test_standard_profile_follows_the_wilson_rule_and_the_cost_table():
             assert stats.wilson_half_width(n) <= margin < stats.wilson_half_width(n - 1), name
     assert {a: p.count(a) for a in ("cw_l2", "pixel", "boundary", "bim", "jsma")} == {
         "cw_l2": 93, "pixel": 93, "boundary": 93, "bim": 381, "jsma": 381}
+    # waveform cells (held-out clips, fewer than the chunks): a 10-point margin, like the costly attacks
+    from ser_core.attacks import registry
+    assert set(plan.WAVEFORM_ATTACKS) == set(registry("waveform"))
+    for name in plan.WAVEFORM_ATTACKS:
+        n = p.count(name)
+        assert stats.wilson_half_width(n) <= plan.STANDARD_WAVEFORM_MARGIN < stats.wilson_half_width(n - 1)
+        assert plan.PROFILES["quick"].count(name) == plan.WAVEFORM_QUICK
 
 
 def test_dry_run_plan_gives_counts_intervals_and_cpu_hours(bundle):
@@ -265,7 +271,6 @@ def test_grid_writes_one_row_per_cell_and_subset(grid_run, bundle):
         assert r["mean_abs"] <= r["linf"] + 1e-6 and r["seconds"] > 0
 
 
-@pytest.mark.slow
 def test_grid_redoes_the_cells_of_a_retrained_model_of_the_same_name(grid_run, bundle, four, tmp_path):
     out = tmp_path / "results.jsonl"
     out.write_text(grid_run[0].read_text())
@@ -351,7 +356,6 @@ class _Counting(SignStep):
         return super().__call__(*a, **k)
 
 
-@pytest.mark.slow
 def test_resuming_with_another_batch_size_does_not_read_the_old_batches(bundle, four, tmp_path):
     out = tmp_path / "results.jsonl"
     attacks = {"signstep": _Counting}
@@ -382,7 +386,6 @@ class _Twice(executors.LocalExecutor):
             yield job, dict(out, adv_pred=(out["adv_pred"] + 1) % len(job.cell.bundle.labels))
 
 
-@pytest.mark.slow
 def test_a_batch_result_that_arrives_twice_is_written_once(grid_run, bundle, four, tmp_path):
     out = tmp_path / "results.jsonl"
     rows = run_grid([bundle], ATTACKS, out, plan.Profile("test", None, batch=3), test_sets={bundle.name: four},

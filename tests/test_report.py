@@ -39,8 +39,8 @@ def test_report_sets_defended_bundles_beside_their_base(tmp_path):
     metrics = {"n": 837, "accuracy": 0.8124, "n_male": 315, "accuracy_male": 0.8, "n_female": 522, "accuracy_female": 0.82}
     defended = _cells("emodb-paper-pgd", [(*fgsm, ((20, 15, 17), (10, 7, 9), (10, 8, 8))), (*bim, ((4, 1, 4), (2, 1, 2), (2, 0, 2)))],
                       defence="pgd-at", defence_config=cfg, bundle_test_metrics=metrics)
-    plain = report.write_report(base, tmp_path / "plain", profile="quick", waveform_rows=[])
-    text = report.write_report(base + defended, tmp_path / "both", profile="quick", waveform_rows=[])
+    plain = report.write_report(base, tmp_path / "plain", profile="quick")
+    text = report.write_report(base + defended, tmp_path / "both", profile="quick")
     section = text.split("## Defence: adversarial training")[1].split("\n## ")[0]
     lines = section.splitlines()
     # the recipe as ours, and a command that rebuilds it with the non-default flags

@@ -21,7 +21,6 @@ from ser_core.attacks.objective import Objective
 from ser_core.attacks.waveform.base import PCM_MAX, PCM_MIN, ClipModel, from_pcm, to_pcm
 from ser_core.audio.chunkmap import trim_guard
 from ser_core.attacks.waveform.masking import MaskingThreshold
-from tests.helpers import slow_cases
 
 
 @pytest.fixture()
@@ -140,8 +139,8 @@ def test_apgd_keeps_the_chunking_of_a_short_clip(bundle, data_dir, tmp_path):
     assert r.chunking_unchanged and r.flipped and r.snr_db >= 40
 
 
-@pytest.mark.parametrize("attack, params", slow_cases([("apgd", {"snr_db": 15, "steps": 20}),
-                                            ("pgd", {"snr_db": 15, "steps": 20, "step_fraction": 0.1})], "apgd"))
+@pytest.mark.parametrize("attack, params", [("apgd", {"snr_db": 15, "steps": 20}),
+                                            ("pgd", {"snr_db": 15, "steps": 20, "step_fraction": 0.1})])
 @pytest.mark.parametrize("target", ["sadness", "neutral"])
 def test_targeted_attacks_land_on_the_target_on_the_written_wav(own_bundle, data_dir, tmp_path, attack, params, target):
     r = attack_clip(own_bundle, clip(data_dir, "08a07La.flac"), attack, params, out_dir=tmp_path, target=target, domain="waveform")
