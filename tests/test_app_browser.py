@@ -59,7 +59,9 @@ def test_upload_attack_and_see_the_flip():
             page = _open(browser, url, EXAMPLE)
             page.get_by_label("log-Mel features (the study)").check()
             # the presets fill the parameters from the study's settings
-            page.wait_for_function("() => document.querySelector('#params textarea').value.includes('eps')",
+            # the study's preset has an "eps" key ("steps" of the waveform preset must not match)
+            page.wait_for_function("() => { try { return 'eps' in JSON.parse("
+                                   "document.querySelector('#params textarea').value); } catch (e) { return false; } }",
                                    timeout=10_000)
             assert json.loads(page.locator("#params textarea").input_value())["eps"] == 0.25
             page.locator("#params textarea").fill(json.dumps({"eps": 1.25}))
