@@ -37,6 +37,8 @@ class AttackResult:
     extra: dict = field(default_factory=dict)
     stop_reason: str | None = None
     domain: str = "features"
+    # clip inputs (waveform): the serving path's ClipPrediction before and after, per clip
+    predictions: list | None = None
 
     @property
     def labels(self) -> np.ndarray:
