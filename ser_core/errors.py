@@ -61,3 +61,23 @@ class BusyError(SERError, RuntimeError):
 
 class AttackCancelledError(SERError, RuntimeError):
     """The caller cancelled the attack; nothing more is computed for it."""
+
+
+# How much of an untrusted value (a name, a path, a parameter) an error message shows.
+EXCERPT_CHARS = 40
+
+
+def excerpt(value, limit: int = EXCERPT_CHARS) -> str:
+    """An untrusted value as an error message may show it: quoted and escaped (repr, with <, >
+    and & as escapes too, so a page never renders it as markup), at most `limit` characters of
+    it, and the length of the rest when it was cut. A 5 MB name stays a 60-character excerpt."""
+    if isinstance(value, str):
+        text, shown = value, repr(value[:limit])
+    else:
+        try:
+            text = repr(value)
+        except ValueError:  # an int of more digits than Python will print
+            text = f"(an {type(value).__name__} too long to show)"
+        shown = text[:limit]
+    shown = shown.replace("&", "\\x26").replace("<", "\\x3c").replace(">", "\\x3e")
+    return shown if len(text) <= limit else f"{shown}... ({len(text)} characters)"

@@ -19,7 +19,7 @@ from ser_core.attacks.base import DOMAINS, REGISTRY, Attack, FixedBudgetAttack, 
 from ser_core.attacks.objective import Objective, logit_margin
 from ser_core.attacks.params import Param
 from ser_core.attacks.result import AttackResult
-from ser_core.errors import ParameterError
+from ser_core.errors import ParameterError, excerpt
 
 from ser_core.attacks import features, waveform  # noqa: E402,F401  each attack registers on import
 
@@ -29,7 +29,7 @@ def registry(domain: str | None = None) -> dict[str, type[Attack]]:
     if domain is None:
         return {n: c for d in DOMAINS for n, c in REGISTRY[d].items()}
     if domain not in DOMAINS:
-        raise ParameterError(f"unknown domain {str(domain)[:40]!r} (accepted: {', '.join(DOMAINS)})")
+        raise ParameterError(f"unknown domain {excerpt(domain)} (accepted: {', '.join(DOMAINS)})")
     return REGISTRY[domain]
 
 
@@ -38,8 +38,7 @@ def attack_class(name: str, domain: str | None = None) -> type[Attack]:
     must be the attack's. A ParameterError naming the accepted names otherwise."""
     found = domain_of(name)
     if found is None:
-        shown = (name[:40] + "...") if isinstance(name, str) and len(name) > 40 else name
-        raise ParameterError(f"unknown attack {shown!r} (accepted: {', '.join(sorted(registry(domain)))})")
+        raise ParameterError(f"unknown attack {excerpt(name)} (accepted: {', '.join(sorted(registry(domain)))})")
     if domain is not None and domain != found:
         registry(domain)  # an unknown domain is refused first
         raise ParameterError(f"{name} is a {found} attack, not a {domain} one (accepted domain: {found!r})")

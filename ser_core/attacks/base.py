@@ -27,7 +27,7 @@ import torch
 from ser_core.attacks.objective import Objective, as_objective
 from ser_core.attacks.params import Param, check_settings
 from ser_core.attacks.result import AttackResult
-from ser_core.errors import ParameterError
+from ser_core.errors import ParameterError, excerpt
 
 DOMAINS = ("features", "waveform")
 
@@ -143,7 +143,7 @@ def check_target(cls: type[Attack], bundle, target) -> int | None:
         raise ParameterError(f"{cls.name} has no targeted mode (accepted: no target; targeted "
                              f"attacks: {', '.join(targeted_attacks())})")
     if target not in bundle.labels:
-        raise ParameterError(f"target emotion {str(target)[:40]!r} is not one of model {bundle.name}'s "
+        raise ParameterError(f"target emotion {excerpt(target)} is not one of model {bundle.name}'s "
                              f"(accepted: {', '.join(bundle.labels)}, or none for untargeted)")
     return bundle.labels.index(target)
 

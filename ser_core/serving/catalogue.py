@@ -3,6 +3,7 @@ parameters, and the strength presets the page starts from.
 
   available_models / model_info / get_bundle   the shipped bundles under models/ (lazily loaded,
                                                cached; Hub bundles only pinned to a commit)
+  disable_model / disabled_models              models taken out of service, with the reason
   domains / default_domain / DOMAIN_LABELS     waveform (verified flips) first, then features
   attack_catalogue / default_attack            the registry's attacks (`Attack.describe`)
   presets / default_preset                     the study's settings; SNR budgets for waveform
@@ -16,7 +17,7 @@ import threading
 from pathlib import Path
 
 from ser_core.attacks import attack_class, describe_attacks
-from ser_core.errors import ModelBundleError, ParameterError
+from ser_core.errors import ModelBundleError, ParameterError, excerpt
 from ser_core.models import bundle as bundle_module
 
 DOMAIN_FEATURES = "features"
@@ -30,6 +31,7 @@ NO_TARGET = "none"
 
 _bundles: dict[str, object] = {}
 _bundles_lock = threading.Lock()
+_disabled: dict[str, str] = {}  # model -> why it is not served (its ONNX could not be built, ...)
 
 
 # --- models ---------------------------------------------------------------------------------
@@ -39,16 +41,43 @@ def available_models() -> list[str]:
     weights. Missing ones are simply absent, so the app starts with whatever has been trained."""
     override = os.environ.get("SER_APP_MODELS", "").strip()
     if override:
-        return [m.strip() for m in override.split(",") if m.strip()]
+        return [m.strip() for m in override.split(",") if m.strip() and m.strip() not in _disabled]
     root = bundle_module.MODELS_DIR
-    found = [p.name for p in sorted(root.glob("*")) if not p.name.startswith(".")
+    found = [p.name for p in sorted(root.glob("*")) if not p.name.startswith(".") and p.name not in _disabled
              and (p / bundle_module.CONFIG).is_file() and (p / bundle_module.WEIGHTS).is_file()] \
         if root.is_dir() else []
     return sorted(found, key=lambda n: (PREFERRED.index(n) if n in PREFERRED else len(PREFERRED), n))
 
 
+def disable_model(name: str, reason: str) -> None:
+    """Take `name` out of service (available_models leaves it out; get_bundle names the reason)."""
+    with _bundles_lock:
+        _disabled[name] = reason
+        _bundles.pop(name, None)
+
+
+def disabled_models() -> dict[str, str]:
+    """Models taken out of service, with the reason."""
+    return dict(_disabled)
+
+
+def _served(name) -> str:
+    """`name` when it is in the one allow-list of served models (available_models), else a
+    ParameterError naming the accepted ones: a caller's name never becomes a path on its own."""
+    served = available_models()
+    if isinstance(name, str) and name in _disabled:  # the reason (paths) stays in the server's log
+        raise ModelBundleError(f"model {excerpt(name)} is out of service here: its files failed to load at "
+                               f"start-up (accepted: {', '.join(served) or 'none'})")
+    if not isinstance(name, str) or name not in served:
+        raise ParameterError(f"model {excerpt(name)} is not served here "
+                             f"(accepted: {', '.join(served) or 'none: no model bundle under models/'})")
+    return name
+
+
 def model_info(name: str) -> dict:
-    """What the model picker shows, read from the bundle's config without loading weights."""
+    """What the model picker shows, read from a served bundle's config without loading weights
+    (a name outside the allow-list is refused before any file is looked at)."""
+    name = _served(name)
     folder = Path(name) if (Path(name) / bundle_module.CONFIG).is_file() else bundle_module.MODELS_DIR / name
     try:
         cfg = json.loads((folder / bundle_module.CONFIG).read_text())
@@ -76,10 +105,7 @@ def _strip_front_matter(text: str) -> str:
 def get_bundle(name: str):
     """The served bundle `name`, loaded once and kept (its ONNX session and torch model are
     built on first use by the bundle itself)."""
-    served = available_models()
-    if name not in served:
-        raise ParameterError(f"model {name!r} is not served here "
-                             f"(accepted: {', '.join(served) or 'none: no model bundle under models/'})")
+    name = _served(name)
     with _bundles_lock:
         if name not in _bundles:
             if name.startswith(bundle_module.HUB_PREFIX):
@@ -137,7 +163,7 @@ def attack_catalogue(domain: str = DOMAIN_FEATURES) -> list[dict]:
     """Name, kind, goal, parameters and the study's settings of each attack of `domain`
     (`Attack.describe`, as `python -m export attacks` lists them)."""
     if domain not in domains():
-        raise ParameterError(f"unknown domain {domain!r} (accepted: {', '.join(domains())})")
+        raise ParameterError(f"unknown domain {excerpt(domain)} (accepted: {', '.join(domains())})")
     return describe_attacks(domain)
 
 
@@ -149,7 +175,7 @@ def attack_choices(domain: str) -> list[tuple[str, str]]:
 def _attack_entry(attack: str, domain: str) -> dict:
     """The catalogue entry of `attack`; an unknown name is told which domain it belongs to."""
     if domain not in domains():
-        raise ParameterError(f"unknown domain {domain!r} (accepted: {', '.join(domains())})")
+        raise ParameterError(f"unknown domain {excerpt(domain)} (accepted: {', '.join(domains())})")
     return attack_class(attack, domain).describe()
 
 

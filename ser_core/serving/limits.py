@@ -19,7 +19,7 @@ import numpy as np
 
 from ser_core.attacks import get_attack
 from ser_core.audio.decode import load_audio
-from ser_core.errors import AudioError, EmptyAudioError, ParameterError, TooLongAudioError
+from ser_core.errors import AudioError, EmptyAudioError, ParameterError, TooLongAudioError, excerpt
 from ser_core.serving.catalogue import DOMAIN_FEATURES, DOMAIN_WAVEFORM, attack_catalogue
 
 MAX_PREDICT_SECONDS = 120.0   # prediction is cheap: a couple of minutes of speech
@@ -83,19 +83,19 @@ def parse_params(params) -> dict:
         raise ParameterError(f"parameters must be a JSON object, not {type(params).__name__} "
                              f"({ACCEPTED_PARAMS})")
     for k, v in params.items():
-        name = k if len(str(k)) <= 40 else f"{str(k)[:40]}..."
+        name = excerpt(k)
         if isinstance(v, (dict, list, tuple)):
-            raise ParameterError(f"parameter {name!r} is a nested {type(v).__name__} ({ACCEPTED_PARAMS})")
+            raise ParameterError(f"parameter {name} is a nested {type(v).__name__} ({ACCEPTED_PARAMS})")
         if v is not None and not isinstance(v, (bool, int, float, str)):
-            raise ParameterError(f"parameter {name!r} is a {type(v).__name__} ({ACCEPTED_PARAMS})")
+            raise ParameterError(f"parameter {name} is a {type(v).__name__} ({ACCEPTED_PARAMS})")
         if isinstance(v, str) and len(v) > MAX_STRING_CHARS:
-            raise ParameterError(f"parameter {name!r} is a string of {len(v)} characters "
+            raise ParameterError(f"parameter {name} is a string of {len(v)} characters "
                                  f"(accepted: at most {MAX_STRING_CHARS})")
         if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 10 ** MAX_NUMBER_CHARS:
-            raise ParameterError(f"parameter {name!r} is an integer of {len(str(abs(v)))} digits "
+            raise ParameterError(f"parameter {name} is an integer of more than {MAX_NUMBER_CHARS} digits "
                                  f"(accepted: at most {MAX_NUMBER_CHARS} digits)")
         if isinstance(v, float) and not math.isfinite(v):
-            raise ParameterError(f"parameter {name!r}={v} is not finite (accepted: finite numbers)")
+            raise ParameterError(f"parameter {name}={v} is not finite (accepted: finite numbers)")
     return params
 
 
@@ -131,7 +131,7 @@ def _check_caps(attack: str, domain: str, settings: dict) -> None:
     for name, (low, high) in space_caps(attack, domain).items():
         v = settings.get(name)
         if v is not None and not low <= v <= high:
-            raise ParameterError(f"{attack}: {name}={v!r} is outside this Space's limits [{low}, {high}] "
+            raise ParameterError(f"{attack}: {name}={excerpt(v)} is outside this Space's limits [{low}, {high}] "
                                  "(2 vCPU; the command-line tool `python -m export attack` accepts "
                                  "the attack's full range)")
 
