@@ -20,12 +20,12 @@ import numpy as np
 
 from ser_core.attacks.clip import attack_clip
 from ser_core.control import run_control, stop_reason
-from ser_core.errors import AttackCancelledError, ParameterError
+from ser_core.errors import AttackCancelledError, ParameterError, excerpt
 from ser_core.serving.catalogue import DOMAIN_FEATURES, default_domain, domains, get_bundle
 from ser_core.serving.files import output_folder
 from ser_core.serving.limits import (ATTACK_DEADLINE_S, MAX_ATTACK_SECONDS, check_params, parse_params,
                                      parse_target, read_clip)
-from ser_core.serving.prediction import jsonable, model_accuracy, speech_check
+from ser_core.serving.prediction import jsonable, model_accuracy, speech_check, withhold_emotion
 
 
 @dataclass
@@ -57,12 +57,14 @@ def run_attack(path, model: str, attack: str, params=None, domain: str | None = 
     The attack runs under this Space's parameter caps (SPACE_CAPS) and wall-clock deadline
     (deadline_s, default ATTACK_DEADLINE_S): at the deadline, or when `cancel` is set, it stops
     and the result is the best so far, with stopped_early, stop_reason ('deadline' or
-    'cancelled') and the seconds spent."""
+    'cancelled') and the seconds spent. A clip the speech check does not call speech is
+    attacked all the same, but `emotion_shown` is False and `no_emotion_reason` says why: the
+    model's classes before and after are not emotions (its summary says so, not "Flipped")."""
     t0 = time.perf_counter()
     deadline_s = ATTACK_DEADLINE_S if deadline_s is None else float(deadline_s)
     domain = domain or default_domain()
     if domain not in domains():
-        raise ParameterError(f"domain {domain!r} is not available (accepted: {', '.join(domains())})")
+        raise ParameterError(f"domain {excerpt(domain)} is not available (accepted: {', '.join(domains())})")
     b = get_bundle(model)
     params = parse_params(params)
     check_params(b, attack, params, domain)
@@ -70,6 +72,7 @@ def run_attack(path, model: str, attack: str, params=None, domain: str | None = 
     _check_target(b, target, attack, domain)
     sr = b.feature_config.sample_rate
     y = read_clip(path, max_seconds, sr)
+    speech = speech_check(y, sr)  # a clip that is not speech is attacked, but shows no emotion
     out = Path(out_dir) if out_dir else output_folder()
     out.mkdir(parents=True, exist_ok=True)
     with run_control(deadline_s=deadline_s, cancel=cancel):
@@ -81,7 +84,7 @@ def run_attack(path, model: str, attack: str, params=None, domain: str | None = 
             outcome = _waveform_outcome(b, y, r, out)
     outcome.result.update(domain=domain, model=model, language=b.config.get("language"),
                           seconds_of_audio=round(len(y) / sr, 3), deadline_seconds=deadline_s,
-                          model_accuracy=model_accuracy(b.config), speech=speech_check(y, sr),
+                          model_accuracy=model_accuracy(b.config), speech=speech, **withhold_emotion(speech),
                           total_seconds=round(time.perf_counter() - t0, 3))
     outcome.result = jsonable(outcome.result)
     return outcome

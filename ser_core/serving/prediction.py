@@ -2,21 +2,30 @@
 request as fast as the next ones.
 
   predict(path, model)   label, clip and per-chunk probabilities (serving path, ONNX), the
-                         model's measured accuracy, a speech check and an "unsure" note
+                         model's measured accuracy, a speech check and an "unsure" note; no
+                         label for a clip that is not speech (the check's reason instead)
+  withhold_emotion       the fields that say whether an emotion is shown, and why not
+  label_value            what the page's label view shows: the probabilities, or "no emotion"
   model_accuracy         how well the model does and how that was measured (the bundle's config)
   confidence_note        a plain sentence when the top probability is low
-  warm_up(models)        load bundles and build/check ONNX sessions before serving
+  warm_up(models)        load bundles and build/check ONNX sessions before serving; a model
+                         whose files fail is taken out of service, the others serve
+  warm_up_in_background  the same in a thread, for the models after the page's default
   jsonable               numpy values -> plain Python for the API's JSON"""
 from __future__ import annotations
 
+import logging
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ser_core.serving.catalogue import available_models, get_bundle
+from ser_core.serving.catalogue import available_models, disable_model, disabled_models, get_bundle
 from ser_core.serving.limits import MAX_PREDICT_SECONDS, read_clip
+
+_log = logging.getLogger(__name__)
 
 # Below this top probability the prediction comes with a plain "the model is unsure" sentence.
 UNSURE_BELOW = 0.5
@@ -69,18 +78,41 @@ def speech_check(y: np.ndarray, sample_rate: int) -> dict:
     return check_speech(y, sample_rate).to_dict()
 
 
+NO_EMOTION = "no emotion: not speech"
+
+
+def withhold_emotion(speech: dict) -> dict:
+    """`emotion_shown` (the speech check passed) and, when not, `no_emotion_reason`: the
+    models know acted speech only, so for any other sound their top class is not an emotion."""
+    shown = bool(speech.get("has_speech"))
+    reason = None if shown else (f"{speech.get('verdict', 'no speech')}"
+                                 + (f": {speech['reason']}" if speech.get("reason") else ""))
+    return {"emotion_shown": shown, "no_emotion_reason": reason}
+
+
+def label_value(probabilities: dict, result: dict):
+    """The label view's value: the probabilities when an emotion is shown, else NO_EMOTION
+    (a label without bars; the page's note carries the model's output, marked)."""
+    return probabilities if result.get("emotion_shown", True) else NO_EMOTION
+
+
 def predict(path, model: str, max_seconds: float = MAX_PREDICT_SECONDS) -> dict:
     """Emotion of a clip: label, clip probabilities (mean over 3 s chunks) and per-chunk ones,
     the model's measured accuracy, the speech check and, when the top probability is low, a
-    plain note. A clip with little or no speech is still scored; `speech.has_speech` is False
-    and `notes` says so."""
+    plain note. A clip with little or no speech is still scored, but shows no emotion: `label`
+    is None, `emotion_shown` False, `no_emotion_reason` and `notes` say why; `model_label` is
+    the model's top class either way and `probabilities` stay."""
     t0 = time.perf_counter()
     b = get_bundle(model)
     y = read_clip(path, max_seconds, b.feature_config.sample_rate)
     pred = b.predict_clip(y, b.feature_config.sample_rate)
     speech = speech_check(y, b.feature_config.sample_rate)
-    unsure = confidence_note(pred.probabilities)
-    return jsonable(dict(pred.to_dict(), model=model, language=b.config.get("language"),
+    withheld = withhold_emotion(speech)
+    unsure = confidence_note(pred.probabilities) if withheld["emotion_shown"] else None
+    out = dict(pred.to_dict(), model_label=pred.label, **withheld)
+    if not withheld["emotion_shown"]:
+        out["label"] = None
+    return jsonable(dict(out, model=model, language=b.config.get("language"),
                          confidence=max(pred.probabilities.values()), unsure=unsure is not None,
                          speech=speech, model_accuracy=model_accuracy(b.config),
                          notes=[n for n in (speech["note"], unsure) if n],
@@ -88,9 +120,13 @@ def predict(path, model: str, max_seconds: float = MAX_PREDICT_SECONDS) -> dict:
                          latency_seconds=round(time.perf_counter() - t0, 4)))
 
 
-def warm_up(models: list[str] | None = None) -> dict[str, float]:
-    """Load every served bundle, build or check its ONNX session and run it once, and load the
-    speech detector, so the first request is answered at full speed. Seconds per model."""
+def warm_up(models: list[str] | None = None, ready: int | None = None) -> dict[str, float]:
+    """Load the served bundles in order, build (or rebuild) and check each ONNX session and run a
+    whole request once, and load the speech detector, so the first request is answered at full
+    speed. A model whose files fail (weights changed, ONNX that cannot be built or checked) is
+    taken out of service (catalogue.disable_model), the reason logged, and the next one tried;
+    the others serve. ready: stop once that many models are warm (the page's default; the rest
+    in the background, warm_up_in_background). Seconds per model warmed."""
     import soundfile as sf
     seconds = {}
     with tempfile.TemporaryDirectory(prefix="ser-warm-") as tmp:
@@ -101,10 +137,32 @@ def warm_up(models: list[str] | None = None) -> dict[str, float]:
         clip = Path(tmp) / "warm.wav"
         sf.write(str(clip), 0.3 * np.sin(2 * np.pi * 180 * t) * np.sin(np.pi * t / 1.5), sr, subtype="PCM_16")
         for name in models if models is not None else available_models():
+            if ready is not None and len(seconds) >= ready:
+                break
+            if name in disabled_models():
+                continue
             t0 = time.perf_counter()
+            try:
+                get_bundle(name).onnx_session()  # its files: weights checked, ONNX built or rebuilt
+            except Exception as exc:  # one model's bad files must not stop the others serving
+                disable_model(name, f"{type(exc).__name__}: {exc}")
+                _log.warning("model %s is out of service: %s: %s", name, type(exc).__name__, exc)
+                continue
             predict(str(clip), name)
             seconds[name] = round(time.perf_counter() - t0, 3)
     return seconds
+
+
+def warm_up_in_background(models: list[str], done=None) -> threading.Thread:
+    """warm_up(models) in a daemon thread (the app serves meanwhile: a request for a model not
+    yet warm waits for its ONNX session); then done(seconds), if given."""
+    def work():
+        seconds = warm_up(models)
+        if done:
+            done(seconds)
+    thread = threading.Thread(target=work, name="ser-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def jsonable(obj):

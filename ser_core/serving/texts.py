@@ -44,8 +44,9 @@ LIMITS = """
   attack stops after {deadline} s and shows the best it found by then, marked *stopped early*;
   the iteration counts are capped below the attacks' full ranges (the command-line tool
   `python -m export attack` has the full ranges). One attack runs at a time; *Stop* ends it.
-- A speech detector (Silero VAD) checks each clip; for a clip with little or no speech the
-  emotion is still shown but flagged: the models only know acted speech.
+- A speech check (Silero VAD and three spectral measures: flatness, how fast the spectrum's
+  shape changes, held pitches) runs on each clip; a clip with little or no speech (a tone, a
+  hum, noise, music) gets no emotion: the page says why and greys the model's output.
 - RAVDESS models and examples are CC BY-NC-SA 4.0: non-commercial use only.
 """
 
@@ -56,12 +57,24 @@ def limits_markdown() -> str:
 
 
 def prediction_markdown(result: dict) -> str:
-    """What the page shows beside a prediction: its notes, then the model's accuracy."""
-    lines = [f"**Note:** {n}" for n in result.get("notes") or []]
+    """What the page shows beside a prediction: its notes, then the model's accuracy. For a
+    clip that is not speech, first that no emotion is shown and why, with the model's output
+    kept below, marked as not an emotion."""
+    lines = []
+    if result.get("emotion_shown") is False:
+        lines += ["### No emotion shown: this clip is not speech", model_output_line(result.get("probabilities"))]
+    lines += [f"**Note:** {n}" for n in result.get("notes") or []]
     acc = (result.get("model_accuracy") or {}).get("text")
     if acc:
         lines.append(f"Model: {acc}")
     return "\n\n".join(lines)
+
+
+def model_output_line(probabilities) -> str:
+    """The model's output for a clip that is not speech, greyed and marked as not an emotion."""
+    ranked = sorted((probabilities or {}).items(), key=lambda kv: kv[1], reverse=True)
+    text = ", ".join(f"{k} {v:.2f}" for k, v in ranked)
+    return f"<span style='color:gray'>*The model's output, not an emotion: {text}.*</span>"
 
 
 def format_params(params) -> str:
@@ -82,6 +95,10 @@ def summary_markdown(r: dict) -> str:
         head = (f"## {'Landed on' if r.get('target_reached') else 'Did not reach'} {r['target']}: "
                 f"{r.get('label_before')} → {r.get('label_after')}")
     notes = []
+    if r.get("emotion_shown") is False:  # no emotion to flip: the model's classes, marked as such
+        head = "## Not speech: no emotion to flip"
+        notes.append(f"<span style='color:gray'>*The model's top class went from {r.get('label_before')} to "
+                     f"{r.get('label_after')}; for a sound that is not speech neither is an emotion.*</span>")
     if r.get("stopped_early"):
         why = ("the Space's time limit" if r.get("stop_reason") == "deadline" else "a cancel")
         notes.append(f"**Stopped early** by {why} after {_fmt(r.get('seconds'))} s "
@@ -89,7 +106,7 @@ def summary_markdown(r: dict) -> str:
     speech = r.get("speech") or {}
     if speech.get("note"):
         notes.append(f"**Note:** {speech['note']}")
-    unsure = confidence_note(r.get("probabilities_before") or {})
+    unsure = confidence_note(r.get("probabilities_before") or {}) if r.get("emotion_shown") is not False else None
     if unsure:
         notes.append(f"**Before the attack:** {unsure}")
 
@@ -116,7 +133,7 @@ def summary_markdown(r: dict) -> str:
         rows += [("listening copy re-scored", f"{lc['label']} (flip {'survives' if lc['flipped'] else 'lost'})"),
                  ("clean features inverted, re-scored", lc["clean_inversion_label"])]
     for key in ("target", "target_reached", "snr_db", "linf_16bit", "verified_flipped", "chunking_unchanged"):
-        if key in r:
+        if key in r and (r.get("target") or not key.startswith("target")):  # target rows: targeted only
             rows.append((key.replace("_", " "), _fmt(r[key])))
     perceptual = r.get("perceptual") or {}
     if perceptual.get("pmr_p95_db") is not None:
