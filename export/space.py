@@ -9,8 +9,10 @@ when present, and a .gitattributes that stores the binary files with Git LFS as 
 requires.
 
 What ships: no file over MAX_FILE_BYTES (10 MB). model.onnx (16 MB of float32 per model) does
-not: the Space builds it from the int8 weights at start-up and checks it against them (parity)
-before it serves, which the white-box attacks need anyway (torch is in the Space)."""
+not: the Space builds it from the int8 weights at start-up and checks it against them (parity),
+the default model's before it serves and the others' in the background, which the white-box
+attacks need anyway (torch is in the Space). Since it exports at every start, the Space's
+requirements are pinned to the versions the tests ran with (space.yaml, tests/test_space_export.py)."""
 from __future__ import annotations
 
 import shutil

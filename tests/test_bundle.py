@@ -122,18 +122,19 @@ def _bundle_copy(bundle, folder):
     return ModelBundle.from_folder(folder)
 
 
-def test_an_onnx_file_from_other_weights_is_refused(tmp_path, bundle, monkeypatch):
+def test_an_onnx_file_from_other_weights_is_refused_and_rebuilt(tmp_path, bundle, monkeypatch):
     """A model.onnx that is not the bundle's weights (here: an untrained CNN-LSTM) fails the
-    parity check and is never served."""
+    parity check and is never served: it is rebuilt from the weights in its place."""
     from ser_core.models.onnx_export import export_onnx
     monkeypatch.setenv("SER_CACHE_DIR", str(tmp_path / "cache"))
     b = _bundle_copy(bundle, tmp_path / "b")
     torch.manual_seed(0)
     export_onnx(CNNLSTM(len(b.labels)).eval(), b.folder / "model.onnx", b.feature_config.input_shape)
+    stale = (b.folder / "model.onnx").read_bytes()
     with pytest.raises(ModelBundleError, match="parity check failed"):
-        b.onnx_path()
-    with pytest.raises(ModelBundleError, match="parity check failed"):
-        b.predict_features(np.zeros((1,) + b.feature_config.input_shape, np.float32))
+        b.verify_onnx(b.folder / "model.onnx")
+    assert b.onnx_path() == b.folder / "model.onnx" and (b.folder / "model.onnx").read_bytes() != stale
+    assert json.loads((b.folder / "model.onnx.verified.json").read_text())["parity"]["same_decisions"]
 
 
 def test_a_checked_onnx_is_recorded_and_changed_weights_are_refused(tmp_path, bundle, monkeypatch):
@@ -164,7 +165,10 @@ def test_onnx_with_external_data_is_refused(tmp_path, bundle, monkeypatch):
     onnx.save_model(proto, str(b.folder / "model.onnx"), save_as_external_data=True,
                     all_tensors_to_one_file=True, location="weights.data", size_threshold=0)
     with pytest.raises(ModelBundleError, match="external data"):
-        ModelBundle.from_folder(b.folder).onnx_path()
+        ModelBundle.from_folder(b.folder).verify_onnx(b.folder / "model.onnx")
+    # never served: rebuilt self-contained in its place
+    from ser_core.models.onnx_export import refuse_external_data
+    refuse_external_data(ModelBundle.from_folder(b.folder).onnx_path())
 
 
 def test_push_uploads_config_weights_and_card(bundle):

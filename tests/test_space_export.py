@@ -1,6 +1,7 @@
 """The exported Space folder on its own: nothing over 10 MB ships, it starts from its folder and
-answers, and every third-party package its code imports while serving is in its own
-requirements.txt (or is gradio, which the Space's SDK installs)."""
+answers, every third-party package its code imports while serving is in its own
+requirements.txt (or is gradio, which the Space's SDK installs), and every requirement is pinned
+to the version the tests ran with."""
 from __future__ import annotations
 
 import json
@@ -11,9 +12,11 @@ import pytest
 
 from tests.test_app_api import EXAMPLE, MODEL, running_app, warm_start
 
-# import name -> requirement name, for the packages the exported code may import
+# import name -> requirement name, for the packages the exported code may import (gradio's own
+# dependencies, which the Space's SDK installs with it at its versions, count as gradio)
 DISTRIBUTIONS = {"PIL": "pillow", "yaml": "pyyaml", "sklearn": "scikit-learn", "silero_vad": "silero-vad",
-                 "huggingface_hub": "huggingface_hub", "gradio_client": "gradio", "onnxruntime": "onnxruntime"}
+                 "huggingface_hub": "huggingface_hub", "gradio_client": "gradio", "onnxruntime": "onnxruntime",
+                 "starlette": "gradio", "fastapi": "gradio"}
 
 PROBE = r"""
 import ast, json, sys
@@ -37,6 +40,37 @@ for m in list(sys.modules.values()):
 local = {p.stem for p in root.iterdir()} | {"ser_core", "export", "tests"}
 print(json.dumps(sorted(n for n in names if n not in sys.stdlib_module_names and n not in local)))
 """
+
+
+def _pins(lines) -> dict[str, str]:
+    """{normalised name: version} of the `name==version` lines."""
+    import re
+    out = {}
+    for line in lines:
+        m = re.fullmatch(r"\s*([A-Za-z0-9_.-]+)\s*==\s*(\S+)\s*", line.split("#")[0])
+        if m:
+            out[re.sub(r"[-_.]+", "-", m.group(1)).lower()] = m.group(2)
+    return out
+
+
+def test_the_space_pins_what_the_tests_ran_with():
+    """The Space exports and parity-checks ONNX at every start: an unpinned torch, onnxruntime,
+    onnx, numpy or librosa release could break it on its next restart. Every requirement is
+    pinned, to requirements.txt's version where both name the package (torch from the CPU index,
+    onnxruntime at onnxruntime-gpu's), else to the version installed here."""
+    from importlib.metadata import version
+    from export.space import REPO, load_space_config
+    lines = [line for line in load_space_config()[1]["requirements"] if not line.startswith("-")]
+    assert lines and not [line for line in lines if "==" not in line], "unpinned Space requirements"
+    space = _pins(lines)
+    ours = {{"onnxruntime-gpu": "onnxruntime"}.get(n, n): v
+            for n, v in _pins((REPO / "requirements.txt").read_text().splitlines()).items()}
+    both = space.keys() & ours.keys()
+    assert {"torch", "onnxruntime", "onnx", "numpy", "librosa", "soundfile"} <= both
+    assert {n: space[n].split("+")[0] for n in both} == {n: ours[n] for n in both}
+    assert {n: space[n] for n in space.keys() - both} == {n: version(n) for n in space.keys() - both}
+    assert space["torch"].endswith("+cpu") and any("download.pytorch.org/whl/cpu" in line
+                                                   for line in load_space_config()[1]["requirements"])
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ A bundle folder holds
   model.onnx         built from the weights on first use if absent, with the parity check; one
                      found on disk is served only once it is shown to come from these weights
                      (a hash recorded when it was checked, else the parity check) and holds
-                     no external data
+                     no external data; one that is not (unreadable, stale) is rebuilt
   README.md          the model card
 It hands out a torch module (gradients, white-box attacks) and an ONNX Runtime session
 (serving, black-box attacks: CUDA when present, else CPU), and predicts clips: probabilities
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import threading
@@ -42,6 +43,9 @@ WEIGHT_DTYPES = ("float32", "float16", "int8")
 VERIFIED = ".verified.json"  # beside model.onnx: the hashes that passed the parity check
 HUB_PREFIX = "hf://"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+ONNX_BATCH = 16  # chunks per ONNX Runtime run (predict_features)
+_EXPORT_LOCK = threading.Lock()  # torch.onnx.export keeps global state: one export at a time
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -210,20 +214,27 @@ class ModelBundle:
     def onnx_path(self) -> Path:
         """model.onnx in the bundle, or built from the weights (with the parity check) into the
         bundle folder, or into the cache folder if the bundle folder is read-only. An ONNX file
-        found on disk is served only once verified against these weights (verify_onnx)."""
+        found on disk is served only once verified against these weights (verify_onnx); one that
+        fails (unreadable, external data, stale: from other weights) is rebuilt in its place.
+        Changed weights (config's weights_sha) are a ModelBundleError: no rebuild fixes them."""
         with self._lock:
             p = self.folder / ONNX
             from ser_core.data.dataset import cache_dir
             from ser_core.models.onnx_export import export_onnx
+            self._check_weights()
             targets = [p, cache_dir() / "onnx" / f"{self.name}-{self.config.get('weights_sha', 'x')}.onnx"]
             for target in targets:
                 if target.is_file():
-                    self.verify_onnx(target)
-                    return target
+                    try:
+                        self.verify_onnx(target)
+                        return target
+                    except Exception as exc:  # unreadable, refused by ONNX Runtime, stale: rebuilt
+                        _log.warning("%s: %s: %s; rebuilding it from the weights", target, type(exc).__name__, exc)
             model = self.torch_model()
             for target in targets:
                 try:
-                    export_onnx(model, target, self.feature_config.input_shape)
+                    with _EXPORT_LOCK:
+                        export_onnx(model, target, self.feature_config.input_shape)
                 except OSError:
                     continue
                 self.verify_onnx(target)
@@ -234,6 +245,14 @@ class ModelBundle:
         """sha256 (16 hex digits, as config's weights_sha) of model.safetensors as it is now."""
         return _sha256(self.folder / WEIGHTS)[:16]
 
+    def _check_weights(self) -> str:
+        """The weights' sha (weights_sha), or ModelBundleError if they differ from config's."""
+        weights, recorded = self.weights_sha(), self.config.get("weights_sha")
+        if recorded and weights != recorded:
+            raise ModelBundleError(f"{self.folder / WEIGHTS}: sha256 {weights} differs from config.json's "
+                                   f"weights_sha {recorded} (the weights were changed after saving)")
+        return weights
+
     def verify_onnx(self, path: Path) -> dict:
         """Raise ModelBundleError unless the ONNX file at `path` may be served for this bundle:
         no external data; the weights file matches config's weights_sha; and either a record
@@ -242,11 +261,7 @@ class ModelBundle:
         path = Path(path)
         from ser_core.models.onnx_export import refuse_external_data
         refuse_external_data(path)
-        weights = self.weights_sha()
-        recorded = self.config.get("weights_sha")
-        if recorded and weights != recorded:
-            raise ModelBundleError(f"{self.folder / WEIGHTS}: sha256 {weights} differs from config.json's "
-                                   f"weights_sha {recorded} (the weights were changed after saving)")
+        weights = self._check_weights()
         onnx_sha = _sha256(path)
         from ser_core.data.dataset import cache_dir
         records = [path.with_name(path.name + VERIFIED), cache_dir() / "onnx" / f"verified-{onnx_sha[:32]}.json"]
@@ -308,9 +323,15 @@ class ModelBundle:
         return self.standardizer.transform(clip_features(y, self.feature_config))
 
     def predict_features(self, x: np.ndarray) -> np.ndarray:
-        """Standardised features -> probabilities through ONNX Runtime."""
+        """Standardised features -> probabilities through ONNX Runtime, ONNX_BATCH chunks a run:
+        the session's memory arena keeps what its largest run needed (a 200-chunk batch of a
+        boundary attack left 1 GB resident), so no run is larger."""
         x = np.ascontiguousarray(x, dtype=np.float32)
-        return self.onnx_session().run(["probabilities"], {"features": x})[0]
+        session = self.onnx_session()
+        if len(x) <= ONNX_BATCH:
+            return session.run(["probabilities"], {"features": x})[0]
+        return np.concatenate([session.run(["probabilities"], {"features": x[i:i + ONNX_BATCH]})[0]
+                               for i in range(0, len(x), ONNX_BATCH)])
 
     def predict_clip(self, audio, sample_rate: int | None = None, max_seconds: float | None = None) -> ClipPrediction:
         """audio: a path, or a waveform with its sample_rate."""
