@@ -5,38 +5,42 @@ layer's modules: catalogue, limits, prediction, attack, files, texts), which the
 Endpoints (gradio_client): /predict (audio, model) -> (result, label, note) and /attack (audio,
 model, attack, params, domain, target emotion or "none"; the defaults are the page's: an Auto-PGD
 waveform attack at 30 dB SNR, untargeted, whose adversarial WAV is verified by the serving path);
-each returns its JSON result first.
+/timeline (audio, model) -> (result, plot: the emotion of every 3 s window, every 0.5 s) and
+/explain (audio, model) -> (result, log-Mel, occlusion map); each returns its JSON result first.
+A clip the speech check does not call speech gets no emotion label anywhere, only the reason.
 
 Limits for a 2-vCPU Space: attacks run one at a time (ser_core.serving.admission.AttackQueue: at most
 SER_APP_ATTACK_QUEUE waiting, SER_APP_ATTACKS_PER_CLIENT per client, refused beyond with a
 BusyError) under a wall-clock deadline (SER_APP_ATTACK_DEADLINE_S, default 60 s) and parameter
 caps (ser_core.serving.limits.SPACE_CAPS); Stop (or a client's cancel) stops the attack loop itself. Attacks
-never wait in Gradio's queue, so /predict keeps its own (two at a time, up to 32 waiting). Every
-model's ONNX session is built and checked before the server starts. Files: Gradio's cache and
+never wait in Gradio's queue, so /predict keeps its own (two at a time, up to 32 waiting). The
+page is served first; then the default model's ONNX session is built (a bad or stale model.onnx
+rebuilt from the weights) and checked, then the other models' in the background; a model whose
+files fail is out of service, with the reason in the log, and the others serve. Files: Gradio's cache and
 the attack outputs live in folders of this instance, capped in bytes and age; a refused upload
 is deleted at once.
 
     python app.py    # serves on GRADIO_SERVER_NAME:GRADIO_SERVER_PORT (127.0.0.1:7860)"""
 from __future__ import annotations
 
-import atexit
 import functools
 import os
-import shutil
-import tempfile
 import threading
+import time
 from pathlib import Path
 
+from ser_core.serving import files
+
 if not os.environ.get("GRADIO_TEMP_DIR"):
-    # Gradio reads this at import: one cache folder per instance, removed at exit, instead of
-    # the host-wide /tmp/gradio every instance shares
-    os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix=f"ser-space-gradio-{os.getpid()}-")
-    atexit.register(shutil.rmtree, os.environ["GRADIO_TEMP_DIR"], True)
+    # Gradio reads this at import: one cache folder per instance (removed at exit, and by the
+    # next start when this one is killed), instead of the host-wide /tmp/gradio
+    os.environ["GRADIO_TEMP_DIR"] = str(files.instance_folder(files.INSTANCE_PREFIX + "gradio-"))
 
 import gradio as gr
 
 from ser_core.serving import service
-from ser_core.serving.admission import AttackQueue
+from ser_core.serving.admission import AttackQueue, UploadGate, request_address
+from ser_core.serving.startup import warm_start
 from ser_core.errors import AudioError, SERError
 
 HERE = Path(__file__).resolve().parent
@@ -48,6 +52,11 @@ GRADIO_CACHE = Path(os.environ["GRADIO_TEMP_DIR"])
 # every request (entries younger than 2 minutes stay: a page may still be fetching them).
 CACHE_EVERY_S, CACHE_AGE_S = 300, 1800
 MAX_CACHE_BYTES = int(float(os.environ.get("SER_APP_MAX_CACHE_MB", "300")) * 1e6)
+# Between requests too: pruned every 10 s (files.housekeeping), and the upload route refuses what
+# would not fit or takes one address past its share in UPLOAD_WINDOW_S (admission.UploadGate).
+UPLOAD_BYTES_PER_CLIENT = int(float(os.environ.get("SER_APP_UPLOAD_MB_PER_CLIENT", "100")) * 1e6)
+UPLOAD_WINDOW_S, YOUNG_S = 600.0, 120.0  # YOUNG_S: entries a page may still fetch are kept
+MAX_ERROR_CHARS = 1000  # untrusted values are excerpts already (errors.excerpt); this is a net
 ATTACKS = AttackQueue(max_waiting=int(os.environ.get("SER_APP_ATTACK_QUEUE", "4")),
                       per_client=int(os.environ.get("SER_APP_ATTACKS_PER_CLIENT", "2")))
 
@@ -56,11 +65,12 @@ def _refused(exc: SERError, audio) -> gr.Error:
     """gr.Error with the typed error's text; a refused upload is deleted from Gradio's cache."""
     if isinstance(exc, AudioError):
         service.forget_upload(audio, GRADIO_CACHE)
-    return gr.Error(f"{type(exc).__name__}: {exc}", print_exception=False)
+    text = f"{type(exc).__name__}: {exc}"
+    return gr.Error(text[:MAX_ERROR_CHARS] + ("... (cut)" if len(text) > MAX_ERROR_CHARS else ""), print_exception=False)
 
 
 def keep_cache_small() -> None:
-    service.prune(GRADIO_CACHE, MAX_CACHE_BYTES, CACHE_AGE_S, min_age=120.0)
+    service.prune(GRADIO_CACHE, MAX_CACHE_BYTES, CACHE_AGE_S, min_age=YOUNG_S)
 
 
 def typed_errors(fn):
@@ -82,7 +92,19 @@ def predict(audio, model):
     """Emotion of a clip: JSON result, the probabilities for the label view, and the notes and
     model accuracy shown beside them."""
     result = service.predict(audio, model)
-    return result, result["probabilities"], service.prediction_markdown(result)
+    return result, service.label_value(result["probabilities"], result), service.prediction_markdown(result)
+
+
+@typed_errors
+def timeline(audio, model):
+    """The emotion over time: JSON result (one distribution per 3 s window), then the plot."""
+    return (out := service.timeline(audio, model)).result, str(out.image)
+
+
+@typed_errors
+def explain(audio, model):
+    """Occlusion on the log-Mel: JSON result, then the log-Mel and the map laid over it."""
+    return (out := service.explain(audio, model)).result, str(out.log_mel), str(out.explanation)
 
 
 async def attack(audio, model, attack_name, params, domain, target=None, request: gr.Request = None,
@@ -91,12 +113,20 @@ async def attack(audio, model, attack_name, params, domain, target=None, request
     target: the emotion to land on (attacks with a targeted mode), or none/'' for any other emotion.
     Waits its turn in ATTACKS; cancelling (Stop, a client's cancel) stops the attack loop."""
     cancel = threading.Event()
-    client = getattr(request, "session_hash", None) or "anonymous"
+    client = request_address(request)  # not the session: a new page shares its address's quota
 
     def work():
         progress(0.0, desc="decoding")
+        started = time.monotonic()
+
+        def report(fraction, message=""):
+            # the attack's own fraction counts the steps of every restart or binary step, so the
+            # bar sat under 1 % when the deadline ended an attack: the time used counts too
+            used = time.monotonic() - started
+            progress(min(1.0, max(float(fraction), used / service.ATTACK_DEADLINE_S)),
+                     desc=f"{message or 'attacking'} ({used:.0f} s of at most {service.ATTACK_DEADLINE_S:g} s)")
         return service.run_attack(audio, model, attack_name, params, domain, cancel=cancel, target=target,
-                                  progress=lambda f, m="": progress(float(f), desc=m or None))
+                                  progress=report)
     try:
         if ATTACKS.running:
             progress(0.0, desc="waiting for the attack before yours")
@@ -106,8 +136,8 @@ async def attack(audio, model, attack_name, params, domain, target=None, request
     finally:
         keep_cache_small()
     r = out.result
-    before = r.get("probabilities_before") or {}
-    after = r.get("probabilities_after") or {}
+    before = service.label_value(r.get("probabilities_before") or {}, r)
+    after = service.label_value(r.get("probabilities_after") or {}, r)
     return (r, before, after, service.summary_markdown(r),
             str(out.images["before"]), str(out.images["after"]), str(out.images["difference"]),
             audio, str(out.attacked_audio), [str(out.attacked_audio), str(out.features)])
@@ -137,6 +167,48 @@ def on_preset(preset, attack_name, domain):
     return gr.update()
 
 
+CUSTOM_PRESET = "custom (edited JSON)"
+
+
+def on_params(text, attack_name, domain):
+    """The strength picker follows an edit of the JSON: the preset it now equals, else custom."""
+    import json
+    try:
+        edited = json.loads(text)
+        presets = service.presets(attack_name, domain) if attack_name else []
+    except (ValueError, SERError):
+        edited, presets = None, []
+    return next((label for label, params in presets if params == edited), CUSTOM_PRESET)
+
+
+# What a new request clears first, so nothing of an earlier one stays beside it; and what the
+# page says when a request fails or is stopped (the error itself shows as a toast).
+STARTED, FAILED = "*Attacking...*", "**No result:** the attack did not run or failed; the message says why."
+STOPPED = "**Stopped.** The attack was cancelled before it finished; nothing to show."
+NO_PREDICTION = "**No prediction:** the message says why."
+
+
+def attack_started():
+    """summary, the attack's other outputs, the prediction note."""
+    return (STARTED,) + (None,) * 9 + ("",)
+
+
+def predict_started():
+    """the prediction's outputs, then the attack's (summary, after, images, audio, files)."""
+    return (None, None, "", "") + (None,) * 7
+
+
+def example_rows(models: list[str]) -> tuple[list[list], bool]:
+    """The example clips, each with the served model of its corpus (file names start with it:
+    ravdess-...) when there is one for every clip, so a click loads a clip and a model of its
+    language (the default model is German, the examples English); else the clips alone."""
+    by_corpus: dict[str, str] = {}
+    for m in models:
+        by_corpus.setdefault(str(service.model_info(m)["corpus"]).lower(), m)
+    rows = [[str(p), by_corpus.get(p.name.split("-")[0].lower())] for p in EXAMPLES]
+    return (rows, True) if rows and all(m for _, m in rows) else ([[path] for path, _ in rows], False)
+
+
 def _json(params: dict) -> str:
     import json
     return json.dumps(params)
@@ -151,6 +223,7 @@ def build_app() -> gr.Blocks:
     # the page's defaults are also /attack's defaults for API callers who give only audio and model
     attack0, preset0, params0 = service.default_preset(domain0)
     presets0 = [label for label, _ in service.presets(attack0, domain0)]
+    examples, with_model = example_rows(models)
 
     with gr.Blocks(title="Speech emotion under adversarial attack",
                    delete_cache=(CACHE_EVERY_S, CACHE_AGE_S)) as demo:
@@ -171,10 +244,11 @@ def build_app() -> gr.Blocks:
                                         allow_custom_value=True)  # the service names bad ones
                     domain = gr.Radio([(service.DOMAIN_LABELS[d], d) for d in domains], value=domain0,
                                       label="Attack domain", elem_id="domain")
+                    domain.preprocess = lambda value: value  # the service refuses a bad one, cut (Gradio: whole)
                     # custom values: API callers name waveform attacks without switching the domain first
                     attack_name = gr.Dropdown(attacks0, value=attack0, label="Attack", elem_id="attack",
                                               allow_custom_value=True)
-                    preset = gr.Dropdown(presets0, value=preset0, elem_id="preset",
+                    preset = gr.Dropdown(presets0, value=preset0, elem_id="preset", allow_custom_value=True,
                                          label="Strength (waveform: SNR budgets; features: the study's settings)")
                     params = gr.Textbox(_json(params0), label="Parameters (JSON; edit to go beyond the presets)",
                                         elem_id="params")
@@ -187,14 +261,16 @@ def build_app() -> gr.Blocks:
                         attack_btn = gr.Button("Run attack", variant="primary", elem_id="attack-btn")
                         stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn")
                     if EXAMPLES:
-                        gr.Examples([[str(p)] for p in EXAMPLES], inputs=[audio_in],
-                                    label="Example clips (RAVDESS, CC BY-NC-SA 4.0)")
+                        gr.Examples(examples, inputs=[audio_in, model] if with_model else [audio_in],
+                                    label="Example clips (English, RAVDESS, CC BY-NC-SA 4.0)"
+                                    + (": a click also picks the English model" if with_model else ""),
+                                    elem_id="examples")
                 with gr.Column():
                     prediction_note = gr.Markdown(elem_id="prediction-note")
                     summary = gr.Markdown(label="Summary", elem_id="summary")
                     with gr.Row():
                         label_before = gr.Label(label="Before", num_top_classes=5)
-                        label_after = gr.Label(label="After attack", num_top_classes=5)
+                        label_after = gr.Label(label="After attack", num_top_classes=5, elem_id="label-after")
                     original_audio = gr.Audio(label="original", type="filepath", interactive=False)
                     attacked_audio = gr.Audio(label="attacked audio: for feature attacks a listening copy "
                                               "(Griffin-Lim inversion, unverified); for waveform "
@@ -206,6 +282,14 @@ def build_app() -> gr.Blocks:
                 img_before = gr.Image(label="log-Mel before", type="filepath", interactive=False)
                 img_after = gr.Image(label="log-Mel after", type="filepath", interactive=False)
             img_diff = gr.Image(label="difference", type="filepath", interactive=False)
+            with gr.Row():  # the clip and model above
+                timeline_btn = gr.Button("Emotion over time (3 s windows every 0.5 s, up to 60 s)", elem_id="timeline-btn")
+                explain_btn = gr.Button("Explain the decision (occlusion on the log-Mel, up to 15 s)", elem_id="explain-btn")
+            shown = dict(type="filepath", interactive=False)
+            timeline_img = gr.Image(label="emotion over time", elem_id="timeline-img", **shown)
+            with gr.Row():
+                explain_mel = gr.Image(label="log-Mel", elem_id="explain-mel", **shown)
+                explain_map = gr.Image(label="occlusion map", elem_id="explain-map", **shown)
             result_json = gr.JSON(label="Result (as the API returns it)", elem_id="result-json")
 
         with gr.Tab("Results"):
@@ -228,58 +312,64 @@ def build_app() -> gr.Blocks:
             gr.Markdown("Six short RAVDESS clips (English; CC BY-NC-SA 4.0, Livingstone & Russo 2018, "
                         "PLoS ONE 13(5): e0196391). Click one to load it into the *Attack a clip* tab.")
             if EXAMPLES:
-                gr.Examples([[str(p)] for p in EXAMPLES], inputs=[audio_in], examples_per_page=6)
+                gr.Examples(examples, inputs=[audio_in, model] if with_model else [audio_in], examples_per_page=6)
 
         ui = dict(queue=False, api_visibility="private")
         domain.change(on_domain, domain, attack_name, **ui)
         model.change(on_model, model, target, **ui)
         attack_name.change(on_attack, [attack_name, domain], [preset, params, params_doc], **ui)
         preset.change(on_preset, [preset, attack_name, domain], params, **ui)
+        # change, not input: a pasted or programmatically filled JSON counts too; a preset's own
+        # JSON maps back to that preset, so the two never chase each other
+        params.change(on_params, [params, attack_name, domain], preset, **ui)
         demo.load(on_attack, [attack_name, domain], [preset, params, params_doc], **ui)
 
-        predict_btn.click(predict, [audio_in, model], [result_json, label_before, prediction_note],
-                          api_name="predict", concurrency_id="predict", concurrency_limit=2)
+        attack_shown = [label_after, img_before, img_after, img_diff, original_audio, attacked_audio, downloads]
+        predict_btn.click(predict_started, None, [result_json, label_before, prediction_note, summary] + attack_shown,
+                          **ui).then(
+            predict, [audio_in, model], [result_json, label_before, prediction_note],
+            api_name="predict", concurrency_id="predict", concurrency_limit=2).failure(
+            lambda: NO_PREDICTION, None, prediction_note, **ui)
         # no Gradio limit: ATTACKS runs one at a time and refuses beyond its short queue, so
         # attacks never fill Gradio's queue (which /predict shares)
         attack_event = attack_btn.click(
+            attack_started, None, [summary, result_json, label_before] + attack_shown + [prediction_note], **ui).then(
             attack, [audio_in, model, attack_name, params, domain, target],
             [result_json, label_before, label_after, summary, img_before, img_after,
              img_diff, original_audio, attacked_audio, downloads],
             api_name="attack", concurrency_id="attack", concurrency_limit=None)
-        stop_btn.click(None, None, None, cancels=[attack_event], api_visibility="private")
+        # a cancel fails the event too: only the "Attacking..." placeholder gives way to FAILED, so
+        # Stop's word stays whichever of the two lands first
+        attack_event.failure(lambda text: FAILED if text == STARTED else gr.update(), summary, summary, **ui)
+        stop_btn.click(lambda: STOPPED, None, summary, cancels=[attack_event], **ui)
+        analysis = dict(concurrency_id="analysis", concurrency_limit=1)  # 115 windows or 5 x 73 chunks at most
+        timeline_btn.click(lambda: None, None, timeline_img, **ui).then(
+            timeline, [audio_in, model], [result_json, timeline_img], api_name="timeline", **analysis)
+        explain_btn.click(lambda: (None, None), None, [explain_mel, explain_map], **ui).then(
+            explain, [audio_in, model], [result_json, explain_mel, explain_map], api_name="explain", **analysis)
+        for changed in (audio_in, model):  # a plot of another clip or model must not stay beside this one
+            changed.change(lambda: (None, None, None), None, [timeline_img, explain_mel, explain_map], **ui)
     demo.queue(max_size=32)
     return demo
 
 
 def main():
-    import time
     t0 = time.perf_counter()
-    warm = service.warm_up()  # ONNX sessions built and checked now, not on the first click
+    files.housekeeping(GRADIO_CACHE, MAX_CACHE_BYTES, CACHE_AGE_S, min_age=YOUNG_S)
     demo = build_app()
     demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                 server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-                max_file_size=MAX_FILE_SIZE, footer_links=["api", "gradio"], prevent_thread_lock=True)
-    http = warm_http(demo.local_url)
-    print(f"warm start: models {warm}, first HTTP /predict {http} s, ready after "
+                max_file_size=MAX_FILE_SIZE, footer_links=["api", "gradio"], prevent_thread_lock=True,
+                app_kwargs={"middleware": [UploadGate.middleware(
+                    GRADIO_CACHE, MAX_CACHE_BYTES, UPLOAD_BYTES_PER_CLIENT, UPLOAD_WINDOW_S, MAX_FILE_SIZE,
+                    max_age=CACHE_AGE_S, min_age=YOUNG_S)]})
+    # the page first (imports and one ONNX export take 10-20 s on two busy cores), then the
+    # default model, then the others in the background (serving.startup)
+    examples = {row[1] for row in example_rows(service.available_models())[0] if len(row) > 1}
+    warm = warm_start(demo.local_url, EXAMPLES[0] if EXAMPLES else None, prefer=examples)
+    print(f"warm start: models {warm['models']}, first HTTP /predict {warm['http_s']} s, ready after "
           f"{time.perf_counter() - t0:.1f} s", flush=True)
     demo.block_thread()
-
-
-def warm_http(url: str) -> float | None:
-    """One /predict through the server's own HTTP stack (upload, queue, events) before anyone
-    calls: Gradio's first request costs about 0.6 s more than the next ones otherwise."""
-    models = service.available_models()
-    if not models or not EXAMPLES:
-        return None
-    import time
-    try:
-        from gradio_client import Client, handle_file
-        t0 = time.perf_counter()
-        Client(url, verbose=False).predict(handle_file(str(EXAMPLES[0])), models[0], api_name="/predict")
-        return round(time.perf_counter() - t0, 3)
-    except Exception as exc:  # serving matters more than warming
-        print(f"warm start: the HTTP warm-up failed ({type(exc).__name__}: {exc})", flush=True)
-        return None
 
 
 if __name__ == "__main__":

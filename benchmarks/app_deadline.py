@@ -36,7 +36,7 @@ def main():
     from ser_core.audio.decode import load_audio
     tmp = Path(tempfile.mkdtemp(prefix="app-deadline-"))
     clip = tmp / "long.wav"
-    sf.write(str(clip), np.resize(load_audio(REPO / "examples" / "ravdess-fear-actor03m.wav"), 29 * 16000),
+    sf.write(str(clip), np.resize(load_audio(sorted((REPO / "examples").glob("*.wav"))[0]), 29 * 16000),
              16000, subtype="PCM_16")
     for attack, params, domain in CASES:
         t0, c0 = time.perf_counter(), time.process_time()

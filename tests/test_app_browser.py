@@ -121,3 +121,81 @@ def test_record_from_the_microphone_predict_and_attack(tmp_path):
             assert "→" in text and "pgd" in text
         finally:
             browser.close()
+
+
+def test_a_visitor_clicks_an_example_predicts_attacks_stops_and_errs(tmp_path):
+    """What a visitor sees after each step: an example brings a model of its language; a
+    prediction, then an attack, each leaves nothing of the one before (no stale note or summary;
+    no target rows for an untargeted attack); the timeline plot goes with its clip; a long attack shows its progress against the
+    deadline and Stop says "Stopped"; edited parameters turn the strength to custom; a refused
+    attack leaves no earlier result, only what went wrong."""
+    import numpy as np
+    import soundfile as sf
+    from ser_core.audio.decode import load_audio
+    ARTIFACTS.mkdir(exist_ok=True)
+    long_clip = tmp_path / "long.wav"  # an attack on it runs long enough to be stopped
+    sf.write(str(long_clip), np.resize(load_audio(WAVEFORM_EXAMPLE), 29 * 16000), 16000, subtype="PCM_16")
+    with running_app("emodb,ravdess") as url, playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                    args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1800})
+            page.goto(url, wait_until="domcontentloaded")
+            page.get_by_role("button", name="Run attack").wait_for(timeout=60_000)
+            model, note, summary = page.locator("#model input"), page.locator("#prediction-note"), page.locator("#summary")
+            assert "German" in model.input_value()  # the default, emodb
+
+            # 1. an example clip (English): the English model comes with it
+            page.locator("#examples tr.tr-body").filter(has_text="disgust").first.click()
+            page.locator("#audio-in audio, #audio-in .waveform-container").first.wait_for(state="attached",
+                                                                                          timeout=30_000)
+            page.wait_for_function("() => document.querySelector('#model input').value.includes('English')",
+                                   timeout=10_000)
+
+            # 2. predict: a note with the model's accuracy, no attack summary
+            page.locator("#predict-btn").click()
+            note.get_by_text("Model:").wait_for(timeout=120_000)
+            assert summary.inner_text().strip() == ""
+
+            # 3. the default attack (untargeted): a summary, and the prediction note is gone
+            page.locator("#attack-btn").click()
+            summary.locator("h2").wait_for(timeout=120_000)
+            text = summary.inner_text()
+            assert "→" in text and "target" not in text.lower()
+            assert note.inner_text().strip() == ""
+
+            # 3b. the emotion over time of this clip: a plot, gone once another clip is loaded
+            page.locator("#timeline-btn").click()
+            page.locator("#timeline-img img").wait_for(timeout=120_000)
+
+            # 4. a long attack: progress against the deadline, then Stop says so
+            page.locator("#audio-in").get_by_label("Clear").or_(
+                page.locator("#audio-in button[aria-label='Clear']")).first.click()
+            page.locator("#audio-in input[type=file]").set_input_files(str(long_clip))
+            page.locator("#audio-in audio, #audio-in .waveform-container").first.wait_for(state="attached",
+                                                                                          timeout=30_000)
+            assert page.locator("#timeline-img img").count() == 0  # no plot of the other clip
+            params = page.locator("#params textarea")
+            params.fill(json.dumps({"snr_db": 50, "steps": 200, "restarts": 3}))
+            page.wait_for_function("() => document.querySelector('#preset input').value.startsWith('custom')",
+                                   timeout=10_000)  # the strength no longer names a preset
+            page.locator("#attack-btn").click()
+            page.get_by_text("s of at most").first.wait_for(timeout=120_000)
+            assert "Flipped" not in summary.inner_text()  # the earlier summary is gone
+            page.locator("#stop-btn").click()
+            summary.get_by_text("Stopped").wait_for(timeout=60_000)
+            # the attack's outputs settle once the cancelled loop has ended; the word stays
+            page.locator("#label-after .progress-text").first.wait_for(state="hidden", timeout=60_000)
+            assert "Stopped" in summary.inner_text() and "No result" not in summary.inner_text()
+            page.screenshot(path=str(ARTIFACTS / "app_stopped.png"), full_page=True)
+
+            # 5. a refused attack: the error, and nothing of an earlier result
+            params.fill('{"snr_db": ')
+            page.locator("#attack-btn").click()
+            page.get_by_test_id("toast-body").filter(has_text="ParameterError").first.wait_for(timeout=60_000)
+            summary.get_by_text("No result").wait_for(timeout=30_000)
+            assert "Flipped" not in summary.inner_text() and "Stopped" not in summary.inner_text()
+            page.screenshot(path=str(ARTIFACTS / "app_error.png"), full_page=True)
+        finally:
+            browser.close()
+

@@ -11,9 +11,13 @@
   files.py       the instance's output folders and Gradio cache, capped in bytes and age
   texts.py       what the page says: prediction notes, the attack summary, parameter help,
                  the attacks table, the study and its limits, the committed report
-  admission.py   one attack at a time, a short queue, a few per client, a cancel that stops it
+  admission.py   one attack at a time, a short queue, a few per client address, a cancel that
+                 stops it; the upload gate (cache cap, a share per address)
   inversion.py   standardised log-Mel features -> a listening copy (Griffin-Lim), re-scored
   plots.py       log-Mel images before, after and their difference
+  timeline.py    the emotion over a longer clip: 3 s windows every 0.5 s, scored and plotted
+  explain.py     why the model decided: occlusion of log-Mel patches, the map over the log-Mel
+  startup.py     the warm start: the default model first, the others in the background
 
 Model logic lives below it (ser_core.models.bundle, ser_core.attacks, ser_core.attacks.clip); this
 package only gathers what the app shows."""

@@ -17,7 +17,8 @@ DIVERGING = np.array([[5, 48, 97], [67, 147, 195], [247, 247, 247], [214, 96, 77
                       [103, 0, 31]], dtype=np.float64)
 BAND_PIXELS = 2          # vertical pixels per Mel band
 MAX_WIDTH = 1200         # long clips are squeezed along time to this width
-TITLE_HEIGHT = 18
+TITLE_MARGIN = 4         # pixels around the title's lines
+TITLE_FONT_SIZE = 12
 SEPARATOR = (255, 255, 255)
 
 
@@ -34,15 +35,43 @@ def _canvas(features: np.ndarray) -> np.ndarray:
     return np.concatenate(list(features), axis=0).T[::-1]
 
 
-def _image(rgb: np.ndarray, n_chunks: int, title: str) -> Image.Image:
+def _font():
+    try:
+        return ImageFont.load_default(size=TITLE_FONT_SIZE)  # Pillow's own TrueType font
+    except (TypeError, ImportError, OSError):  # Pillow without FreeType: its bitmap font
+        return ImageFont.load_default()
+
+
+def title_lines(title: str, width: int, font=None) -> list[str]:
+    """`title` broken at spaces into lines that each fit `width` pixels with the margins (a
+    one-chunk image is 261 pixels wide: the whole title on one line was cut off there)."""
+    font = font or _font()
+    lines: list[str] = []
+    for word in title.split():
+        if lines and font.getlength(f"{lines[-1]} {word}") <= width - 2 * TITLE_MARGIN:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines
+
+
+def _image(rgb: np.ndarray, n_chunks: int, title: str, rows: int = 1) -> Image.Image:
+    """The picture under its title, in at least `rows` lines (images shown side by side line up)."""
     frames = rgb.shape[1] // max(n_chunks, 1)
     rgb = rgb.copy()
     rgb[:, [i * frames for i in range(1, n_chunks)]] = SEPARATOR  # chunk boundaries
     img = Image.fromarray(rgb).resize((min(rgb.shape[1], MAX_WIDTH), rgb.shape[0] * BAND_PIXELS),
                                       Image.Resampling.NEAREST)
-    out = Image.new("RGB", (img.width, img.height + TITLE_HEIGHT), (255, 255, 255))
-    out.paste(img, (0, TITLE_HEIGHT))
-    ImageDraw.Draw(out).text((4, 3), title, fill=(0, 0, 0), font=ImageFont.load_default())
+    font = _font()
+    lines = title_lines(title, img.width, font)
+    left, top, right, bottom = font.getbbox("Ag(")
+    line_height = bottom - top + 3
+    title_height = 2 * TITLE_MARGIN + line_height * max(len(lines), rows)
+    out = Image.new("RGB", (img.width, img.height + title_height), (255, 255, 255))
+    out.paste(img, (0, title_height))
+    draw = ImageDraw.Draw(out)
+    for i, line in enumerate(lines):
+        draw.text((TITLE_MARGIN, TITLE_MARGIN + i * line_height - top), line, fill=(0, 0, 0), font=font)
     return out
 
 
@@ -57,11 +86,13 @@ def log_mel_images(db_before: np.ndarray, db_after: np.ndarray) -> dict[str, Ima
     span = max(hi - lo, 1e-6)
     diff = after - before
     limit = max(float(np.abs(diff).max()), 1e-6)
+    titles = {"before": f"log-Mel before attack (dB above chunk minimum, {lo:.0f}..{hi:.0f})",
+              "after": f"log-Mel after attack (same scale, {lo:.0f}..{hi:.0f} dB)",
+              "difference": f"difference after - before (blue -{limit:.2f} .. red +{limit:.2f} dB)"}
+    width = min(before.shape[1], MAX_WIDTH)
+    rows = max(len(title_lines(t, width)) for t in titles.values())
     return {
-        "before": _image(colorize((before - lo) / span, SEQUENTIAL), n,
-                         f"log-Mel before attack (dB above chunk minimum, {lo:.0f}..{hi:.0f})"),
-        "after": _image(colorize((after - lo) / span, SEQUENTIAL), n,
-                        f"log-Mel after attack (same scale, {lo:.0f}..{hi:.0f} dB)"),
-        "difference": _image(colorize(diff / (2 * limit) + 0.5, DIVERGING), n,
-                             f"difference after - before (blue -{limit:.2f} .. red +{limit:.2f} dB)"),
+        "before": _image(colorize((before - lo) / span, SEQUENTIAL), n, titles["before"], rows),
+        "after": _image(colorize((after - lo) / span, SEQUENTIAL), n, titles["after"], rows),
+        "difference": _image(colorize(diff / (2 * limit) + 0.5, DIVERGING), n, titles["difference"], rows),
     }

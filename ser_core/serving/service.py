@@ -10,12 +10,16 @@ job of the serving layer, gathered from the modules that do them.
   predict(path, model)            clip -> emotion and probabilities (serving path, ONNX), the
                                   model's measured accuracy, a speech check, an "unsure" note
                                   (prediction.py)
-  warm_up(models)                 load bundles and build/check ONNX sessions before serving
+  warm_up(models)                 load bundles and build/check ONNX sessions before serving (the
+                                  default first, the rest in the background); a model whose files
+                                  fail is taken out of service (disable_model), the others serve
   run_attack(path, model, ...)    clip -> attacked clip: decisions before/after, perturbation,
                                   log-Mel images, playable audio, features for download; under
                                   this Space's wall-clock deadline and parameter caps (attack.py)
   output_folder / prune           the instance's files, capped in bytes and age (files.py)
   summary_markdown / report       what the page says (texts.py)
+  timeline(path, model)           the emotion over time: 3 s windows every 0.5 s (timeline.py)
+  explain(path, model)            occlusion map of the decision on the log-Mel (explain.py)
 Every bad input raises a typed error of `errors.py` whose text says what was wrong and what is
 accepted; the app shows that text as is, in the page and through the API.
 
@@ -27,15 +31,19 @@ from ser_core.serving.attack import AttackOutcome, run_attack
 from ser_core.serving.catalogue import (DEFAULT_ATTACKS, DOMAIN_FEATURES, DOMAIN_LABELS, DOMAIN_WAVEFORM,
                                         NO_TARGET, PREFERRED, WAVEFORM_APP_SETTINGS, WAVEFORM_SNR_PRESETS,
                                         attack_catalogue, attack_choices, available_models, default_attack,
-                                        default_domain, default_params, default_preset, domains, forget_bundle,
+                                        default_domain, default_params, default_preset, disable_model,
+                                        disabled_models, domains, forget_bundle,
                                         get_bundle, model_info, presets, target_choices)
 from ser_core.serving.files import (MAX_OUTPUT_BYTES, OUTPUT_TTL_SECONDS, folder_bytes, forget_upload,
                                     output_folder, output_root, prune)
 from ser_core.serving.limits import (ACCEPTED_PARAMS, ATTACK_DEADLINE_S, MAX_ATTACK_SECONDS, MAX_NUMBER_CHARS,
                                      MAX_PARAMS_CHARS, MAX_PREDICT_SECONDS, MAX_STRING_CHARS, SPACE_CAPS,
                                      check_params, parse_params, parse_target, read_clip, space_caps)
-from ser_core.serving.prediction import (UNSURE_BELOW, confidence_note, jsonable, model_accuracy, predict,
-                                         speech_check, warm_up)
+from ser_core.serving.explain import MAX_EXPLAIN_SECONDS, ExplainOutcome, explain
+from ser_core.serving.prediction import (NO_EMOTION, UNSURE_BELOW, confidence_note, jsonable, label_value,
+                                         model_accuracy, predict, speech_check, warm_up, warm_up_in_background,
+                                         withhold_emotion)
+from ser_core.serving.timeline import HOP_SECONDS, MAX_TIMELINE_SECONDS, TimelineOutcome, timeline
 from ser_core.serving.texts import (LIMITS, STUDY, attacks_table, format_params, limits_markdown, params_help,
                                     prediction_markdown, report, summary_markdown)
 
@@ -43,7 +51,8 @@ __all__ = [
     "AttackOutcome", "run_attack",
     "DEFAULT_ATTACKS", "DOMAIN_FEATURES", "DOMAIN_LABELS", "DOMAIN_WAVEFORM", "NO_TARGET", "PREFERRED",
     "WAVEFORM_APP_SETTINGS", "WAVEFORM_SNR_PRESETS", "attack_catalogue", "attack_choices", "available_models",
-    "default_attack", "default_domain", "default_params", "default_preset", "domains", "forget_bundle",
+    "default_attack", "default_domain", "default_params", "default_preset", "disable_model", "disabled_models",
+    "domains", "forget_bundle",
     "get_bundle", "model_info", "presets", "target_choices",
     "MAX_OUTPUT_BYTES", "OUTPUT_TTL_SECONDS", "folder_bytes", "forget_upload", "output_folder", "output_root",
     "prune",
@@ -51,6 +60,9 @@ __all__ = [
     "MAX_PREDICT_SECONDS", "MAX_STRING_CHARS", "SPACE_CAPS", "check_params", "parse_params", "parse_target",
     "read_clip", "space_caps",
     "UNSURE_BELOW", "confidence_note", "jsonable", "model_accuracy", "predict", "speech_check", "warm_up",
+    "warm_up_in_background", "NO_EMOTION", "label_value", "withhold_emotion",
+    "MAX_EXPLAIN_SECONDS", "ExplainOutcome", "explain",
+    "HOP_SECONDS", "MAX_TIMELINE_SECONDS", "TimelineOutcome", "timeline",
     "LIMITS", "STUDY", "attacks_table", "format_params", "limits_markdown", "params_help",
     "prediction_markdown", "report", "summary_markdown",
 ]
