@@ -3,7 +3,7 @@ change of variables. A feature attack perturbs standardised log-Mel features x o
 (batch, 261, 128), the study's domain; a flip is the decision on the adversarial features.
 
 One override point, `_attack_batch(x, objective, query, progress)`: white-box attacks get
-batches of at most `batch_size` (BATCH) examples and gradients from `bundle.torch_model()`;
+batches of at most `batch_size` (BATCH) examples and gradients from `bundle.gradient_model()`;
 black-box attacks set `batch_size = None`, get the whole input in one call and only score
 candidates through `query` (ONNX Runtime, `bundle.predict_features`), which counts every example
 scored. Either way `query.count` is the per-example query count of the examples in hand."""
@@ -146,7 +146,7 @@ class FeatureAttack(Attack):
     def on_model(self, x: np.ndarray, y: np.ndarray):
         """What a white-box batch starts from: (the torch model, x and y as tensors on its device)."""
         model = self.model()
-        device = next(model.parameters()).device
+        device = model.device
         return model, torch.from_numpy(x).to(device), torch.from_numpy(np.asarray(y, np.int64)).to(device)
 
     def _attack_batch(self, x: np.ndarray, objective: Objective, query: QueryCounter, progress):

@@ -1,0 +1,199 @@
+"""The gradient model: an exact, faster rewrite of an eval-mode CNN-LSTM for the white-box attacks.
+
+`FastCNNLSTM.from_model(m)` computes the same function as `m.eval()` (logits and input gradients
+equal up to float rounding; tests/test_fast_model.py checks both on real chunks) and is what
+`ModelBundle.gradient_model()` hands to every white-box attack of both domains. Training, ONNX
+export and `state_dict` keep using `ModelBundle.torch_model()`. The rewrites:
+
+  - BatchNorm (after conv1's ReLU, before the first max-pool) is an affine map a * y + b per
+    channel; with a >= 0 it commutes with the max-pool, and the affine map then folds into
+    conv2's weights and bias (conv2 has no padding, so the border sees no zeros). A model with a
+    negative BatchNorm scale keeps the layer as it is (`folded` False).
+  - ReLU and max-pool commute (max(relu(y)) = relu(max(y)), both exact in float), so each ReLU
+    runs after its pool, on 1/4 (conv1: 4x4 windows, stride 2, 25 x 124 -> 11 x 61), 1/2 or
+    ~1/1 of the cells.
+  - conv1 has one input channel; oneDNN's input-gradient for it is about 11x slower than its
+    forward. Its input-gradient here is one matrix product (cotangent rows x 16 channels times
+    the 16 x 25 kernel) and a col2im (`F.fold`).
+  - The LSTM's two directions' input weights are concatenated once, here, not at every call,
+    and the first step skips the recurrent product of zero states.
+  - Every weight is a buffer (no parameter gradients are ever built).
+
+Why: on one CPU core about 65 % of the training model's forward is memory-bound passes over
+conv1's output (conv1, max-pool, BatchNorm, ReLU); the rewrites make two of those four passes
+4x smaller and remove the BatchNorm pass (benchmarks/model_speed.py measures the result)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ser_core.models.cnn_lstm import CNNLSTM
+
+
+CHUNK = 16  # CNN blocks per slice of conv1 + pool: its 16 x 25 x 124 outputs stay in cache
+
+
+def conv1_tile_matrix(weight: torch.Tensor, tile: int) -> torch.Tensor:
+    """conv1 (out, 1, kh, kw) as a (kh * (tile + kw - 1), tile * out) matrix: a patch of kh rows
+    and tile + kw - 1 columns times it gives `tile` neighbouring output cells, channels last."""
+    out, _, kh, kw = weight.shape
+    t = weight.new_zeros(kh, tile + kw - 1, tile, out)
+    for j in range(tile):
+        for v in range(kw):
+            t[:, j + v, j, :] = weight[:, 0, :, v].t()
+    return t.reshape(kh * (tile + kw - 1), tile * out)
+
+
+class _Conv1Pool(torch.autograd.Function):
+    """max_pool(conv1(x)) for one-channel blocks x (n, 1, h, w), CHUNK blocks at a time, so conv1's
+    large output never leaves the cache and is never stored: backward keeps the pool's argmax
+    indices only. conv1's input-gradient is one matrix product with the tile matrix and a few
+    shifted adds (col2im), instead of oneDNN's backward-data convolution (~11x its forward)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, tile_mat, tile, kernel, stride):
+        n, _, h, w = x.shape
+        kh, kw = weight.shape[-2:]
+        oh, ow = h - kh + 1, w - kw + 1
+        ph, pw = (oh - kernel) // stride + 1, (ow - kernel) // stride + 1
+        cl = dict(memory_format=torch.channels_last, device=x.device)
+        out = torch.empty((n, weight.shape[0], ph, pw), dtype=x.dtype, **cl)
+        idx = torch.empty((n, weight.shape[0], ph, pw), dtype=torch.int64, **cl)
+        pool = [[kernel] * 2, [stride] * 2, [0, 0], [1, 1], False]
+        for i in range(0, n, CHUNK):
+            y = F.conv2d(x[i:i + CHUNK], weight, bias)
+            torch.ops.aten.max_pool2d_with_indices.out(y, *pool, out=out[i:i + CHUNK], indices=idx[i:i + CHUNK])
+        ctx.geometry = (n, h, w, kh, kw, tile, pool)
+        ctx.save_for_backward(idx, tile_mat)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        idx, tile_mat = ctx.saved_tensors
+        n, h, w, kh, kw, tile, pool = ctx.geometry
+        c = grad.shape[1]
+        grad = grad.contiguous(memory_format=torch.channels_last)
+        out = grad.new_empty(n, h, w)
+        for i in range(0, n, CHUNK):
+            g = grad[i:i + CHUNK]
+            # the pool's backward reads only the shape and memory order of its input
+            like = torch.empty((len(g), c, h - kh + 1, w - kw + 1), dtype=g.dtype, device=g.device,
+                               memory_format=torch.channels_last)
+            gy = torch.ops.aten.max_pool2d_with_indices_backward(g, like, *pool, idx[i:i + CHUNK])
+            out[i:i + CHUNK] = _conv1_input_grad(gy, tile_mat, tile, h, w, kh, kw)
+        return out[:, None], None, None, None, None, None, None
+
+
+def _conv1_input_grad(gy, tile_mat, tile, h, w, kh, kw):
+    """Input-gradient of the one-channel conv1 from its output cotangent gy (m, c, oh, ow)."""
+    m, c, oh, ow = gy.shape
+    rows = gy.permute(0, 2, 3, 1).reshape(m * oh * (ow // tile), tile * c)
+    cols = (rows @ tile_mat.t()).view(m, oh, ow // tile, kh, tile + kw - 1)
+    # a tile's patch covers its own `tile` columns and kw - 1 of the next tile's
+    s = cols.new_zeros(m, oh, ow // tile + 1, kh, tile)
+    s[:, :, :-1] = cols[..., :tile]
+    s[:, :, 1:, :, :kw - 1] += cols[..., tile:]
+    s = s.permute(0, 3, 1, 2, 4).reshape(m, kh, oh, -1)[..., :w]
+    g = gy.new_zeros(m, h, w)
+    for u in range(kh):
+        g[:, u:u + oh] += s[:, u]
+    return g
+
+
+class FastCNNLSTM(nn.Module):
+    """The eval-mode CNN-LSTM rewritten for fast input gradients (see the module docstring):
+    x (batch, 261, 128) standardised log-Mel -> (batch, n_classes) logits."""
+
+    def __init__(self, model: CNNLSTM):
+        super().__init__()
+        conv1, _, bn, pool1, conv2, _, pool2, conv3, _, pool3, _ = model.cnn
+        self.input_norm = model.input_norm
+        self.n_blocks, self.block_frames = model.n_blocks, model.block_frames
+        self.pools = [(p.kernel_size, p.stride) for p in (pool1, pool2, pool3)]
+        f32 = dict(dtype=torch.float32)
+        with torch.no_grad():
+            w1 = conv1.weight.detach().to(**f32)
+            ow = model.input_shape[1] - w1.shape[-1] + 1
+            # the narrowest tile that divides conv1's output width and holds kw - 1 columns
+            self.tile = next(t for t in range(w1.shape[-1] - 1, ow + 1) if ow % t == 0)
+            self.register_buffer("w1", w1.contiguous(memory_format=torch.channels_last))
+            self.register_buffer("b1", conv1.bias.detach().to(**f32).clone())
+            self.register_buffer("w1_tiles", conv1_tile_matrix(w1, self.tile))
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            shift = bn.bias - bn.running_mean * scale
+            self.folded = bool((scale >= 0).all())
+            w2, b2 = conv2.weight.detach().to(**f32), conv2.bias.detach().to(**f32)
+            if self.folded:
+                b2 = b2 + (w2 * shift[None, :, None, None]).sum((1, 2, 3))
+                w2 = w2 * scale[None, :, None, None]
+            self.register_buffer("bn_scale", scale.reshape(1, -1, 1, 1).clone())
+            self.register_buffer("bn_shift", shift.reshape(1, -1, 1, 1).clone())
+            self.register_buffer("w2", w2.contiguous(memory_format=torch.channels_last))
+            self.register_buffer("b2", b2.clone())
+            self.register_buffer("w3", conv3.weight.detach().to(**f32).contiguous(memory_format=torch.channels_last))
+            self.register_buffer("b3", conv3.bias.detach().to(**f32).clone())
+            lstm = model.lstm
+            self.hidden = lstm.hidden_size
+            self.register_buffer("w_ih", torch.cat([lstm.weight_ih_l0, lstm.weight_ih_l0_reverse]).detach().clone())
+            self.register_buffer("b_ih", torch.cat([lstm.bias_ih_l0 + lstm.bias_hh_l0,
+                                                    lstm.bias_ih_l0_reverse + lstm.bias_hh_l0_reverse]).detach().clone())
+            self.register_buffer("w_hh", torch.stack([lstm.weight_hh_l0, lstm.weight_hh_l0_reverse])
+                                 .transpose(1, 2).detach().contiguous())  # (2, H, 4H)
+            self.register_buffer("w_out", model.dense.weight.detach().clone())
+            self.register_buffer("b_out", model.dense.bias.detach().clone())
+        self.eval()
+
+    @property
+    def device(self) -> torch.device:
+        return self.w1.device
+
+    def cnn(self, blocks: torch.Tensor) -> torch.Tensor:
+        """(n, 1, 29, 128) blocks -> (n, 1664) features, as model.cnn in eval mode. Without a
+        gradient to build, CHUNK blocks at a time so every activation stays in cache; with one,
+        conv2 and conv3 take the whole batch (their oneDNN backward is slower in slices)."""
+        blocks = blocks.contiguous(memory_format=torch.channels_last)
+        if torch.is_grad_enabled() and blocks.requires_grad:
+            return self._cnn(blocks)
+        with torch.no_grad():
+            return torch.cat([self._cnn(blocks[i:i + CHUNK]) for i in range(0, len(blocks), CHUNK)])
+
+    def _cnn(self, blocks: torch.Tensor) -> torch.Tensor:
+        (k1, s1), (k2, s2), (k3, s3) = self.pools
+        if self.folded:  # conv1 and its pool CHUNK blocks at a time (_Conv1Pool)
+            z = F.relu(_Conv1Pool.apply(blocks, self.w1, self.b1, self.w1_tiles, self.tile, k1, s1))
+        else:  # a negative BatchNorm scale does not commute with the max-pool: the layers as they are
+            z = F.relu(F.conv2d(blocks, self.w1, self.b1)) * self.bn_scale + self.bn_shift
+            z = F.max_pool2d(z, k1, s1)
+        z = F.relu(F.max_pool2d(F.conv2d(z, self.w2, self.b2), k2, s2))
+        z = F.relu(F.max_pool2d(F.conv2d(z, self.w3, self.b3), k3, s3))
+        return z.contiguous().flatten(1)  # channel-major flatten, as nn.Flatten on NCHW
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_norm == "utterance":
+            x = x - x.mean(dim=1, keepdim=True)
+        elif self.input_norm == "global":
+            x = x - x.mean(dim=(1, 2), keepdim=True)
+        b = x.shape[0]
+        z = self.cnn(x.reshape(b * self.n_blocks, 1, self.block_frames, x.shape[-1]))
+        z = z.reshape(b, self.n_blocks, -1)
+        h_fwd, h_bwd = self._bilstm(z)
+        return F.linear(torch.cat([h_fwd, h_bwd], dim=1), self.w_out, self.b_out)
+
+    def _bilstm(self, z: torch.Tensor):
+        """Last hidden state of each direction (cnn_lstm.bilstm_last_states, weights cached)."""
+        b, steps, _ = z.shape
+        hid = self.hidden
+        gates_in = F.linear(z, self.w_ih, self.b_ih).reshape(b, steps, 2, 4 * hid)
+        h = c = None
+        for t in range(steps):
+            g = torch.stack([gates_in[:, t, 0], gates_in[:, steps - 1 - t, 1]])
+            if h is not None:
+                g = g + torch.bmm(h, self.w_hh)
+            i, f, gg, o = g.chunk(4, dim=2)
+            c = torch.sigmoid(i) * torch.tanh(gg) if c is None else torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(gg)
+            h = torch.sigmoid(o) * torch.tanh(c)
+        return h[0], h[1]
+
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.forward(x), dim=1)
