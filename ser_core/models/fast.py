@@ -48,21 +48,25 @@ def conv1_tile_matrix(weight: torch.Tensor, tile: int) -> torch.Tensor:
 class _Conv1Pool(torch.autograd.Function):
     """max_pool(conv1(x)) for one-channel blocks x (n, 1, h, w), CHUNK blocks at a time, so conv1's
     large output never leaves the cache and is never stored: backward keeps the pool's argmax
-    indices only. conv1's input-gradient is one matrix product with the tile matrix and a few
-    shifted adds (col2im), instead of oneDNN's backward-data convolution (~11x its forward)."""
+    indices only. conv1 runs on x with a second, all-zero channel (and a zero kernel for it): for
+    one channel oneDNN returns NCHW, for two channels-last, the order in which torch's max-pool
+    is vectorised (together ~4x faster; the values are the same). Its input-gradient is one
+    product with the tile matrix (`conv1_tile_matrix`) and a few shifted adds (col2im), not
+    oneDNN's backward-data convolution (~11x slower than its forward)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, tile_mat, tile, kernel, stride):
+    def forward(ctx, x, weight2, bias, tile_mat, tile, kernel, stride):
         n, _, h, w = x.shape
-        kh, kw = weight.shape[-2:]
-        oh, ow = h - kh + 1, w - kw + 1
-        ph, pw = (oh - kernel) // stride + 1, (ow - kernel) // stride + 1
+        kh, kw = weight2.shape[-2:]
+        c = weight2.shape[0]
+        ph, pw = (h - kh + 1 - kernel) // stride + 1, (w - kw + 1 - kernel) // stride + 1
+        x2 = torch.cat([x, x.new_zeros(x.shape)], 1).contiguous(memory_format=torch.channels_last)
         cl = dict(memory_format=torch.channels_last, device=x.device)
-        out = torch.empty((n, weight.shape[0], ph, pw), dtype=x.dtype, **cl)
-        idx = torch.empty((n, weight.shape[0], ph, pw), dtype=torch.int64, **cl)
+        out = torch.empty((n, c, ph, pw), dtype=x.dtype, **cl)
+        idx = torch.empty((n, c, ph, pw), dtype=torch.int64, **cl)
         pool = [[kernel] * 2, [stride] * 2, [0, 0], [1, 1], False]
         for i in range(0, n, CHUNK):
-            y = F.conv2d(x[i:i + CHUNK], weight, bias)
+            y = F.conv2d(x2[i:i + CHUNK], weight2, bias)
             torch.ops.aten.max_pool2d_with_indices.out(y, *pool, out=out[i:i + CHUNK], indices=idx[i:i + CHUNK])
         ctx.geometry = (n, h, w, kh, kw, tile, pool)
         ctx.save_for_backward(idx, tile_mat)
@@ -86,19 +90,19 @@ class _Conv1Pool(torch.autograd.Function):
 
 
 def _conv1_input_grad(gy, tile_mat, tile, h, w, kh, kw):
-    """Input-gradient of the one-channel conv1 from its output cotangent gy (m, c, oh, ow)."""
+    """Input-gradient of the one-channel conv1 from its channels-last output cotangent gy
+    (m, c, oh, ow): each tile's patch (kh rows, tile + kw - 1 columns) gets rows @ tile_mat.T,
+    added in place at the tile's own `tile` columns and the next tile's first kw - 1."""
     m, c, oh, ow = gy.shape
-    rows = gy.permute(0, 2, 3, 1).reshape(m * oh * (ow // tile), tile * c)
-    cols = (rows @ tile_mat.t()).view(m, oh, ow // tile, kh, tile + kw - 1)
-    # a tile's patch covers its own `tile` columns and kw - 1 of the next tile's
-    s = cols.new_zeros(m, oh, ow // tile + 1, kh, tile)
-    s[:, :, :-1] = cols[..., :tile]
-    s[:, :, 1:, :, :kw - 1] += cols[..., tile:]
-    s = s.permute(0, 3, 1, 2, 4).reshape(m, kh, oh, -1)[..., :w]
-    g = gy.new_zeros(m, h, w)
+    n_tiles = ow // tile
+    rows = gy.permute(0, 2, 3, 1).reshape(m * oh * n_tiles, tile * c)  # a view: gy is channels-last
+    cols = (rows @ tile_mat.t()).view(m, oh, n_tiles, kh, tile + kw - 1)
+    g = gy.new_zeros(m, h, (n_tiles + 1) * tile)
+    g_tiles = g.view(m, h, n_tiles + 1, tile)
     for u in range(kh):
-        g[:, u:u + oh] += s[:, u]
-    return g
+        g_tiles[:, u:u + oh, :n_tiles] += cols[:, :, :, u, :tile]
+        g_tiles[:, u:u + oh, 1:, :kw - 1] += cols[:, :, :, u, tile:]
+    return g[..., :w]
 
 
 class FastCNNLSTM(nn.Module):
@@ -120,6 +124,8 @@ class FastCNNLSTM(nn.Module):
             self.register_buffer("w1", w1.contiguous(memory_format=torch.channels_last))
             self.register_buffer("b1", conv1.bias.detach().to(**f32).clone())
             self.register_buffer("w1_tiles", conv1_tile_matrix(w1, self.tile))
+            w1_2 = torch.cat([w1, torch.zeros_like(w1)], 1)  # the zero channel (see _Conv1Pool)
+            self.register_buffer("w1_2", w1_2.contiguous(memory_format=torch.channels_last))
             scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
             shift = bn.bias - bn.running_mean * scale
             self.folded = bool((scale >= 0).all())
@@ -161,7 +167,7 @@ class FastCNNLSTM(nn.Module):
     def _cnn(self, blocks: torch.Tensor) -> torch.Tensor:
         (k1, s1), (k2, s2), (k3, s3) = self.pools
         if self.folded:  # conv1 and its pool CHUNK blocks at a time (_Conv1Pool)
-            z = F.relu(_Conv1Pool.apply(blocks, self.w1, self.b1, self.w1_tiles, self.tile, k1, s1))
+            z = F.relu(_Conv1Pool.apply(blocks, self.w1_2, self.b1, self.w1_tiles, self.tile, k1, s1))
         else:  # a negative BatchNorm scale does not commute with the max-pool: the layers as they are
             z = F.relu(F.conv2d(blocks, self.w1, self.b1)) * self.bn_scale + self.bn_shift
             z = F.max_pool2d(z, k1, s1)
