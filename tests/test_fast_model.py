@@ -89,3 +89,71 @@ def test_attacks_differentiate_the_gradient_model(bundle):
         assert get_attack(name, bundle).model() is bundle.gradient_model()
     assert all(not t.requires_grad for t in bundle.gradient_model().buffers())
     assert list(bundle.gradient_model().parameters()) == []
+
+
+def attack_on(bundle, name, params, x, reference: bool, monkeypatch=None):
+    """One attack call on the gradient model, or on the model it replaced (bundle.torch_model())."""
+    from ser_core.attacks import get_attack
+    if not reference:
+        return get_attack(name, bundle, **params)(x)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bundle, "gradient_model", bundle.torch_model)
+        return get_attack(name, bundle, **params)(x)
+
+
+def assert_same_outputs(a, b, equal_share: float):
+    """Same decisions on the serving path; the adversarial inputs equal but for the cells where
+    float rounding of a near-zero gradient (FGSM/BIM: its sign) or a near tie decided otherwise."""
+    assert (a.adv_pred == b.adv_pred).all()
+    assert (a.x_adv == b.x_adv).mean() >= equal_share
+
+
+def test_fgsm_outputs_unchanged_by_the_gradient_model(bundle, test_examples):
+    x = test_examples[0][:8]
+    assert_same_outputs(attack_on(bundle, "fgsm", {"eps": 0.5}, x, True),
+                        attack_on(bundle, "fgsm", {"eps": 0.5}, x, False), 0.999)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,params,n,share", [
+    ("bim", {"eps": 0.25, "eps_step": 0.1, "max_iter": 20, "early_stop": False}, 8, 0.99),
+    ("deepfool", {"max_iter": 5, "range_scaled_step": True}, 8, 0.0),
+    ("jsma", {"theta": 1.0, "gamma": 1.0}, 2, 0.999),
+    ("cw_l2", {"max_iter": 5, "binary_search_steps": 3}, 2, 0.0),
+])
+def test_white_box_outputs_unchanged_by_the_gradient_model(bundle, test_examples, name, params, n, share):
+    """The same decisions; DeepFool's and C&W's continuous steps move every cell by rounding, so
+    there the perturbation sizes are compared instead (relative 1e-3)."""
+    x = test_examples[0][:n]
+    a = attack_on(bundle, name, params, x, True)
+    b = attack_on(bundle, name, params, x, False)
+    assert_same_outputs(a, b, share)
+    assert abs(a.l2.mean() - b.l2.mean()) <= 1e-3 * max(a.l2.mean(), 1e-6)
+
+
+def test_deepfool_published_variant_overshoots_every_step(bundle, test_examples):
+    """The overshoot at every step (the authors' and torchattacks' DeepFool) flips in fewer
+    steps than the study's variant, and at least as many examples."""
+    from ser_core.attacks import get_attack
+    x = test_examples[0][:6]
+    study = get_attack("deepfool", bundle, max_iter=50, overshoot=0.02, nb_grads=10)(x)
+    published = get_attack("deepfool", bundle, max_iter=50, overshoot=0.02, nb_grads=10,
+                           overshoot_each_step=True)(x)
+    assert published.flipped.sum() >= study.flipped.sum()
+    assert published.extra["steps"].sum() < study.extra["steps"].sum()
+
+
+def test_clean_inputs_are_scored_once_across_calls(bundle, test_examples, monkeypatch):
+    from ser_core.attacks import get_attack
+    x = test_examples[0][:3].copy()
+    x[0, 0, 0] += 1e-3  # an input no other test has scored
+    calls = []
+    real = bundle.predict_features
+    monkeypatch.setattr(bundle, "predict_features", lambda a: calls.append(len(a)) or real(a))
+    first = get_attack("fgsm", bundle, eps=0.25)(x)
+    second = get_attack("fgsm", bundle, eps=0.5)(x)
+    assert calls == [3, 3, 3]  # clean once, then each call's adversarial inputs
+    assert (first.clean_pred == second.clean_pred).all()
+    x[1, 0, 0] += 1e-3
+    get_attack("fgsm", bundle, eps=0.25)(x)
+    assert calls[3:] == [3, 3]  # other inputs: scored again

@@ -63,13 +63,18 @@ class _Conv1Pool(torch.autograd.Function):
         x2 = torch.cat([x, x.new_zeros(x.shape)], 1).contiguous(memory_format=torch.channels_last)
         cl = dict(memory_format=torch.channels_last, device=x.device)
         out = torch.empty((n, c, ph, pw), dtype=x.dtype, **cl)
-        idx = torch.empty((n, c, ph, pw), dtype=torch.int64, **cl)
+        idx = torch.empty((n, c, ph, pw) if ctx.needs_input_grad[0] else (0, 0, 0, 0), dtype=torch.int64, **cl)
         pool = [[kernel] * 2, [stride] * 2, [0, 0], [1, 1], False]
+        grad = ctx.needs_input_grad[0]
         for i in range(0, n, CHUNK):
             y = F.conv2d(x2[i:i + CHUNK], weight2, bias)
-            torch.ops.aten.max_pool2d_with_indices.out(y, *pool, out=out[i:i + CHUNK], indices=idx[i:i + CHUNK])
+            if grad:
+                torch.ops.aten.max_pool2d_with_indices.out(y, *pool, out=out[i:i + CHUNK], indices=idx[i:i + CHUNK])
+            else:
+                out[i:i + CHUNK] = _max_pool_values(y, kernel, stride)
         ctx.geometry = (n, h, w, kh, kw, tile, pool)
-        ctx.save_for_backward(idx, tile_mat)
+        if grad:
+            ctx.save_for_backward(idx, tile_mat)
         return out
 
     @staticmethod
@@ -79,14 +84,36 @@ class _Conv1Pool(torch.autograd.Function):
         c = grad.shape[1]
         grad = grad.contiguous(memory_format=torch.channels_last)
         out = grad.new_empty(n, h, w)
+        # one buffer for every slice's conv1 cotangent (fresh ones cost page faults on each
+        # zeroing), and the pool's input stand-in, of which its backward reads shape and order only
+        spec = dict(dtype=grad.dtype, device=grad.device, memory_format=torch.channels_last)
+        gy_all = torch.empty((min(n, CHUNK), c, h - kh + 1, w - kw + 1), **spec)
+        like_all = torch.empty_like(gy_all)
         for i in range(0, n, CHUNK):
             g = grad[i:i + CHUNK]
-            # the pool's backward reads only the shape and memory order of its input
-            like = torch.empty((len(g), c, h - kh + 1, w - kw + 1), dtype=g.dtype, device=g.device,
-                               memory_format=torch.channels_last)
-            gy = torch.ops.aten.max_pool2d_with_indices_backward(g, like, *pool, idx[i:i + CHUNK])
+            gy, like = gy_all[:len(g)], like_all[:len(g)]
+            torch.ops.aten.max_pool2d_with_indices_backward.grad_input(g, like, *pool, idx[i:i + CHUNK], grad_input=gy)
             out[i:i + CHUNK] = _conv1_input_grad(gy, tile_mat, tile, h, w, kh, kw)
         return out[:, None], None, None, None, None, None, None
+
+
+def _max_pool_values(y: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
+    """max_pool2d's values (no argmax, for passes without a gradient): a window of 2 * stride is
+    the maximum of two neighbouring blocks of stride x stride, so one non-overlapping block max
+    and one max of neighbours, elementwise over channels-last memory (~2x torch's kernel)."""
+    if kernel != 2 * stride:
+        return F.max_pool2d(y, kernel, stride)
+    oh, ow = (y.shape[2] - kernel) // stride + 1, (y.shape[3] - kernel) // stride + 1
+    s = stride
+    a = y[:, :, :s * (oh + 1), :s * (ow + 1)]
+    r = a[:, :, 0::s]
+    for k in range(1, s):
+        r = torch.maximum(r, a[:, :, k::s])  # block maxima over rows: (n, c, oh + 1, ...)
+    r = torch.maximum(r[:, :, :-1], r[:, :, 1:])
+    q = r[..., 0::s]
+    for k in range(1, s):
+        q = torch.maximum(q, r[..., k::s])
+    return torch.maximum(q[..., :-1], q[..., 1:])
 
 
 def _conv1_input_grad(gy, tile_mat, tile, h, w, kh, kw):
@@ -103,6 +130,60 @@ def _conv1_input_grad(gy, tile_mat, tile, h, w, kh, kw):
         g_tiles[:, u:u + oh, :n_tiles] += cols[:, :, :, u, :tile]
         g_tiles[:, u:u + oh, 1:, :kw - 1] += cols[:, :, :, u, tile:]
     return g[..., :w]
+
+
+class _Recurrence(torch.autograd.Function):
+    """The LSTM recurrence of both directions at once, gate order i, f, g, o, from zero states:
+    gates (steps, 2, b, 4H) of the inputs, w_hh (2, H, 4H) -> the last hidden states (2, b, H).
+    c' = sigmoid(f) c + sigmoid(i) tanh(g), h' = sigmoid(o) tanh(c'). Backward is written out
+    (backpropagation through time to the input gates only), a few fused tensor operations a
+    step instead of autograd's graph of ~20 nodes a step: at small batches those dominate."""
+
+    @staticmethod
+    def forward(ctx, gates, w_hh):
+        steps = gates.shape[0]
+        hid = w_hh.shape[1]
+        h = c = None
+        acts, cells = [], []
+        for t in range(steps):
+            a = gates[t] if h is None else torch.baddbmm(gates[t], h, w_hh)
+            a = a.clone() if h is None else a
+            a[..., :2 * hid].sigmoid_()
+            a[..., 2 * hid:3 * hid].tanh_()
+            a[..., 3 * hid:].sigmoid_()
+            i, f, g, o = a.split(hid, dim=2)
+            c = i * g if c is None else torch.addcmul(i * g, f, c)
+            h = o * torch.tanh(c)
+            acts.append(a)
+            cells.append(c)
+        ctx.save_for_backward(torch.stack(acts), torch.stack(cells), w_hh)
+        return h
+
+    @staticmethod
+    def backward(ctx, dh):
+        acts, cells, w_hh = ctx.saved_tensors
+        steps, hid = acts.shape[0], w_hh.shape[1]
+        w_t = w_hh.transpose(1, 2)  # (2, 4H, H)
+        d_gates = torch.empty_like(acts)
+        dc = None
+        for t in range(steps - 1, -1, -1):
+            i, f, g, o = acts[t].split(hid, dim=2)
+            tc = torch.tanh(cells[t])
+            dct = dh * o * (1 - tc * tc)
+            dc = dct if dc is None else dc + dct
+            d = d_gates[t]
+            di, df, dg, do = d.split(hid, dim=2)
+            torch.mul(dc * g, i * (1 - i), out=di)
+            if t > 0:
+                torch.mul(dc * cells[t - 1], f * (1 - f), out=df)
+            else:
+                df.zero_()
+            torch.mul(dc * i, 1 - g * g, out=dg)
+            torch.mul(dh * tc, o * (1 - o), out=do)
+            if t > 0:
+                dh = torch.bmm(d, w_t)
+                dc = dc * f
+        return d_gates, None
 
 
 class FastCNNLSTM(nn.Module):
@@ -189,16 +270,10 @@ class FastCNNLSTM(nn.Module):
     def _bilstm(self, z: torch.Tensor):
         """Last hidden state of each direction (cnn_lstm.bilstm_last_states, weights cached)."""
         b, steps, _ = z.shape
-        hid = self.hidden
-        gates_in = F.linear(z, self.w_ih, self.b_ih).reshape(b, steps, 2, 4 * hid)
-        h = c = None
-        for t in range(steps):
-            g = torch.stack([gates_in[:, t, 0], gates_in[:, steps - 1 - t, 1]])
-            if h is not None:
-                g = g + torch.bmm(h, self.w_hh)
-            i, f, gg, o = g.chunk(4, dim=2)
-            c = torch.sigmoid(i) * torch.tanh(gg) if c is None else torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(gg)
-            h = torch.sigmoid(o) * torch.tanh(c)
+        gates_in = F.linear(z, self.w_ih, self.b_ih).reshape(b, steps, 2, -1)
+        # (steps, 2, b, 4H): the forward direction reads step t, the backward one step steps-1-t
+        g = torch.stack([gates_in[:, :, 0], gates_in[:, :, 1].flip(1)]).transpose(0, 2)
+        h = _Recurrence.apply(g.transpose(1, 2).contiguous(), self.w_hh)
         return h[0], h[1]
 
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
