@@ -79,6 +79,35 @@ def model_passes(old, new, reps: int) -> list[dict]:
     return [{"pass": k, "batch": n, "old_s": best[(k, n), "old"], "new_s": best[(k, n), "new"]} for k, n, _ in jobs]
 
 
+def clip_model_steps(bundle, clips, reps: int) -> list[dict]:
+    """A waveform attack's white-box step: the clip model (front-end + model, chunking fixed)
+    forward and input-gradient, on each clip, old and new model interleaved; best of reps."""
+    from ser_core.attacks.waveform.base import ClipModel, from_pcm, to_pcm
+    from ser_core.audio.chunkmap import chunk_index_map
+    out = []
+    for y in clips:
+        pcm = to_pcm(y)
+        index = chunk_index_map(from_pcm(pcm), bundle.feature_config)
+        models = {"new": ClipModel(bundle, index)}
+        original = bundle.gradient_model
+        bundle.gradient_model = bundle.torch_model
+        try:
+            models["old"] = ClipModel(bundle, index)
+        finally:
+            bundle.gradient_model = original
+        x = torch.from_numpy(pcm).float()[None]
+
+        def step(m):
+            xa = x.clone().requires_grad_(True)
+            torch.autograd.grad(m(xa)[0, 0], xa)
+        best = {}
+        for _ in range(reps):
+            for k, m in models.items():
+                best[k] = min(best.get(k, 1e9), _cpu(lambda: step(m)))
+        out.append({"chunks": int(index.shape[0]), "old_s": best["old"], "new_s": best["new"]})
+    return out
+
+
 def run_attack(bundle, name, params, inputs, passes, use_old: bool):
     original = bundle.gradient_model
     if use_old:
@@ -144,6 +173,10 @@ def main(argv=None) -> int:
     from ser_core.audio.decode import load_audio
     x = held_out_examples(bundle, args.data, args.n)
     clips = [load_audio(f) for f in sorted((REPO / "examples").glob("*.wav"))[:args.clips]]
+    print("\n| waveform white-box step (front-end + model) | chunks | old CPU s | new CPU s | new / old |")
+    print("|---|---|---|---|---|")
+    for i, r in enumerate(clip_model_steps(bundle, clips, args.reps)):
+        print(f"| example clip {i + 1} | {r['chunks']} | {r['old_s']:.4f} | {r['new_s']:.4f} | {r['new_s'] / r['old_s']:.3f} |")
     passes = PassCounter(bundle.torch_model())
     passes.watch(bundle.gradient_model())
     rows = compare_attacks(bundle, x, clips, passes)
