@@ -212,7 +212,8 @@ class ModelBundle:
 
     def gradient_model(self) -> FastCNNLSTM:
         """What every white-box attack differentiates: `torch_model()` rewritten exactly and
-        faster (ser_core/models/fast.py), on that model's device; rebuilt when it moved."""
+        faster (ser_core/models/fast.py), on that model's device; rebuilt when it moved (a copy:
+        weights changed in place in torch_model() afterwards are not seen)."""
         with self._lock:
             model = self.torch_model()
             device = next(model.parameters()).device

@@ -1,27 +1,31 @@
 """The gradient model: an exact, faster rewrite of an eval-mode CNN-LSTM for the white-box attacks.
 
-`FastCNNLSTM.from_model(m)` computes the same function as `m.eval()` (logits and input gradients
-equal up to float rounding; tests/test_fast_model.py checks both on real chunks) and is what
-`ModelBundle.gradient_model()` hands to every white-box attack of both domains. Training, ONNX
-export and `state_dict` keep using `ModelBundle.torch_model()`. The rewrites:
+`FastCNNLSTM(m)` computes the same function as `m.eval()` (logits and input gradients equal up to
+float rounding; tests/test_fast_model.py checks both against the training model on real chunks)
+and is what `ModelBundle.gradient_model()` hands to every white-box attack of both domains.
+Training, ONNX export and `state_dict` keep using `ModelBundle.torch_model()`. The rewrites:
 
   - BatchNorm (after conv1's ReLU, before the first max-pool) is an affine map a * y + b per
     channel; with a >= 0 it commutes with the max-pool, and the affine map then folds into
     conv2's weights and bias (conv2 has no padding, so the border sees no zeros). A model with a
-    negative BatchNorm scale keeps the layer as it is (`folded` False).
+    negative BatchNorm scale keeps the layer as it is (`folded` False), checked per model.
   - ReLU and max-pool commute (max(relu(y)) = relu(max(y)), both exact in float), so each ReLU
     runs after its pool, on 1/4 (conv1: 4x4 windows, stride 2, 25 x 124 -> 11 x 61), 1/2 or
     ~1/1 of the cells.
-  - conv1 has one input channel; oneDNN's input-gradient for it is about 11x slower than its
-    forward. Its input-gradient here is one matrix product (cotangent rows x 16 channels times
-    the 16 x 25 kernel) and a col2im (`F.fold`).
-  - The LSTM's two directions' input weights are concatenated once, here, not at every call,
-    and the first step skips the recurrent product of zero states.
+  - conv1 and its pool run CHUNK blocks at a time (`_Conv1Pool`): conv1's output (the largest
+    activation, 16 x 25 x 124 a block) stays in cache and only the pool's argmax indices are
+    kept for the backward; conv1 takes oneDNN's channels-last path, and its input-gradient (which
+    oneDNN computes ~11x slower than the forward) is a product with a tile matrix plus shifted
+    adds. Without a gradient to build, the whole CNN runs in slices and the pool computes values
+    only (`_max_pool_values`).
+  - The LSTM's two directions' input weights are concatenated once, here, not at every call;
+    the recurrence of both directions is one autograd function with its backward written out
+    (`_Recurrence`), and its first step skips the product of zero states.
   - Every weight is a buffer (no parameter gradients are ever built).
 
-Why: on one CPU core about 65 % of the training model's forward is memory-bound passes over
-conv1's output (conv1, max-pool, BatchNorm, ReLU); the rewrites make two of those four passes
-4x smaller and remove the BatchNorm pass (benchmarks/model_speed.py measures the result)."""
+Why: on one CPU core about 65 % of the training model's forward was memory-bound passes over
+conv1's output (conv1, max-pool, BatchNorm, ReLU). benchmarks/fastpath_steps.py measures the
+result against the model it replaced (reports/benchmarks/speed-fastpath.md)."""
 from __future__ import annotations
 
 import torch
