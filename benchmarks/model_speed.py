@@ -3,8 +3,9 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/model_speed.py [--model emodb-paper] [--batch 1 8 32]
 
 What every white-box attack step costs. Variants: the training model (nn.LSTM, default memory
-order), the unrolled LSTM, and the unrolled LSTM with the channels-last CNN (what
-`ModelBundle.torch_model()` hands to the attacks). Prints, per batch size, the median CPU
+order), the unrolled LSTM, the unrolled LSTM with the channels-last CNN (what
+`ModelBundle.torch_model()` hands out), and the gradient model the attacks differentiate
+(`ModelBundle.gradient_model()`, ser_core/models/fast.py). Prints, per batch size, the median CPU
 seconds of `--runs` passes and each variant's time divided by the training model's, plus the
 largest logit difference and the gradients' cosine similarity against the training model."""
 from __future__ import annotations
@@ -30,7 +31,8 @@ def variants(bundle):
     base.channels_last = False
     plain = copy.deepcopy(base)
     plain.unroll_lstm = False
-    return {"nn.LSTM": plain, "unrolled": base, "unrolled+channels_last": bundle.torch_model()}
+    return {"nn.LSTM": plain, "unrolled": base, "unrolled+channels_last": bundle.torch_model(),
+            "gradient model": bundle.gradient_model()}
 
 
 def one_pass(model, x):

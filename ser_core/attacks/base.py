@@ -97,9 +97,11 @@ class Attack:
                 "paper_settings": cls.paper_settings}
 
     def model(self) -> torch.nn.Module:
+        """The model white-box attacks differentiate: the bundle's gradient model (the torch
+        model rewritten exactly for speed, ser_core/models/fast.py)."""
         if self.kind != "white-box":
             raise RuntimeError(f"{self.name} is black-box: it must not touch the torch model")
-        return self.bundle.torch_model()
+        return self.bundle.gradient_model()
 
 
 class FixedBudgetAttack:

@@ -10,7 +10,8 @@ A bundle folder holds
                      (a hash recorded when it was checked, else the parity check) and holds
                      no external data; one that is not (unreadable, stale) is rebuilt
   README.md          the model card
-It hands out a torch module (gradients, white-box attacks) and an ONNX Runtime session
+It hands out the torch module (training, export), its exact faster rewrite for gradients (the
+white-box attacks: `gradient_model`, ser_core/models/fast.py) and an ONNX Runtime session
 (serving, black-box attacks: CUDA when present, else CPU), and predicts clips: probabilities
 per 3 s chunk and for the clip (the mean over its chunks)."""
 from __future__ import annotations
@@ -32,6 +33,7 @@ from ser_core.config import FeatureConfig
 from ser_core.errors import ModelBundleError
 from ser_core.audio.features import clip_features
 from ser_core.models.cnn_lstm import CNNLSTM
+from ser_core.models.fast import FastCNNLSTM
 from ser_core.audio.standardize import Standardizer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -105,6 +107,7 @@ class ModelBundle:
         self.feature_config = FeatureConfig.from_dict(config["feature_config"])
         self.clip_range: tuple[float, float] = tuple(config["clip_range"])
         self._torch = None
+        self._gradient = None
         self._session = None
         self._standardizer = None
         self._onnx_options: dict = {}
@@ -210,6 +213,17 @@ class ModelBundle:
                 m.use_channels_last()  # faster CNN on CPU, same values (ser_core/models/cnn_lstm.py)
                 self._torch = m.eval()
             return self._torch
+
+    def gradient_model(self) -> FastCNNLSTM:
+        """What every white-box attack differentiates: `torch_model()` rewritten exactly and
+        faster (ser_core/models/fast.py), on that model's device; rebuilt when it moved (a copy:
+        weights changed in place in torch_model() afterwards are not seen)."""
+        with self._lock:
+            model = self.torch_model()
+            device = next(model.parameters()).device
+            if self._gradient is None or self._gradient.device != device:
+                self._gradient = FastCNNLSTM(model)
+            return self._gradient
 
     def onnx_path(self) -> Path:
         """model.onnx in the bundle, or built from the weights (with the parity check) into the

@@ -24,7 +24,10 @@ times faster at small batches, the same numbers within 1e-5 (tested). ONNX expor
 runs its blocks in channels-last memory order. oneDNN's pooling and convolutions are faster in
 that order on CPU: a forward and input-gradient pass of 1, 8 or 32 clips takes about 0.7 of
 the time (benchmarks/model_speed.py, one thread). The values are the same up to float rounding (tested); ONNX
-export is unaffected, as ONNX has no memory order."""
+export is unaffected, as ONNX has no memory order.
+
+The white-box attacks differentiate neither this module nor its options directly but its exact
+rewrite for speed, `ser_core/models/fast.py` (`ModelBundle.gradient_model()`)."""
 from __future__ import annotations
 
 import torch
@@ -127,6 +130,10 @@ class CNNLSTM(nn.Module):
 
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.forward(x), dim=1)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
 
 
 def bilstm_last_states(lstm: nn.LSTM, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -237,7 +237,7 @@ class ClipModel(nn.Module):
     def __init__(self, bundle, index_map: np.ndarray):
         super().__init__()
         self.frontend = LogMelFrontEnd.for_bundle(bundle)
-        self.model = bundle.torch_model()
+        self.model = bundle.gradient_model()  # the torch model rewritten for speed (models/fast.py)
         self.register_buffer("index", torch.from_numpy(np.ascontiguousarray(index_map)))
 
     def chunk_log_probs(self, pcm: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,284 @@
+"""The gradient model: an exact, faster rewrite of an eval-mode CNN-LSTM for the white-box attacks.
+
+`FastCNNLSTM(m)` computes the same function as `m.eval()` (logits and input gradients equal up to
+float rounding; tests/test_fast_model.py checks both against the training model on real chunks)
+and is what `ModelBundle.gradient_model()` hands to every white-box attack of both domains.
+Training, ONNX export and `state_dict` keep using `ModelBundle.torch_model()`. The rewrites:
+
+  - BatchNorm (after conv1's ReLU, before the first max-pool) is an affine map a * y + b per
+    channel; with a >= 0 it commutes with the max-pool, and the affine map then folds into
+    conv2's weights and bias (conv2 has no padding, so the border sees no zeros). A model with a
+    negative BatchNorm scale keeps the layer as it is (`folded` False), checked per model.
+  - ReLU and max-pool commute (max(relu(y)) = relu(max(y)), both exact in float), so each ReLU
+    runs after its pool, on 1/4 (conv1: 4x4 windows, stride 2, 25 x 124 -> 11 x 61), 1/2 or
+    ~1/1 of the cells.
+  - conv1 and its pool run CHUNK blocks at a time (`_Conv1Pool`): conv1's output (the largest
+    activation, 16 x 25 x 124 a block) stays in cache and only the pool's argmax indices are
+    kept for the backward; conv1 takes oneDNN's channels-last path, and its input-gradient (which
+    oneDNN computes ~11x slower than the forward) is a product with a tile matrix plus shifted
+    adds. Without a gradient to build, the whole CNN runs in slices and the pool computes values
+    only (`_max_pool_values`).
+  - The LSTM's two directions' input weights are concatenated once, here, not at every call;
+    the recurrence of both directions is one autograd function with its backward written out
+    (`_Recurrence`), and its first step skips the product of zero states.
+  - Every weight is a buffer (no parameter gradients are ever built).
+
+Why: on one CPU core about 65 % of the training model's forward was memory-bound passes over
+conv1's output (conv1, max-pool, BatchNorm, ReLU). benchmarks/fastpath_steps.py measures the
+result against the model it replaced (reports/benchmarks/speed-fastpath.md)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ser_core.models.cnn_lstm import CNNLSTM
+
+
+CHUNK = 16  # CNN blocks per slice of conv1 + pool: its 16 x 25 x 124 outputs stay in cache
+
+
+def conv1_tile_matrix(weight: torch.Tensor, tile: int) -> torch.Tensor:
+    """conv1 (out, 1, kh, kw) as a (kh * (tile + kw - 1), tile * out) matrix: a patch of kh rows
+    and tile + kw - 1 columns times it gives `tile` neighbouring output cells, channels last."""
+    out, _, kh, kw = weight.shape
+    t = weight.new_zeros(kh, tile + kw - 1, tile, out)
+    for j in range(tile):
+        for v in range(kw):
+            t[:, j + v, j, :] = weight[:, 0, :, v].t()
+    return t.reshape(kh * (tile + kw - 1), tile * out)
+
+
+class _Conv1Pool(torch.autograd.Function):
+    """max_pool(conv1(x)) for one-channel blocks x (n, 1, h, w), CHUNK blocks at a time, so conv1's
+    large output never leaves the cache and is never stored: backward keeps the pool's argmax
+    indices only. conv1 runs on x with a second, all-zero channel (and a zero kernel for it): for
+    one channel oneDNN returns NCHW, for two channels-last, the order in which torch's max-pool
+    is vectorised (together ~4x faster; the values are the same). Its input-gradient is one
+    product with the tile matrix (`conv1_tile_matrix`) and a few shifted adds (col2im), not
+    oneDNN's backward-data convolution (~11x slower than its forward)."""
+
+    @staticmethod
+    def forward(ctx, x, weight2, bias, tile_mat, tile, kernel, stride):
+        n, _, h, w = x.shape
+        kh, kw = weight2.shape[-2:]
+        c = weight2.shape[0]
+        ph, pw = (h - kh + 1 - kernel) // stride + 1, (w - kw + 1 - kernel) // stride + 1
+        x2 = torch.cat([x, x.new_zeros(x.shape)], 1).contiguous(memory_format=torch.channels_last)
+        cl = dict(memory_format=torch.channels_last, device=x.device)
+        out = torch.empty((n, c, ph, pw), dtype=x.dtype, **cl)
+        idx = torch.empty((n, c, ph, pw) if ctx.needs_input_grad[0] else (0, 0, 0, 0), dtype=torch.int64, **cl)
+        pool = [[kernel] * 2, [stride] * 2, [0, 0], [1, 1], False]
+        grad = ctx.needs_input_grad[0]
+        for i in range(0, n, CHUNK):
+            y = F.conv2d(x2[i:i + CHUNK], weight2, bias)
+            if grad:
+                torch.ops.aten.max_pool2d_with_indices.out(y, *pool, out=out[i:i + CHUNK], indices=idx[i:i + CHUNK])
+            else:
+                out[i:i + CHUNK] = _max_pool_values(y, kernel, stride)
+        ctx.geometry = (n, h, w, kh, kw, tile, pool)
+        if grad:
+            ctx.save_for_backward(idx, tile_mat)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        idx, tile_mat = ctx.saved_tensors
+        n, h, w, kh, kw, tile, pool = ctx.geometry
+        c = grad.shape[1]
+        grad = grad.contiguous(memory_format=torch.channels_last)
+        out = grad.new_empty(n, h, w)
+        # one buffer for every slice's conv1 cotangent (fresh ones cost page faults on each
+        # zeroing), and the pool's input stand-in, of which its backward reads shape and order only
+        spec = dict(dtype=grad.dtype, device=grad.device, memory_format=torch.channels_last)
+        gy_all = torch.empty((min(n, CHUNK), c, h - kh + 1, w - kw + 1), **spec)
+        like_all = torch.empty_like(gy_all)
+        for i in range(0, n, CHUNK):
+            g = grad[i:i + CHUNK]
+            gy, like = gy_all[:len(g)], like_all[:len(g)]
+            torch.ops.aten.max_pool2d_with_indices_backward.grad_input(g, like, *pool, idx[i:i + CHUNK], grad_input=gy)
+            out[i:i + CHUNK] = _conv1_input_grad(gy, tile_mat, tile, h, w, kh, kw)
+        return out[:, None], None, None, None, None, None, None
+
+
+def _max_pool_values(y: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
+    """max_pool2d's values (no argmax, for passes without a gradient): a window of 2 * stride is
+    the maximum of two neighbouring blocks of stride x stride, so one non-overlapping block max
+    and one max of neighbours, elementwise over channels-last memory (~2x torch's kernel)."""
+    if kernel != 2 * stride:
+        return F.max_pool2d(y, kernel, stride)
+    oh, ow = (y.shape[2] - kernel) // stride + 1, (y.shape[3] - kernel) // stride + 1
+    s = stride
+    a = y[:, :, :s * (oh + 1), :s * (ow + 1)]
+    r = a[:, :, 0::s]
+    for k in range(1, s):
+        r = torch.maximum(r, a[:, :, k::s])  # block maxima over rows: (n, c, oh + 1, ...)
+    r = torch.maximum(r[:, :, :-1], r[:, :, 1:])
+    q = r[..., 0::s]
+    for k in range(1, s):
+        q = torch.maximum(q, r[..., k::s])
+    return torch.maximum(q[..., :-1], q[..., 1:])
+
+
+def _conv1_input_grad(gy, tile_mat, tile, h, w, kh, kw):
+    """Input-gradient of the one-channel conv1 from its channels-last output cotangent gy
+    (m, c, oh, ow): each tile's patch (kh rows, tile + kw - 1 columns) gets rows @ tile_mat.T,
+    added in place at the tile's own `tile` columns and the next tile's first kw - 1."""
+    m, c, oh, ow = gy.shape
+    n_tiles = ow // tile
+    rows = gy.permute(0, 2, 3, 1).reshape(m * oh * n_tiles, tile * c)  # a view: gy is channels-last
+    cols = (rows @ tile_mat.t()).view(m, oh, n_tiles, kh, tile + kw - 1)
+    g = gy.new_zeros(m, h, (n_tiles + 1) * tile)
+    g_tiles = g.view(m, h, n_tiles + 1, tile)
+    for u in range(kh):
+        g_tiles[:, u:u + oh, :n_tiles] += cols[:, :, :, u, :tile]
+        g_tiles[:, u:u + oh, 1:, :kw - 1] += cols[:, :, :, u, tile:]
+    return g[..., :w]
+
+
+class _Recurrence(torch.autograd.Function):
+    """The LSTM recurrence of both directions at once, gate order i, f, g, o, from zero states:
+    gates (steps, 2, b, 4H) of the inputs, w_hh (2, H, 4H) -> the last hidden states (2, b, H).
+    c' = sigmoid(f) c + sigmoid(i) tanh(g), h' = sigmoid(o) tanh(c'). Backward is written out
+    (backpropagation through time to the input gates only), a few fused tensor operations a
+    step instead of autograd's graph of ~20 nodes a step: at small batches those dominate."""
+
+    @staticmethod
+    def forward(ctx, gates, w_hh):
+        steps = gates.shape[0]
+        hid = w_hh.shape[1]
+        h = c = None
+        acts, cells = [], []
+        for t in range(steps):
+            a = gates[t] if h is None else torch.baddbmm(gates[t], h, w_hh)
+            a = a.clone() if h is None else a
+            a[..., :2 * hid].sigmoid_()
+            a[..., 2 * hid:3 * hid].tanh_()
+            a[..., 3 * hid:].sigmoid_()
+            i, f, g, o = a.split(hid, dim=2)
+            c = i * g if c is None else torch.addcmul(i * g, f, c)
+            h = o * torch.tanh(c)
+            acts.append(a)
+            cells.append(c)
+        ctx.save_for_backward(torch.stack(acts), torch.stack(cells), w_hh)
+        return h
+
+    @staticmethod
+    def backward(ctx, dh):
+        acts, cells, w_hh = ctx.saved_tensors
+        steps, hid = acts.shape[0], w_hh.shape[1]
+        w_t = w_hh.transpose(1, 2)  # (2, 4H, H)
+        d_gates = torch.empty_like(acts)
+        dc = None
+        for t in range(steps - 1, -1, -1):
+            i, f, g, o = acts[t].split(hid, dim=2)
+            tc = torch.tanh(cells[t])
+            dct = dh * o * (1 - tc * tc)
+            dc = dct if dc is None else dc + dct
+            d = d_gates[t]
+            di, df, dg, do = d.split(hid, dim=2)
+            torch.mul(dc * g, i * (1 - i), out=di)
+            if t > 0:
+                torch.mul(dc * cells[t - 1], f * (1 - f), out=df)
+            else:
+                df.zero_()
+            torch.mul(dc * i, 1 - g * g, out=dg)
+            torch.mul(dh * tc, o * (1 - o), out=do)
+            if t > 0:
+                dh = torch.bmm(d, w_t)
+                dc = dc * f
+        return d_gates, None
+
+
+class FastCNNLSTM(nn.Module):
+    """The eval-mode CNN-LSTM rewritten for fast input gradients (see the module docstring):
+    x (batch, 261, 128) standardised log-Mel -> (batch, n_classes) logits."""
+
+    def __init__(self, model: CNNLSTM):
+        super().__init__()
+        conv1, _, bn, pool1, conv2, _, pool2, conv3, _, pool3, _ = model.cnn
+        self.input_norm = model.input_norm
+        self.n_blocks, self.block_frames = model.n_blocks, model.block_frames
+        self.pools = [(p.kernel_size, p.stride) for p in (pool1, pool2, pool3)]
+        f32 = dict(dtype=torch.float32)
+        with torch.no_grad():
+            w1 = conv1.weight.detach().to(**f32)
+            ow = model.input_shape[1] - w1.shape[-1] + 1
+            # the narrowest tile that divides conv1's output width and holds kw - 1 columns
+            self.tile = next(t for t in range(w1.shape[-1] - 1, ow + 1) if ow % t == 0)
+            self.register_buffer("w1", w1.contiguous(memory_format=torch.channels_last))
+            self.register_buffer("b1", conv1.bias.detach().to(**f32).clone())
+            self.register_buffer("w1_tiles", conv1_tile_matrix(w1, self.tile))
+            w1_2 = torch.cat([w1, torch.zeros_like(w1)], 1)  # the zero channel (see _Conv1Pool)
+            self.register_buffer("w1_2", w1_2.contiguous(memory_format=torch.channels_last))
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            shift = bn.bias - bn.running_mean * scale
+            self.folded = bool((scale >= 0).all())
+            w2, b2 = conv2.weight.detach().to(**f32), conv2.bias.detach().to(**f32)
+            if self.folded:
+                b2 = b2 + (w2 * shift[None, :, None, None]).sum((1, 2, 3))
+                w2 = w2 * scale[None, :, None, None]
+            self.register_buffer("bn_scale", scale.reshape(1, -1, 1, 1).clone())
+            self.register_buffer("bn_shift", shift.reshape(1, -1, 1, 1).clone())
+            self.register_buffer("w2", w2.contiguous(memory_format=torch.channels_last))
+            self.register_buffer("b2", b2.clone())
+            self.register_buffer("w3", conv3.weight.detach().to(**f32).contiguous(memory_format=torch.channels_last))
+            self.register_buffer("b3", conv3.bias.detach().to(**f32).clone())
+            lstm = model.lstm
+            self.hidden = lstm.hidden_size
+            self.register_buffer("w_ih", torch.cat([lstm.weight_ih_l0, lstm.weight_ih_l0_reverse]).detach().clone())
+            self.register_buffer("b_ih", torch.cat([lstm.bias_ih_l0 + lstm.bias_hh_l0,
+                                                    lstm.bias_ih_l0_reverse + lstm.bias_hh_l0_reverse]).detach().clone())
+            self.register_buffer("w_hh", torch.stack([lstm.weight_hh_l0, lstm.weight_hh_l0_reverse])
+                                 .transpose(1, 2).detach().contiguous())  # (2, H, 4H)
+            self.register_buffer("w_out", model.dense.weight.detach().clone())
+            self.register_buffer("b_out", model.dense.bias.detach().clone())
+        self.eval()
+
+    @property
+    def device(self) -> torch.device:
+        return self.w1.device
+
+    def cnn(self, blocks: torch.Tensor) -> torch.Tensor:
+        """(n, 1, 29, 128) blocks -> (n, 1664) features, as model.cnn in eval mode. Without a
+        gradient to build, CHUNK blocks at a time so every activation stays in cache; with one,
+        conv2 and conv3 take the whole batch (their oneDNN backward is slower in slices)."""
+        blocks = blocks.contiguous(memory_format=torch.channels_last)
+        if torch.is_grad_enabled() and blocks.requires_grad:
+            return self._cnn(blocks)
+        with torch.no_grad():
+            return torch.cat([self._cnn(blocks[i:i + CHUNK]) for i in range(0, len(blocks), CHUNK)])
+
+    def _cnn(self, blocks: torch.Tensor) -> torch.Tensor:
+        (k1, s1), (k2, s2), (k3, s3) = self.pools
+        if self.folded:  # conv1 and its pool CHUNK blocks at a time (_Conv1Pool)
+            z = F.relu(_Conv1Pool.apply(blocks, self.w1_2, self.b1, self.w1_tiles, self.tile, k1, s1))
+        else:  # a negative BatchNorm scale does not commute with the max-pool: the layers as they are
+            z = F.relu(F.conv2d(blocks, self.w1, self.b1)) * self.bn_scale + self.bn_shift
+            z = F.max_pool2d(z, k1, s1)
+        z = F.relu(F.max_pool2d(F.conv2d(z, self.w2, self.b2), k2, s2))
+        z = F.relu(F.max_pool2d(F.conv2d(z, self.w3, self.b3), k3, s3))
+        return z.contiguous().flatten(1)  # channel-major flatten, as nn.Flatten on NCHW
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_norm == "utterance":
+            x = x - x.mean(dim=1, keepdim=True)
+        elif self.input_norm == "global":
+            x = x - x.mean(dim=(1, 2), keepdim=True)
+        b = x.shape[0]
+        z = self.cnn(x.reshape(b * self.n_blocks, 1, self.block_frames, x.shape[-1]))
+        z = z.reshape(b, self.n_blocks, -1)
+        h_fwd, h_bwd = self._bilstm(z)
+        return F.linear(torch.cat([h_fwd, h_bwd], dim=1), self.w_out, self.b_out)
+
+    def _bilstm(self, z: torch.Tensor):
+        """Last hidden state of each direction (cnn_lstm.bilstm_last_states, weights cached)."""
+        b, steps, _ = z.shape
+        gates_in = F.linear(z, self.w_ih, self.b_ih).reshape(b, steps, 2, -1)
+        # (steps, 2, b, 4H): the forward direction reads step t, the backward one step steps-1-t
+        g = torch.stack([gates_in[:, :, 0], gates_in[:, :, 1].flip(1)]).transpose(0, 2)
+        h = _Recurrence.apply(g.transpose(1, 2).contiguous(), self.w_hh)
+        return h[0], h[1]
+
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.forward(x), dim=1)
