@@ -34,6 +34,7 @@ from ser_core.errors import ModelBundleError
 from ser_core.audio.features import clip_features
 from ser_core.models.cnn_lstm import CNNLSTM
 from ser_core.models.fast import FastCNNLSTM
+from ser_core.models.weights import WEIGHT_DTYPES, pack_weights, quantize_roundtrip, unpack_weights  # noqa: F401
 from ser_core.audio.standardize import Standardizer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -41,7 +42,6 @@ MODELS_DIR = Path(os.environ.get("SER_MODELS_DIR", REPO_ROOT / "models"))
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 ONNX = "model.onnx"
-WEIGHT_DTYPES = ("float32", "float16", "int8")
 VERIFIED = ".verified.json"  # beside model.onnx: the hashes that passed the parity check
 HUB_PREFIX = "hf://"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -60,43 +60,6 @@ class ClipPrediction:
     def to_dict(self) -> dict:
         return {"label": self.label, "probabilities": self.probabilities,
                 "chunks": [dict(zip(self.labels, map(float, p))) for p in self.chunk_probabilities]}
-
-
-def _pack_weights(state: dict, dtype: str) -> dict[str, torch.Tensor]:
-    out = {}
-    for k, v in state.items():
-        v = v.detach().cpu()
-        if not v.is_floating_point():
-            continue  # BatchNorm's num_batches_tracked
-        if dtype == "float16":
-            out[k] = v.half()
-        elif dtype == "int8" and v.ndim >= 2:
-            rows = v.reshape(v.shape[0], -1).float()
-            scale = rows.abs().amax(1).clamp_min(1e-12) / 127.0
-            out[k] = torch.round(rows / scale[:, None]).to(torch.int8).reshape(v.shape)
-            out[k + ".scale"] = scale
-        else:
-            out[k] = v.float()
-    return out
-
-
-def _unpack_weights(tensors: dict) -> dict[str, torch.Tensor]:
-    out = {}
-    for k, v in tensors.items():
-        if k.endswith(".scale") or k.startswith("standardizer."):
-            continue
-        if v.dtype == torch.int8:
-            scale = tensors[k + ".scale"]
-            v = (v.reshape(v.shape[0], -1).float() * scale[:, None]).reshape(v.shape)
-        out[k] = v.float()
-    return out
-
-
-def quantize_roundtrip(model: CNNLSTM, dtype: str) -> CNNLSTM:
-    """The model as it will be after saving with `dtype` (so reported metrics are the shipped ones)."""
-    q = _unpack_weights(_pack_weights(model.state_dict(), dtype))
-    model.load_state_dict(q, strict=False)
-    return model
 
 
 class ModelBundle:
@@ -204,7 +167,7 @@ class ModelBundle:
                 m = CNNLSTM(len(self.labels), hp["dropout"], hp["lstm_input_dropout"],
                             self.feature_config.input_shape,
                             input_norm=hp.get("input_norm", "none"))
-                missing, unexpected = m.load_state_dict(_unpack_weights(self._tensors()), strict=False)
+                missing, unexpected = m.load_state_dict(unpack_weights(self._tensors()), strict=False)
                 missing = [k for k in missing if not k.endswith("num_batches_tracked")]
                 if missing or unexpected:
                     raise ModelBundleError(f"{self.folder}: weights do not fit the model "
@@ -370,7 +333,7 @@ class ModelBundle:
             raise ValueError(f"weights dtype {weights_dtype!r} (accepted: {', '.join(WEIGHT_DTYPES)})")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        tensors = _pack_weights(model.state_dict(), weights_dtype)
+        tensors = pack_weights(model.state_dict(), weights_dtype)
         tensors["standardizer.mean"] = torch.from_numpy(standardizer.mean.astype(np.float32))
         tensors["standardizer.scale"] = torch.from_numpy(standardizer.scale.astype(np.float32))
         save_file(tensors, str(folder / WEIGHTS))

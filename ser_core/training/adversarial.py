@@ -143,7 +143,8 @@ def adversarial_train(bundle, out, cfg: DefenceConfig = DefenceConfig(), data_di
     protocol, same split) and write the result to bundle folder `out`, evaluated on the
     bundle's test examples. Returns the new ModelBundle."""
     from ser_core.models import bundle as bundle_mod
-    from ser_core.models.bundle import ModelBundle, quantize_roundtrip
+    from ser_core.models.bundle import ModelBundle
+    from ser_core.models.weights import quantize_roundtrip
     from ser_core.data.corpora import read_corpus
     from ser_core.data.dataset import build_table
     from ser_core.data.held_out import bundle_test_rows, data_root

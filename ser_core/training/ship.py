@@ -30,7 +30,7 @@ def train_shipped_bundle(corpus_name: str, data_dir, out, recipe: str | TrainCon
     `crossval.result_name`, copied into config["crossval"]); the validation speakers' figures
     are recorded as `metrics.test` with `subset` saying what they are."""
     import platform
-    from ser_core.models.bundle import quantize_roundtrip
+    from ser_core.models.weights import quantize_roundtrip
     from ser_core.config import PAPER_FEATURES
     from ser_core.data.corpora import DATA_LICENCES, read_corpus
     from ser_core.data.folds import ship_split

@@ -203,7 +203,7 @@ def train_bundle(corpus_name: str, data_dir, out, protocol: str = "speaker", cla
     """Corpus folder -> trained, evaluated, ONNX-exported (parity-checked) bundle folder."""
     import dataclasses
     import platform
-    from ser_core.models.bundle import quantize_roundtrip
+    from ser_core.models.weights import quantize_roundtrip
     from ser_core.config import PAPER_FEATURES, PAPER_SEED, PAPER_TRAIN
     from ser_core.data.corpora import DATA_LICENCES, read_corpus
     from ser_core.data.dataset import build_table
