@@ -41,7 +41,7 @@ UNIT_SETTINGS = {
     "cw_l2": ({"binary_search_steps": 3, "max_iter": 10, "initial_const": 0.01, "learning_rate": 0.01}, 16),
     "cw_linf": (None, 16),  # None: the study's setting (paper_settings[0])
     "boundary": (None, 4),
-    "pixel": ({"th": 10, "max_iter": 5}, 2),
+    "pixel": ({"th": 10, "max_iter": 5}, 2),  # whole graph; by setting where the blocks split
 }
 
 
@@ -55,23 +55,38 @@ def measure_units(model: str, attacks) -> dict:
     b.configure_onnx(threads=1)
     ts = bundle_test_set(b)
     order = balanced_order(ts)
-    out = {}
-    for name in attacks:
-        setting, n = UNIT_SETTINGS[name]
-        if setting is None:
-            from ser_core.attacks import registry
-            setting = dict(registry()[name].paper_settings[0])
+    from ser_core.attacks import registry
+    from ser_core.evaluation.plan import setting_key
+
+    def unit(name, setting, n, blockwise=True):
         x = ts.x[np.sort(order[:n])]
         attack = get_attack(name, b, **setting)
+        attack.blockwise = blockwise  # Pixel's changed-blocks scoring (others ignore it)
         attack(x[:2])  # warm-up: session, torch model, first-call allocations
         t = time.process_time()
         res = attack(x)
         cpu = time.process_time() - t
         q = int(res.queries.sum())
-        out[name] = {"ms_per_query": round(1000 * cpu / q, 4),
-                     "basis": f"{cpu:.2f} CPU s / {q} queries: {n} examples of {model}, {json.dumps(setting)}, one "
-                              f"thread ({datetime.date.today()}, benchmarks/grid_costs.py)"}
-        print(json.dumps({"attack": name, **out[name]}), flush=True)
+        got = {"ms_per_query": round(1000 * cpu / q, 4),
+               "basis": f"{cpu:.2f} CPU s / {q} queries: {n} examples of {model}, {json.dumps(setting)}"
+                        + ("" if blockwise else ", whole graph") + f", one thread ({datetime.date.today()}, "
+                        f"benchmarks/grid_costs.py)"}
+        print(json.dumps({"attack": name, **got}), flush=True)
+        return got
+    out = {}
+    for name in attacks:
+        setting, n = UNIT_SETTINGS[name]
+        if setting is None:
+            setting = dict(registry()[name].paper_settings[0])
+        out[name] = unit(name, setting, n, blockwise=False)
+        if name == "pixel":  # per setting where the model's blocks split (blockwise.py): th decides the work
+            from ser_core.attacks.features.blockwise import BlockScorer
+            from export.evaluate import shipped_models
+            split = [m for m in shipped_models() if BlockScorer.for_bundle(ModelBundle.load(m)) is not None]
+            out[name]["by_setting"] = [
+                {"setting_key": setting_key(s), "models": split,
+                 **unit(name, {**s, "max_iter": UNIT_SETTINGS[name][0]["max_iter"]}, n)}
+                for s in registry()[name].paper_settings] if split else []
     return out
 
 

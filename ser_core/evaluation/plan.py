@@ -132,7 +132,11 @@ def load_costs(path=COSTS) -> dict:
         return {}
     table = json.loads(path.read_text())
     costs = {(r["attack"], r["setting_key"]): r["seconds_per_example"] for r in table["cells"]}
-    costs.update({("unit", a): u["ms_per_query"] / 1000 for a, u in table.get("unit_costs", {}).items()})
+    for a, u in table.get("unit_costs", {}).items():
+        costs[("unit", a)] = u["ms_per_query"] / 1000
+        for v in u.get("by_setting", []):  # a setting's own unit on some models (Pixel's changed blocks)
+            for m in v["models"]:
+                costs[("unit", a, v["setting_key"], m)] = v["ms_per_query"] / 1000
     costs.update({("queries", q["model"], q["attack"], q["setting_key"]): q["queries_per_example"]
                   for q in table.get("queries", [])})
     costs["overhead_per_bundle"] = table.get("overhead_per_bundle", 0.0)
@@ -170,9 +174,10 @@ def cost_per_example(row: dict) -> float:
 def unit_cost(row: dict, costs: dict) -> float | None:
     """One projection for every caller: an example of a row's cell costs its queries per example
     (counted exactly, a property of the algorithm, the model and the data) times the attack's
-    CPU seconds per query (costs.json "unit_costs", re-measured by benchmarks/grid_costs.py when
-    the code gets faster); None where the table has no unit cost for the attack."""
-    unit = costs.get(("unit", row["attack"]))
+    CPU seconds per query (costs.json "unit_costs": the attack's, or its setting's on that model
+    where they differ, as Pixel's with the model's blocks split; re-measured by
+    benchmarks/grid_costs.py when the code gets faster); None where the table has no unit."""
+    unit = costs.get(("unit", row["attack"], row.get("setting_key"), row.get("model")), costs.get(("unit", row["attack"])))
     return None if unit is None or row.get("queries") is None else row["queries"] * unit
 
 
@@ -192,7 +197,7 @@ class Projection:
         self.per_model: dict[tuple, float] = {}
         self.overhead = costs.get("overhead_per_bundle", 0.0)
         for (_, model, attack, key), q in ((k, v) for k, v in costs.items() if isinstance(k, tuple) and k[0] == "queries"):
-            spe = unit_cost({"attack": attack, "queries": q}, costs)
+            spe = unit_cost({"model": model, "attack": attack, "setting_key": key, "queries": q}, costs)
             if spe is not None:
                 self.per_model.setdefault((model, attack, key), spe)
         for r in rows:
