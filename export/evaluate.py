@@ -124,8 +124,13 @@ def run_evaluate(args):
     if args.dry_run:
         cells = plan.plan_cells(bundles, attacks, profile, rows=read_rows(results))
         print(plan.format_plan(cells, profile), file=sys.stderr, flush=True)
+        by_attack: dict[str, float] = {}
+        for c in cells:
+            by_attack[c["attack"]] = by_attack.get(c["attack"], 0.0) + (c["cpu_seconds"] or 0.0)
         emit({"profile": profile.name, "projected_minutes": round(proj["total_seconds"] / 60, 1),
               "projected_cpu_hours_whole_profile": round(sum(c["cpu_seconds"] or 0 for c in cells) / 3600, 2),
+              "projected_cpu_hours_by_attack": {a: round(v / 3600, 2) for a, v in
+                                                sorted(by_attack.items(), key=lambda kv: -kv[1])},
               "unmeasured_cells": proj["unmeasured"],
               "cells": [{k: c[k] for k in ("model", "attack", "settings", "examples", "male", "female", "half_width")}
                         for c in cells]})

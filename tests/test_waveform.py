@@ -83,8 +83,9 @@ def test_black_box_attack_never_loads_torch_and_counts_queries(test_clips, tmp_p
     r = attack_clip(fresh, test_clips[0], "square",
                     {"eps_16bit": 200, "max_queries": 9, "population": 4}, out_dir=tmp_path, domain="waveform")
     assert fresh._torch is None
-    # every clip the serving path scored: the clean one, the attack's queries, the written WAV
-    assert len(scored) == r.queries + 2
+    # every clip the serving path scored, once: the clean one and the attack's queries (the
+    # written WAV holds a scored candidate's samples, whose features verify.serving_features kept)
+    assert len(scored) == r.queries + 1
     assert 1 <= r.queries <= 9
     assert r.linf_16bit <= 200
 
@@ -100,7 +101,7 @@ def test_square_flips_a_clip_querying_only_the_serving_path(data_dir, tmp_path, 
     r = attack_clip(fresh, data_dir / "emodb" / "wav" / "13b10La.flac", "square",
                     {"snr_db": 20, "max_queries": 300}, out_dir=tmp_path, domain="waveform")
     assert fresh._torch is None
-    assert len(scored) == r.queries + 2 and r.queries < 300  # stopped at its first flip
+    assert len(scored) == r.queries + 1 and r.queries < 300  # stopped at its first flip (the WAV: a kept candidate)
     assert r.flipped and r.label_after != r.label_before
     assert fresh.predict_clip(r.wav_path).label == r.label_after
     assert r.snr_db >= 20.0 and r.linf_16bit == r.extra["eps_16bit"]  # on the vertices of the ball

@@ -18,7 +18,7 @@ from ser_core.attacks.clip import attack_clip
 from ser_core.audio.chunkmap import chunk_index_map
 from ser_core.attacks.waveform.apgd import checkpoints, dlr
 from ser_core.attacks.objective import Objective
-from ser_core.attacks.waveform.base import PCM_MAX, PCM_MIN, ClipModel, from_pcm, to_pcm
+from ser_core.attacks.waveform.base import PCM_MAX, PCM_MIN, ClipModel, ServingPath, from_pcm, to_pcm
 from ser_core.audio.chunkmap import trim_guard
 from ser_core.attacks.waveform.masking import MaskingThreshold
 
@@ -99,14 +99,15 @@ def test_apgd_counts_every_forward_pass_and_serving_scoring(bundle, data_dir, tm
     forwards, scored = [], []
     chunk_log_probs = ClipModel.chunk_log_probs
     monkeypatch.setattr(ClipModel, "chunk_log_probs", lambda self, x: forwards.append(1) or chunk_log_probs(self, x))
-    features = bundle.features
-    monkeypatch.setattr(bundle, "features", lambda y: scored.append(1) or features(y))
+    serve = ServingPath.__call__
+    monkeypatch.setattr(ServingPath, "__call__", lambda self, p: scored.append(len(np.atleast_2d(p))) or serve(self, p))
     for name, params in [("12b03Ta.flac", {"snr_db": 40, "steps": 8}),   # runs all its steps
                          ("13b10La.flac", {"snr_db": 30, "steps": 8})]:  # stops at a verified flip
         forwards.clear(), scored.clear()
         r = attack_clip(bundle, clip(data_dir, name), "apgd", params, out_dir=tmp_path, domain="waveform")
-        # the clean clip and the written WAV are scored too, and are not queries
-        assert r.queries == len(forwards) + len(scored) - 2
+        # every clip the counted serving path scored (the clean clip's decision and the written
+        # WAV's verification are not queries, and do not go through it)
+        assert r.queries == len(forwards) + sum(scored)
         assert len(forwards) == r.extra["iterations"] <= 8
     assert r.flipped and len(forwards) < 8
 

@@ -123,13 +123,22 @@ COSTS = Path(__file__).with_name("costs.json")
 
 
 def load_costs(path=COSTS) -> dict:
-    """(attack, setting_key) -> seconds per example, and "overhead_per_bundle" -> seconds,
-    from a cost table written by `python -m export evaluate --measure-costs`."""
+    """The cost table (costs.json) as one dict: (attack, setting_key) -> seconds per example
+    (cells measured or estimated as a whole), ("unit", attack) -> CPU seconds per query (one
+    thread, benchmarks/grid_costs.py), ("queries", model, attack, setting_key) -> queries per
+    example measured on that model (a results file's rows), and "overhead_per_bundle"."""
     path = Path(path)
     if not path.is_file():
         return {}
     table = json.loads(path.read_text())
     costs = {(r["attack"], r["setting_key"]): r["seconds_per_example"] for r in table["cells"]}
+    for a, u in table.get("unit_costs", {}).items():
+        costs[("unit", a)] = u["ms_per_query"] / 1000
+        for v in u.get("by_setting", []):  # a setting's own unit on some models (Pixel's changed blocks)
+            for m in v["models"]:
+                costs[("unit", a, v["setting_key"], m)] = v["ms_per_query"] / 1000
+    costs.update({("queries", q["model"], q["attack"], q["setting_key"]): q["queries_per_example"]
+                  for q in table.get("queries", [])})
     costs["overhead_per_bundle"] = table.get("overhead_per_bundle", 0.0)
     return costs
 
@@ -162,17 +171,35 @@ def cost_per_example(row: dict) -> float:
     return row["seconds_per_example"]
 
 
+def unit_cost(row: dict, costs: dict) -> float | None:
+    """One projection for every caller: an example of a row's cell costs its queries per example
+    (counted exactly, a property of the algorithm, the model and the data) times the attack's
+    CPU seconds per query (costs.json "unit_costs": the attack's, or its setting's on that model
+    where they differ, as Pixel's with the model's blocks split; re-measured by
+    benchmarks/grid_costs.py when the code gets faster); None where the table has no unit."""
+    unit = costs.get(("unit", row["attack"], row.get("setting_key"), row.get("model")), costs.get(("unit", row["attack"])))
+    return None if unit is None or row.get("queries") is None else row["queries"] * unit
+
+
 class Projection:
     """Seconds per example per (attack, setting): measured on the same model in this run's
     results file where a row exists (`cost_per_example`: CPU seconds on a CPU, as the cost table
     counts; an attack's cost per example differs between models: Pixel took 12-14 CPU s an
-    example on the paper bundles and a fraction of that on the speaker ones), else measured on
-    another model, else the cost table, else the mean of the attack's other settings."""
+    example on the paper bundles and a fraction of that on the speaker ones), else that model's
+    queries per example in the cost table times the attack's seconds per query (`unit_cost`,
+    what the report's full-profile projection uses), else measured on another model, else the
+    cost table's seconds per example, else the mean of the attack's other settings."""
 
     def __init__(self, rows=(), costs: dict | None = None):
-        self.per_example: dict[tuple, float] = {k: v for k, v in (costs or {}).items() if isinstance(k, tuple)}
+        costs = costs or {}
+        self.per_example: dict[tuple, float] = {k: v for k, v in costs.items() if isinstance(k, tuple) and len(k) == 2
+                                                and k[0] != "unit"}
         self.per_model: dict[tuple, float] = {}
-        self.overhead = (costs or {}).get("overhead_per_bundle", 0.0)
+        self.overhead = costs.get("overhead_per_bundle", 0.0)
+        for (_, model, attack, key), q in ((k, v) for k, v in costs.items() if isinstance(k, tuple) and k[0] == "queries"):
+            spe = unit_cost({"model": model, "attack": attack, "setting_key": key, "queries": q}, costs)
+            if spe is not None:
+                self.per_model.setdefault((model, attack, key), spe)
         for r in rows:
             if r["subset"] == "all" and r["n"]:
                 self.add(r["attack"], r["setting_key"], cost_per_example(r), r["model"])
@@ -291,11 +318,21 @@ def format_plan(cells: list[dict], profile: Profile) -> str:
     return "\n".join(lines)
 
 
-def project_full(rows: list[dict]) -> dict:
-    """Projected seconds of the full profile (whole test sets) from the cost per example
-    measured in `rows` (`cost_per_example`), per model and in total."""
+def project_full(rows: list[dict], costs: dict | None = None) -> dict:
+    """Projected CPU seconds of the full profile (whole test sets) from the cells in `rows`:
+    each cell's test examples times its queries per example measured in the rows times the
+    attack's seconds per query (`unit_cost`; the cost table's, `load_costs()` when None), or the
+    row's own cost per example (`cost_per_example`) for an attack without a unit cost. Per model,
+    per attack and in total. `--dry-run --profile full` projects the same cells the same way from
+    costs.json's queries (written from these rows by benchmarks/grid_costs.py), so the two agree
+    (tests/test_projection.py)."""
+    costs = load_costs() if costs is None else costs
     per_model: dict[str, float] = {}
+    per_attack: dict[str, float] = {}
     for r in rows:
         if r["subset"] == "all" and r.get("defence") is None:
-            per_model[r["model"]] = per_model.get(r["model"], 0.0) + cost_per_example(r) * r["test_examples"]["all"]
-    return {"per_model_seconds": per_model, "total_seconds": sum(per_model.values())}
+            spe = unit_cost(r, costs)
+            sec = (cost_per_example(r) if spe is None else spe) * r["test_examples"]["all"]
+            per_model[r["model"]] = per_model.get(r["model"], 0.0) + sec
+            per_attack[r["attack"]] = per_attack.get(r["attack"], 0.0) + sec
+    return {"per_model_seconds": per_model, "per_attack_seconds": per_attack, "total_seconds": sum(per_model.values())}

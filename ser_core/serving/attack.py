@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ser_core.attacks.clip import attack_clip
+from ser_core.attacks.waveform.verify import serving_features
 from ser_core.control import run_control, stop_reason
 from ser_core.errors import AttackCancelledError, ParameterError, excerpt
 from ser_core.serving.catalogue import DOMAIN_FEATURES, default_domain, domains, get_bundle
@@ -124,8 +125,9 @@ def _waveform_outcome(b, y, r, out: Path) -> AttackOutcome:
     result = r.to_dict()
     result["flipped"] = r.flipped  # the decision on the written WAV: the only one that counts
     wav = Path(r.wav_path)
-    # the images compare what the serving path computes from the clean clip and the WAV
-    x, x_adv = b.features(y), b.features(r.adversarial_audio)
+    # the images compare what the serving path computes from the clean clip and the WAV (the
+    # attack computed both already: serving_features keeps them)
+    x, x_adv = serving_features(b, y), serving_features(b, r.adversarial_audio)
     if x_adv.shape != x.shape:  # the perturbed clip trims into another number of chunks
         n = min(len(x), len(x_adv))
         x, x_adv = x[:n], x_adv[:n]

@@ -10,7 +10,9 @@ file each; every module here registers its attack on import.
   carlini_wagner_l2.py    "cw_l2"    C&W L2, white-box, minimisation
   carlini_wagner_linf.py  "cw_linf"  C&W Linf, white-box, minimisation
   boundary.py             "boundary" Boundary attack, black-box, minimisation (L2)
-  pixel.py                "pixel"    Pixel attack (differential evolution), black-box, fixed budget (L0)"""
+  pixel.py                "pixel"    Pixel attack (differential evolution), black-box, fixed budget (L0)
+  blockwise.py            BlockScorer: the ONNX graph in two parts, so that a candidate changed in
+                          a few time blocks re-runs the CNN on those only (Pixel's queries)"""
 import importlib
 import pkgutil
 

@@ -39,12 +39,15 @@ class QueryCounter:
         self.count = None
         self.offset = 0
 
-    def __call__(self, x: np.ndarray, owners: np.ndarray | None = None) -> np.ndarray:
-        """Probabilities of x (n, ...); owners[i] = index of the attacked example x[i] serves."""
+    def __call__(self, x: np.ndarray, owners: np.ndarray | None = None, scorer=None) -> np.ndarray:
+        """Probabilities of x (n, ...); owners[i] = index of the attacked example x[i] serves.
+        scorer(x[sl], sl): the same probabilities computed another way (blockwise.BlockScorer),
+        in the same batches; each example is counted either way."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         if self.count is not None:
             np.add.at(self.count, np.arange(len(x)) if owners is None else owners, 1)
-        out = [self.bundle.predict_features(x[i:i + self.batch_size])
+        out = [self.bundle.predict_features(x[i:i + self.batch_size]) if scorer is None else
+               scorer(x[i:i + self.batch_size], slice(i, i + self.batch_size))
                for i in range(0, len(x), self.batch_size)]
         return np.concatenate(out) if out else np.zeros((0, len(self.bundle.labels)), np.float32)
 

@@ -22,7 +22,10 @@ of every live example in one call per generation, each counted against its examp
 departures from ART, both saving work and neither changing the search: an example stops as
 soon as any scored candidate flips its decision (ART checks only the best member, with an
 extra query, after each generation), and the flipping candidate is returned as found (ART
-re-scores it). As in ART an example the search cannot flip is returned unchanged.
+re-scores it). As in ART an example the search cannot flip is returned unchanged. A candidate
+differs from its example in at most th of the model's 9 time blocks, so where the model's graph
+allows it only those blocks' CNN runs (`blockwise.BlockScorer`: the same ONNX graph in two
+parts, probabilities bit for bit the whole graph's; every candidate still one counted query).
 
 Targeted (an Objective with targets): the fitness is the probability of the target class,
 maximised (ART's targeted PixelAttack minimises 1 - p_t, as here), and an example stops at the
@@ -40,6 +43,7 @@ import numpy as np
 from ser_core.control import should_stop
 from ser_core.attacks.base import FixedBudgetAttack, register
 from ser_core.attacks.features.base import FeatureAttack
+from ser_core.attacks.features.blockwise import BlockScorer
 from ser_core.attacks.params import Param
 
 LEVELS = 255  # ART's 8-bit value range for a cell
@@ -54,6 +58,7 @@ class PixelAttack(FixedBudgetAttack, FeatureAttack):
     targeted = True
     budget_params = ("th",)
     batch_size = None  # the whole input in one call: candidates are scored population-wide
+    blockwise = True  # changed blocks only (blockwise.py); False: the whole graph (benchmarks/pixel_session.py)
     params = {
         "th": Param(10, int, 1, 1000, help="number of spectrogram cells that may change (ART's th)"),
         "max_iter": Param(20, int, 0, 1000, help="differential-evolution generations"),
@@ -81,12 +86,24 @@ class PixelAttack(FixedBudgetAttack, FeatureAttack):
             self.clip_min + v[..., 2].ravel() / LEVELS * (self.clip_max - self.clip_min))
         return out
 
-    def _score(self, x, genomes, owners, upper, query) -> np.ndarray:
-        """Probabilities of the candidates, built and scored in blocks to bound memory."""
+    def _score(self, x, genomes, owners, upper, query, blocks=None) -> np.ndarray:
+        """Probabilities of the candidates, built and scored in blocks to bound memory; with
+        blocks = (BlockScorer, the clean examples' block outputs), only changed blocks re-run."""
         block = 1024
-        probs = [query(self._apply(x[owners[i:i + block]], genomes[i:i + block], upper), owners[i:i + block])
-                 for i in range(0, len(owners), block)]
+        probs = []
+        for i in range(0, len(owners), block):
+            o = owners[i:i + block]
+            cand = self._apply(x[o], genomes[i:i + block], upper)
+            scorer = None if blocks is None else (lambda c, sl, o=o: blocks[0](c, o[sl], x, blocks[1]))
+            probs.append(query(cand, o, scorer))
         return np.concatenate(probs)
+
+    def _blocks(self, x):
+        """(BlockScorer, CNN outputs of every clean block) where the model allows it, else None."""
+        scorer = BlockScorer.for_bundle(self.bundle) if self.blockwise else None
+        if scorer is None:
+            return None
+        return scorer, np.concatenate([scorer.clean(x[i:i + 256]) for i in range(0, len(x), 256)])
 
     # --- search ----------------------------------------------------------------------------
     def _attack_batch(self, x, objective, query, progress):
@@ -103,11 +120,13 @@ class PixelAttack(FixedBudgetAttack, FeatureAttack):
         live = np.arange(n)
         best_energy = np.ones(n)
 
+        blocks = self._blocks(x)
+
         def evaluate(ex, genomes):
             """Score genomes (len(ex), size, genes); record successes; return the energies
             (untargeted: the probability of y; targeted: 1 - the probability of the target y)."""
             owners = np.repeat(ex, size)
-            probs = self._score(x, genomes.reshape(-1, genes), owners, upper, query)
+            probs = self._score(x, genomes.reshape(-1, genes), owners, upper, query, blocks)
             prob = probs[np.arange(len(owners)), y[owners]].reshape(len(ex), size)
             e = 1 - prob if objective.targeted else prob
             flips = objective[owners].reached(probs.argmax(1)).reshape(len(ex), size)

@@ -29,8 +29,9 @@ from ser_core.attacks.objective import Objective
 from ser_core.attacks.params import Param
 from ser_core.attacks.result import AttackResult
 from ser_core.attacks.waveform.masking import MaskingThreshold
-from ser_core.attacks.waveform.verify import verify, write_wav16
+from ser_core.attacks.waveform.verify import serving_features, serving_prediction, verify, write_wav16
 from ser_core.audio.chunkmap import chunk_index_map
+from ser_core.audio.decode import validate_waveform
 from ser_core.control import stop_reason
 from ser_core.errors import ParameterError
 from ser_core.audio.frontend import LogMelFrontEnd
@@ -131,7 +132,7 @@ class WaveformAttack(Attack):
         """One clip attacked and verified: (its row, seconds spent attacking)."""
         pcm = to_pcm(y)
         clean_audio = from_pcm(pcm)
-        before = self.bundle.predict_clip(clean_audio, sr)
+        before = serving_prediction(self.bundle, validate_waveform(clean_audio, sr, sample_rate=sr))
         label = self.bundle.labels.index(before.label)
         if objective.labels is None:
             objective = objective.with_clean(np.array([label]))
@@ -148,7 +149,8 @@ class WaveformAttack(Attack):
         if np.array_equal(adv_pcm, adv):
             before_q = after.label  # already on the 16-bit grid: the same samples were scored
         else:
-            before_q = self.bundle.predict_clip(np.asarray(adv / PCM_SCALE, np.float32), sr).label
+            before_q = serving_prediction(self.bundle, validate_waveform(np.asarray(adv / PCM_SCALE, np.float32), sr,
+                                                                        sample_rate=sr)).label
         diff = read_back.astype(np.float64) - clean_audio.astype(np.float64)
         return {"clean": clean_audio, "adv": read_back, "before": before, "after": after, "label": label,
                 "queries": int(queries), "snr_db": snr_db(clean_audio, read_back),
@@ -259,15 +261,16 @@ class ClipModel(nn.Module):
 
 class ServingPath:
     """Black-box access: clips (16-bit sample values) -> clip probabilities through the serving
-    path (bundle.features: trim, chunks, librosa log-Mel, standardiser; then ONNX Runtime), one
-    ONNX call per batch of clips. `count` is the number of clips scored."""
+    path (bundle.features: trim, chunks, librosa log-Mel, standardiser, each clip's computed once:
+    verify.serving_features; then ONNX Runtime), one ONNX call per batch of clips. `count` is
+    the number of clips scored."""
 
     def __init__(self, bundle):
         self.bundle = bundle
         self.count = 0
 
     def __call__(self, pcm_batch: np.ndarray) -> np.ndarray:
-        feats = [self.bundle.features(from_pcm(p)) for p in np.atleast_2d(pcm_batch)]
+        feats = [serving_features(self.bundle, from_pcm(p)) for p in np.atleast_2d(pcm_batch)]
         self.count += len(feats)
         probs = self.bundle.predict_features(np.concatenate(feats))
         bounds = np.cumsum([0] + [len(f) for f in feats])

@@ -42,10 +42,13 @@ def write_report(rows: list[dict], out_dir, profile: str = "quick", wall_seconds
          + (f" (and {defended_seconds / 60:.1f} min on the defended bundles)" if defended_seconds else "")
          + (f", {wall_seconds / 60:.1f} min wall clock for the whole run" if wall_seconds else "")
          + f" on {', '.join(sorted({r['device'] for r in rows}))}.",
-         f"- Full profile (every test example) projected from the CPU seconds per example measured here: "
+         f"- Full profile (every test example) projected from the queries per example measured here and each "
+         f"attack's CPU seconds per query (ser_core/evaluation/costs.json, benchmarks/grid_costs.py; "
+         f"`evaluate --profile full --dry-run` projects the same way): "
          f"{proj['total_seconds'] / 3600:.1f} CPU-hours for these {len(proj['per_model_seconds'])} models and "
-         f"{len(attacks)} attacks on this machine "
-         f"(study: about {STUDY_GPU_HOURS} GPU-hours for its grid with ART)."]
+         f"{len(attacks)} attacks on this machine ("
+         + ", ".join(f"{a} {v / 3600:.1f}" for a, v in sorted(proj["per_attack_seconds"].items(), key=lambda kv: -kv[1]))
+         + f"; study: about {STUDY_GPU_HOURS} GPU-hours for its grid with ART)."]
     if superseded:
         L += ["- Left out: rows measured on earlier weights of a model since retrained ("
               + ", ".join(f"{m}: {n}" for m, n in superseded.items())
