@@ -40,7 +40,7 @@ import gradio as gr
 
 from ser_core.serving import service
 from ser_core.serving.admission import AttackQueue, UploadGate, request_address
-from ser_core.serving.startup import warm_start
+from ser_core.serving.startup import serving_threads, warm_start
 from ser_core.errors import AudioError, SERError
 
 HERE = Path(__file__).resolve().parent
@@ -355,6 +355,7 @@ def build_app() -> gr.Blocks:
 
 def main():
     t0 = time.perf_counter()
+    serving_threads()
     files.housekeeping(GRADIO_CACHE, MAX_CACHE_BYTES, CACHE_AGE_S, min_age=YOUNG_S)
     demo = build_app()
     demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),

@@ -28,6 +28,11 @@ DOMAIN_LABELS = {DOMAIN_WAVEFORM: "waveform (verified)",
 PREFERRED = ("emodb", "emovo", "ravdess")
 # The target picker's "any other emotion"; parse_target reads it (and '') as untargeted.
 NO_TARGET = "none"
+# Threads a request computes on (torch and each ONNX Runtime session, the latter without spinning):
+# on the Space's two vCPUs, attacks run one at a time beside at most two predictions, and with the
+# libraries' defaults their threads mostly wait on each other: the default attack request took
+# 0.59 CPU-s with them and 0.18 with one (benchmarks/app_attack_cpu.py, --threads 1).
+SERVING_THREADS = int(os.environ.get("SER_APP_THREADS", "1"))
 
 _bundles: dict[str, object] = {}
 _bundles_lock = threading.Lock()
@@ -114,6 +119,7 @@ def get_bundle(name: str):
                     raise ModelBundleError(f"{name}: a served Hub model must be pinned to a commit "
                                            f"(accepted: {bundle_module.HUB_PREFIX}user/repo@<40-hex commit>)")
             _bundles[name] = bundle_module.ModelBundle.load(name)
+            _bundles[name].configure_onnx(threads=SERVING_THREADS)
         return _bundles[name]
 
 

@@ -6,8 +6,16 @@ from __future__ import annotations
 
 import time
 
-from ser_core.serving.catalogue import available_models, disabled_models
+from ser_core.serving.catalogue import SERVING_THREADS, available_models, disabled_models
 from ser_core.serving.prediction import warm_up, warm_up_in_background
+
+
+def serving_threads() -> int:
+    """torch's threads for this serving process, SER_APP_THREADS (default 1; the ONNX sessions
+    get the same, catalogue.get_bundle)."""
+    import torch
+    torch.set_num_threads(SERVING_THREADS)
+    return SERVING_THREADS
 
 
 def warm_start(url: str, example=None, prefer=()) -> dict:
