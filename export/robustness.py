@@ -56,6 +56,14 @@ def register(sub):
                    help="randomized smoothing: noise standard deviations certified (full scale 1), comma-separated")
     d.set_defaults(func=run_defences)
 
+    w = sub.add_parser("defend-input", help="a bundle folder with an input defence in its config: the same weights, "
+                                            "served (and attacked, and verified) behind the defence")
+    w.add_argument("--model", required=True, help="bundle name or folder")
+    w.add_argument("--defence", required=True, help="e.g. quantise:bits=8, or resample:rate=8000+mp3:quality=2")
+    w.add_argument("--seed", type=int, default=0, help="seed of a random defence's draws")
+    w.add_argument("--out", required=True, help="bundle folder to write (its name is the model's name)")
+    w.set_defaults(func=run_defend_input)
+
 
 def _setup(args):
     import torch
@@ -130,3 +138,21 @@ def write_readme(out: Path) -> None:
     """README.md of `out` from its results files (suite.jsonl, defences.jsonl, smoothing.json)."""
     from ser_core.evaluation.robustness.page import render
     (out / "README.md").write_text(render(out))
+
+
+def run_defend_input(args):
+    """Copy the bundle's files and write its config with the defence (audio/defences.py)."""
+    import shutil
+    from ser_core.audio.defences import parse_defence
+    from ser_core.models.bundle import ModelBundle
+    bundle = ModelBundle.load(args.model)
+    defence = parse_defence(args.defence, args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for f in ("model.safetensors", "model.onnx", "model.onnx.verified.json"):
+        if (bundle.folder / f).is_file():
+            shutil.copy(bundle.folder / f, out / f)
+    config = dict(bundle.config, name=out.name, defence=None if defence is None else defence.to_config(),
+                  defended_from=bundle.name)
+    (out / "config.json").write_text(json.dumps(config, indent=1))
+    emit({"model": out.name, "folder": str(out), "defence": config["defence"]})

@@ -214,3 +214,16 @@ def test_the_suite_on_real_clips_is_at_most_each_member(bundle, data_dir, tmp_pa
     for key, b in s["budgets"].items():
         assert set(b["member_accuracy"]) == {"apgd-ce", "apgd-t", "square", "cw"}
         assert all(b["robust_accuracy"] <= acc for acc in b["member_accuracy"].values())
+
+
+def test_defend_input_writes_a_bundle_that_serves_behind_its_defence(tmp_path, bundle):
+    from export.cli import main
+    from ser_core.models.bundle import ModelBundle
+    out = tmp_path / "emodb-lowpass"
+    assert main(["defend-input", "--model", "emodb", "--defence", "lowpass:cutoff=3000", "--out", str(out)]) == 0
+    d = ModelBundle.load(out)
+    assert d.name == "emodb-lowpass" and d.defence.spec() == [{"name": "lowpass", "cutoff": 3000.0}]
+    y = (0.2 * np.sin(np.arange(32000) * 0.9)).astype(np.float32)  # 2.3 kHz: passes the defence
+    z = (0.2 * np.sin(np.arange(32000) * 2.5)).astype(np.float32)  # 6.4 kHz: removed by it
+    defended = np.abs(d.features(y + z) - d.features(y)).mean()
+    assert defended < 0.1 * np.abs(bundle.features(y + z) - bundle.features(y)).mean()
