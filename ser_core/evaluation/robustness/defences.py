@@ -67,16 +67,22 @@ def defence_table(res: dict, budgets: list[str]) -> str:
              "| undefended | verdict |", "|---|---|---|---|---|---|---|---|"]
     und = res["undefended"]
     names = sorted({k[0] for k in res if isinstance(k, tuple)}, key=list(DEFENCES).index)
+    for key in budgets:
+        u = robust_share(und, key)
+        lines.append(f"| none | {sum(r['clean_correct'] for r in und)}/{len(und)} | {key} | - | - | - "
+                     f"| {u[0]}/{u[1]} | the reference |")
     for name in names:
-        rows = {v: res[(name, v)] for v in VIEWS}
-        n = len(rows["adaptive"])
-        clean = sum(r["clean_correct"] for r in rows["adaptive"])
+        rows = {v: res.get((name, v), []) for v in VIEWS}
+        n = max(len(r) for r in rows.values())
+        clean = max((sum(r["clean_correct"] for r in rs) for rs in rows.values() if len(rs) == n), default=0)
         for key in budgets:
             f = {v: robust_share(rows[v], key) for v in VIEWS}
             u = robust_share(und, key)
+            cells = " | ".join(f"{k}/{m}" if m else "-" for k, m in f.values())
+            done = all(m == n == u[1] for _, m in f.values())
             acc = {v: k / max(m, 1) for v, (k, m) in f.items()}
-            lines.append(f"| {name} | {clean}/{n} | {key} | " + " | ".join(f"{k}/{m}" for k, m in f.values())
-                         + f" | {u[0]}/{u[1]} | {verdict(acc['naive'], acc['through'], acc['adaptive'], u[0] / max(u[1], 1))} |")
+            call = verdict(acc["naive"], acc["through"], acc["adaptive"], u[0] / max(u[1], 1)) if done else "(unfinished)"
+            lines.append(f"| {name} | {clean}/{n} | {key} | {cells} | {u[0]}/{u[1]} | {call} |")
     return "\n".join(lines)
 
 
