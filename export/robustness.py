@@ -83,7 +83,8 @@ def _setup(args):
     flags = [args.command] + [x for k, v in sorted(vars(args).items()) if k not in ("func", "command", "data_dir")
                               and v not in (None, False) for x in ([f"--{k.replace('_', '-')}"] if v is True
                                                                    else [f"--{k.replace('_', '-')}", str(v)])]
-    seen[args.command + " " + args.model] = "OMP_NUM_THREADS=1 python -m export " + shlex.join(flags)
+    command = "OMP_NUM_THREADS=1 python -m export " + shlex.join(flags)
+    seen[command] = command  # every distinct command that wrote into this folder, in order
     commands.write_text(json.dumps(seen, indent=1))
     return bundle, budgets, out
 
