@@ -227,3 +227,22 @@ def test_defend_input_writes_a_bundle_that_serves_behind_its_defence(tmp_path, b
     z = (0.2 * np.sin(np.arange(32000) * 2.5)).astype(np.float32)  # 6.4 kHz: removed by it
     defended = np.abs(d.features(y + z) - d.features(y)).mean()
     assert defended < 0.1 * np.abs(bundle.features(y + z) - bundle.features(y)).mean()
+
+
+@pytest.mark.slow
+def test_crossval_attacks_each_fold_bundle_on_the_speakers_it_never_heard(tmp_path, bundle, data_dir):
+    from export.cli import main
+    folds = tmp_path / "folds"
+    fold = folds / "emodb-fold0"
+    fold.mkdir(parents=True)
+    for f in ("model.safetensors", "model.onnx"):
+        if (bundle.folder / f).is_file():
+            shutil.copy(bundle.folder / f, fold / f)
+    (fold / "config.json").write_text(json.dumps(dict(bundle.config, name="emodb-fold0")))
+    out = tmp_path / "out"
+    assert main(["robustness", "--model", "emodb", "--crossval", str(folds), "--clips", "1", "--members", "square",
+                 "--square-queries", "2", "--budgets", "l2@30", "--data-dir", str(data_dir), "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in (out / "suite.jsonl").read_text().splitlines()]
+    assert [r["model"] for r in rows] == ["emodb-fold0"]
+    assert rows[0]["speaker"] not in bundle.config["split"]["speakers"]["train"]
+    assert "Robust accuracy" in (out / "README.md").read_text()
