@@ -246,3 +246,10 @@ def test_crossval_attacks_each_fold_bundle_on_the_speakers_it_never_heard(tmp_pa
     assert [r["model"] for r in rows] == ["emodb-fold0"]
     assert rows[0]["speaker"] not in bundle.config["split"]["speakers"]["train"]
     assert "Robust accuracy" in (out / "README.md").read_text()
+
+
+def test_the_verdict_names_a_defence_that_only_holds_against_a_non_adaptive_attacker():
+    from ser_core.evaluation.robustness.defences import verdict
+    assert verdict((4, 16), (13, 16), (3, 16), (3, 16)) == "only looks robust"
+    assert verdict((2, 16), (2, 16), (14, 16), (1, 16)) == "more robust than undefended"
+    assert verdict((4, 16), (5, 16), (4, 16), (3, 16)) == "no gain shown"

@@ -11,9 +11,9 @@ WAV) and attacked with the suite (suite.py) on the same clips under three attack
             (the mean probability over `eot` seeded draws of a random part), and Square, which
             queries the defended serving path only and so needs no gradient at all.
 
-A defence *only looks robust* when a non-adaptive view leaves at least 0.10 more robust accuracy
-than the adaptive one and the adaptive one is less than 0.10 above the undefended model's
-(`verdict`). Randomized smoothing (Cohen, Rosenfeld, Kolter, ICML 2019, arXiv 1902.02918) is also
+A defence *only looks robust* when a non-adaptive view leaves more robust accuracy than the
+adaptive one (the 95 % Newcombe interval of the difference above 0) and the adaptive one is not
+shown above the undefended model's (`verdict`). Randomized smoothing (Cohen, Rosenfeld, Kolter, ICML 2019, arXiv 1902.02918) is also
 certified (`certify`): CERTIFY with n0 selection and n estimation draws of Gaussian noise of
 standard deviation sigma on the decoded waveform (full scale 1, the bundle's rate, before trim,
 chunks and features), the Clopper-Pearson lower bound of the top class's probability pA at
@@ -54,12 +54,17 @@ def robust_share(rows: list[dict], key: str) -> tuple[int, int]:
     return sum(r["budgets"][key]["robust"] for r in rows), len(rows)
 
 
-def verdict(naive: float, through: float, adaptive: float, undefended: float) -> str:
-    if max(naive, through) - adaptive >= 0.10 and adaptive - undefended < 0.10:
+def verdict(naive: tuple, through: tuple, adaptive: tuple, undefended: tuple) -> str:
+    """(robust, n) of each view -> what the data shows, by 95 % Newcombe intervals of differences
+    (ser_core/stats.py): 'only looks robust' when a non-adaptive view's robust accuracy is above
+    the adaptive one's (interval above 0) and the adaptive one is not shown above undefended;
+    'more robust than undefended' when the adaptive one is (interval above 0); else 'no gain shown'."""
+    from ser_core.stats import newcombe_difference
+    above = (lambda a, b: newcombe_difference(a[0], a[1], b[0], b[1])[1] > 0)
+    gain = above(adaptive, undefended)
+    if not gain and (above(naive, adaptive) or above(through, adaptive)):
         return "only looks robust"
-    if adaptive - undefended >= 0.10:
-        return "more robust than undefended"
-    return "no gain"
+    return "more robust than undefended" if gain else "no gain shown"
 
 
 def defence_table(res: dict, budgets: list[str]) -> str:
@@ -80,8 +85,7 @@ def defence_table(res: dict, budgets: list[str]) -> str:
             u = robust_share(und, key)
             cells = " | ".join(f"{k}/{m}" if m else "-" for k, m in f.values())
             done = all(m == n == u[1] for _, m in f.values())
-            acc = {v: k / max(m, 1) for v, (k, m) in f.items()}
-            call = verdict(acc["naive"], acc["through"], acc["adaptive"], u[0] / max(u[1], 1)) if done else "(unfinished)"
+            call = verdict(f["naive"], f["through"], f["adaptive"], u) if done else "(unfinished)"
             lines.append(f"| {name} | {clean}/{n} | {key} | {cells} | {u[0]}/{u[1]} | {call} |")
     return "\n".join(lines)
 

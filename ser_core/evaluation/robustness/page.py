@@ -62,8 +62,10 @@ def render(folder) -> str:
                   f"Robust clips of {n} held-out clips (the same clips in every column). naive: APGD-CE crafted on the "
                   "undefended model; through: APGD-CE differentiating the defence as implemented (no gradient through "
                   "numpy steps); adaptive: APGD-CE with BPDA/EOT, and Square on the defended serving path. "
-                  "Verdict 'only looks robust': a non-adaptive view leaves >= 0.10 more than the adaptive one and the "
-                  "adaptive one is < 0.10 above undefended.", "", defence_table(res, budgets), ""]
+                  "Verdict (95 % Newcombe intervals of differences): 'only looks robust' when a non-adaptive view "
+                  "holds more clips than the adaptive one (interval above 0) and the adaptive one is not shown above "
+                  "undefended; 'more robust than undefended' when the adaptive one is.", "",
+                  defence_table(res, budgets), ""]
     smoothing = folder / "smoothing.json"
     if smoothing.is_file():
         parts += ["## Randomized smoothing, certified", "",
