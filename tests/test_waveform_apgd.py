@@ -176,7 +176,7 @@ def test_apgd_stops_when_cancelled_and_returns_its_best_clip(bundle, data_dir):
     ({"budget": "l2", "eps_16bit": 8}, "eps_16bit bounds the linf budget"),
     ({"budget": "masking", "eps_16bit": 8}, "eps_16bit bounds the linf budget"),
     ({"budget": "l1"}, "accepted: l2, linf, masking"),
-    ({"loss": "ce"}, "accepted: margin, dlr"),
+    ({"loss": "hinge"}, "accepted: margin, dlr, ce"),
     ({"steps": 0}, "steps"),
 ])
 def test_bad_apgd_parameters_raise(bundle, params, message):

@@ -13,6 +13,9 @@ down by gender; one results file format, one resume rule, one report.
   run.py        run_grid: the plan's cells not yet done, through an executor, into the results file
   report/       rows -> Markdown report beside the study's table, the waveform attacks' verified
                 success against SNR, and plots
+  robustness/   how robust is a model: the worst case over a suite of waveform attacks per clip
+                (robust accuracy with intervals, who flipped each clip), input defences attacked
+                naively and adaptively, randomized smoothing's certificate
 Test examples (`bundle_test_set`, balanced orders) are data: ser_core/data/held_out.py;
 intervals are ser_core/stats.py. Adversarial training (the defence whose bundles the grid also
 attacks) is training, not evaluation: ser_core/training/adversarial.py."""

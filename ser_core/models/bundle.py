@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ser_core.audio.decode import load_audio, validate_waveform
+from ser_core.audio.defences import parse_defence
 from ser_core.config import FeatureConfig
 from ser_core.errors import ModelBundleError
 from ser_core.audio.features import clip_features
@@ -69,6 +70,7 @@ class ModelBundle:
         self.labels: list[str] = list(config["labels"])
         self.feature_config = FeatureConfig.from_dict(config["feature_config"])
         self.clip_range: tuple[float, float] = tuple(config["clip_range"])
+        self.defence = parse_defence(config.get("defence"))  # an input defence (audio/defences.py) or None
         self._torch = None
         self._gradient = None
         self._session = None
@@ -296,8 +298,8 @@ class ModelBundle:
 
     # --- prediction ----------------------------------------------------------------------
     def features(self, y: np.ndarray) -> np.ndarray:
-        """Decoded clip -> standardised (n_chunks, 261, 128) features."""
-        return self.standardizer.transform(clip_features(y, self.feature_config))
+        """Decoded clip -> (the input defence, if any) -> standardised (n_chunks, 261, 128) features."""
+        return self.standardizer.transform(clip_features(self.defence(y) if self.defence else y, self.feature_config))
 
     def predict_features(self, x: np.ndarray) -> np.ndarray:
         """Standardised features -> probabilities through ONNX Runtime, ONNX_BATCH chunks a run:

@@ -12,7 +12,9 @@ checkpoint and the best loss has not moved since. Each update mixes the projecte
 z with the previous move (momentum, alpha = 0.75):
   z = P(x_k + eta sign(grad));  x_k+1 = P(x_k + alpha (z - x_k) + (1 - alpha)(x_k - x_k-1)).
 
-Losses: `margin` (the clip margin, see base.py) or `dlr`, the paper's difference of logits ratio
+Losses: `margin` (the clip margin, see base.py), `ce` (cross-entropy of the clip log-probability:
+log p[label] minimised untargeted, -log p[target] targeted; APGD-CE of AutoAttack) or `dlr`, the
+paper's difference of logits ratio
 on the clip log-probabilities z (sorted z_pi1 >= z_pi2 >= ...):
   untargeted  (z_y - max_{j != y} z_j) / (z_pi1 - z_pi3),
   targeted    (max_{j != t} z_j - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)   (four classes or more),
@@ -94,6 +96,13 @@ def dlr(log_probs: torch.Tensor, objective: Objective) -> torch.Tensor:
     else:
         scale = (srt[:, 0] - (srt[:, 2] + srt[:, 3]) / 2) if z.shape[1] >= 4 else torch.ones_like(srt[:, 0])
     return objective.margin(z) / (scale + 1e-12)
+
+
+def cross_entropy(log_probs: torch.Tensor, objective: Objective) -> torch.Tensor:
+    """(batch, classes) -> (batch,) the loss APGD-CE minimises: log p[label] (the cross-entropy
+    of the label, negated: ascending it) untargeted, -log p[target] targeted."""
+    rows = torch.as_tensor(objective.classes).expand(len(log_probs))[:, None]
+    return objective.sign * log_probs.gather(1, rows).squeeze(1)
 
 
 class _Linf:
@@ -194,7 +203,8 @@ class AutoPGD(LinfBudget, FixedBudgetAttack, WaveformAttack):
                              "under the clip's masking threshold"),
         "mask_margin_db": Param(0.0, float, -40.0, 40.0, help="masking budget: threshold shifted by this, dB"),
         "steps": Param(40, int, 1, 2000, help="gradient steps per run"),
-        "loss": Param("margin", str, choices=("margin", "dlr"), help="loss minimised: clip margin or DLR"),
+        "loss": Param("margin", str, choices=("margin", "dlr", "ce"),
+                      help="loss minimised: clip margin, DLR, or cross-entropy"),
         "restarts": Param(0, int, 0, 20, help="further runs from random points, only while none reached "
                            "the goal"),
         "rho": Param(0.75, float, 0.0, 1.0, help="checkpoint: halve the step when fewer steps improved"),
@@ -238,7 +248,8 @@ class AutoPGD(LinfBudget, FixedBudgetAttack, WaveformAttack):
             radius = None if s["snr_db"] is None else self.l2_radius(pcm, int(used.sum()))
             space = _Masking(mask.amplitude_cap(s["mask_margin_db"]), used, radius)
             extra["l2_radius_16bit"] = None if radius is None else round(radius, 2)
-        loss_fn = objective.margin if s["loss"] == "margin" else (lambda lp: dlr(lp, objective))
+        loss_fn = {"margin": objective.margin, "dlr": lambda lp: dlr(lp, objective),
+                   "ce": lambda lp: cross_entropy(lp, objective)}[s["loss"]]
         steps, marks = s["steps"], checkpoints(s["steps"])
         total = steps * (s["restarts"] + 1)
         state = {"forwards": 0, "best": None, "best_margin": math.inf, "found": False}

@@ -241,6 +241,9 @@ class ClipModel(nn.Module):
         self.frontend = LogMelFrontEnd.for_bundle(bundle)
         self.model = bundle.gradient_model()  # the torch model rewritten for speed (models/fast.py)
         self.register_buffer("index", torch.from_numpy(np.ascontiguousarray(index_map)))
+        # what the attacker differentiates of the bundle's input defence (audio/defences.py
+        # DefenceView: BPDA, EOT); None: it attacks the undefended model
+        self.defence_view = getattr(bundle, "defence_view", None)
 
     def chunk_log_probs(self, pcm: torch.Tensor) -> torch.Tensor:
         """(batch, samples) -> (batch, n_chunks, classes) log-probabilities of each chunk."""
@@ -256,6 +259,8 @@ class ClipModel(nn.Module):
         return torch.logsumexp(chunk_log_probs, dim=1) - math.log(n)
 
     def forward(self, pcm: torch.Tensor) -> torch.Tensor:
+        if self.defence_view is not None:
+            return self.defence_view.expect(pcm, lambda x: self.clip_log_probs(self.chunk_log_probs(x)), PCM_SCALE)
         return self.clip_log_probs(self.chunk_log_probs(pcm))
 
 
