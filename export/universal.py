@@ -22,6 +22,10 @@ def register(sub):
     c.add_argument("--lr", type=float, default=0.1, help="step size relative to the delta's norm (default 0.1)")
     c.add_argument("--clips", type=int, default=None, help="training clips drawn (default: all)")
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--seconds", type=float, default=3.0, help="length of the perturbation, tiled over the speech "
+                   "(default 3 s, one chunk window)")
+    c.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
+                   help="step size: constant, or cosine decay to 0 (default constant)")
     c.add_argument("--eot-rooms", type=int, default=0,
                    help="play each clip in one of this many training rooms (EOT; 0: digital)")
     c.add_argument("--out", type=Path, default=None, help="folder for the .npz (default: the model's folder)")
@@ -57,14 +61,17 @@ def run_craft(args):
     clips, utts = training_clips(bundle, args.clips, args.seed, args.data_dir)
     rooms = training_rooms(args.eot_rooms) if args.eot_rooms else None
     pert = craft_universal(bundle, clips, args.snr, args.target, steps=args.steps, batch=args.batch, lr=args.lr,
-                           seed=args.seed, rooms=rooms, log=lambda step, d: print(json.dumps({"step": step, **d}),
+                           seed=args.seed, rooms=rooms, schedule=args.schedule,
+                           length=int(round(args.seconds * bundle.feature_config.sample_rate)), log=lambda step, d: print(json.dumps({"step": step, **d}),
                                                                                    flush=True))
     pert.meta["speakers"] = sorted({u.speaker for u in utts})
     pert.meta["command"] = ("python -m export universal craft --model {m} --snr {s:g}{t} --steps {st} --batch {b} "
-                            "--lr {lr:g} --seed {seed}{c}{e}").format(
+                            "--lr {lr:g} --seed {seed}{c}{e}{sc}{sec}").format(
         m=bundle.name, s=args.snr, t=f" --target {args.target}" if args.target else "", st=args.steps, b=args.batch,
         lr=args.lr, seed=args.seed, c=f" --clips {args.clips}" if args.clips else "",
-        e=f" --eot-rooms {args.eot_rooms}" if args.eot_rooms else "")
+        e=f" --eot-rooms {args.eot_rooms}" if args.eot_rooms else "",
+        sc=f" --schedule {args.schedule}" if args.schedule != "constant" else "",
+        sec=f" --seconds {args.seconds:g}" if args.seconds != 3.0 else "")
     path = pert.save(args.out or bundle.folder)
     emit({"file": str(path), "bytes": path.stat().st_size, **pert.meta})
 

@@ -97,3 +97,12 @@ def test_the_apps_room_call_is_seeded_and_reports_the_flip(bundle):
     b = through_room(bundle, adv, SR, clean=y, seed=3)
     assert a.room == b.room and a.room["bank"] == "held-out" and np.array_equal(a.audio, b.audio)
     assert a.to_dict()["flip_survived"] == (a.recorded.label != a.clean_recorded.label)
+
+
+def test_the_command_line_crafts_and_scores():
+    from export.cli import build_parser
+    a = build_parser().parse_args(["universal", "craft", "--model", "emodb", "--snr", "20", "--target", "neutral",
+                                   "--eot-rooms", "8", "--schedule", "cosine"])
+    assert (a.snr, a.target, a.eot_rooms, a.schedule, a.steps) == (20.0, "neutral", 8, "cosine", 300)
+    b = build_parser().parse_args(["universal", "score", "--model", "emovo", "--corpus", "emodb", "--rooms"])
+    assert (b.snr, b.corpus, b.rooms, b.target) == (25.0, "emodb", True, None)

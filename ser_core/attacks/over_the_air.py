@@ -91,15 +91,16 @@ def after_rooms(bundle, clean: list, adversarial: list, rooms=None, offset: int 
 
 
 def fooling_rate(bundle, pert: UniversalPerturbation, clips: list, snr_db: float | None = None,
-                 rooms: bool | list = False) -> dict:
+                 rooms: bool | list = False, before: list | None = None) -> dict:
     """The perturbation added to every clip at snr_db (default its own): how many decisions
     change (fooling rate) and, targeted, how many land on the target (of all clips, and of the
     clips not already decided as it), with 95 % Wilson intervals; with rooms (True: the
-    held-out bank, or a list), also after a held-out room per clip."""
+    held-out bank, or a list), also after a held-out room per clip. before: the clean clips'
+    decisions when already known."""
     snr = pert.snr_db if snr_db is None else snr_db
     sr = bundle.feature_config.sample_rate
     adv = [pert.apply(y, snr) for y in clips]
-    before = [bundle.predict_clip(y, sr).label for y in clips]
+    before = before or [bundle.predict_clip(y, sr).label for y in clips]
     after = [bundle.predict_clip(a, sr).label for a in adv]
     out = {"snr_db": snr, "target": pert.target, "n": len(clips),
            "fooled": rate(sum(b != a for b, a in zip(before, after)), len(clips)),

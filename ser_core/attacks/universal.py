@@ -162,15 +162,19 @@ class _Clip:
 
 def craft_universal(bundle, clips: list, snr_db: float, target: str | None = None, steps: int = 200,
                     batch: int = 16, lr: float = 0.05, kappa: float = 2.0, seed: int = 0, length: int | None = None,
-                    rooms: list | None = None, progress=None, log=None) -> UniversalPerturbation:
+                    rooms: list | None = None, schedule: str = "constant", progress=None,
+                    log=None) -> UniversalPerturbation:
     """A universal perturbation for `bundle`, learned on `clips` (decoded arrays at the bundle's
     rate, the training speakers'): `steps` Adam steps (learning rate `lr` on a unit-RMS delta) on
     mini-batches of `batch` clips drawn in seeded order, each clip perturbed at `snr_db`, the clip
     margin of the objective (away from the clean decision; onto `target` when given) clamped at
     -kappa and averaged. rooms: a list of `Room` (training rooms) to play each clip in (EOT), one
     drawn per clip and step; None: digital. length: samples of delta (default one 3 s window).
+    schedule: "constant" step size, or "cosine" (lr 0.5 (1 + cos(pi t / steps))).
     log(step, dict) is called every 10 steps with the batch's loss and share of clips fooled."""
     cfg = bundle.feature_config
+    if schedule not in ("constant", "cosine"):
+        raise ParameterError(f"craft_universal: schedule {schedule!r} (accepted: constant, cosine)")
     if not clips:
         raise ParameterError("craft_universal: no clips to learn from (accepted: a list of decoded clips)")
     t_index = None if target is None else bundle.labels.index(target)
@@ -181,7 +185,7 @@ def craft_universal(bundle, clips: list, snr_db: float, target: str | None = Non
     frontend, model = LogMelFrontEnd.for_bundle(bundle), bundle.torch_model()
     v = torch.randn(length or cfg.window_samples, generator=torch.Generator().manual_seed(seed)).requires_grad_(True)
     momentum = torch.zeros_like(v)
-    order, t0 = np.array([], int), time.perf_counter()
+    order, t0, cpu0 = np.array([], int), time.perf_counter(), time.process_time()
     for step in range(steps):
         if should_stop():
             break
@@ -208,7 +212,8 @@ def craft_universal(bundle, clips: list, snr_db: float, target: str | None = Non
         grad, = torch.autograd.grad(loss, v)
         with torch.no_grad():  # normalised-gradient step with momentum: keeps the gradient's spectrum
             momentum.mul_(0.9).add_(grad / grad.norm().clamp_min(1e-30))
-            v -= lr * math.sqrt(len(v)) * momentum / momentum.norm().clamp_min(1e-30)
+            eta = lr if schedule == "constant" else lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+            v -= eta * math.sqrt(len(v)) * momentum / momentum.norm().clamp_min(1e-30)
             v /= v.square().mean().sqrt()
         if log and step % 10 == 0:
             log(step, {"loss": round(loss.item(), 4), "fooled": float((margin < 0).float().mean()),
@@ -217,7 +222,8 @@ def craft_universal(bundle, clips: list, snr_db: float, target: str | None = Non
             progress((step + 1) / steps, f"universal step {step + 1}/{steps}")
     delta = (v / v.square().mean().sqrt()).detach().numpy().astype(np.float32)
     meta = {"model": bundle.name, "weights_sha": bundle.config.get("weights_sha"), "seed": seed, "steps": step + 1,
-            "batch": batch, "lr": lr, "kappa": kappa, "clips": len(clips), "samples": len(delta),
-            "rooms": len(rooms) if rooms else 0, "seconds": round(time.perf_counter() - t0, 1)}
+            "batch": batch, "lr": lr, "schedule": schedule, "kappa": kappa, "clips": len(clips), "samples": len(delta),
+            "rooms": len(rooms) if rooms else 0, "seconds": round(time.perf_counter() - t0, 1),
+            "cpu_seconds": round(time.process_time() - cpu0, 1)}
     return UniversalPerturbation(delta, float(snr_db), target, meta)
 
