@@ -59,3 +59,11 @@ def test_an_eot_attack_counts_its_forward_passes(bundle):
     y = (np.random.default_rng(3).standard_normal(16000) * 0.1 * np.hanning(16000)).astype(np.float32)
     r = get_attack("apgd", bundle, snr_db=20, steps=2, eot=2)([y])
     assert r.extra["run"][0]["iterations"] <= 2
+
+
+def test_room_plus_digital_keeps_the_digital_clip_in_every_draw(bundle):
+    from ser_core.attacks.waveform.eot import SPACES
+    s = SPACES["room+digital"](bundle, 0)
+    for _ in range(5):
+        d = s.draw(4)
+        assert d[0].key == ("digital",) and all(t.key[0] == "room" for t in d[1:])

@@ -227,3 +227,37 @@ def craft_universal(bundle, clips: list, snr_db: float, target: str | None = Non
             "cpu_seconds": round(time.process_time() - cpu0, 1)}
     return UniversalPerturbation(delta, float(snr_db), target, meta)
 
+
+
+CARD_MARK = "<!-- universal perturbations: ser_core.attacks.universal.write_card_section -->"
+
+
+def card_section(folder) -> str:
+    """Markdown for a model card: each universal perturbation shipped in `folder`, how it was made
+    (data, seed, steps, step size, rooms, CPU time) and the command that remakes it."""
+    files = sorted(Path(folder).glob("universal-*.npz"))
+    if not files:
+        return ""
+    out = [CARD_MARK, "## Universal perturbations", "",
+           "One waveform each, added over a clip's speech span (tiled or cropped) at the stated SNR against "
+           "the speech (`ser_core.attacks.universal`; docs/attacks.md). Crafted on the training speakers' clips "
+           "only; fooling rates on the held-out speakers: reports/over-the-air/README.md.", "",
+           "| file | SNR dB | target | length s | training clips (speakers) | seed | steps x batch | step size "
+           "| rooms (EOT) | CPU min |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for f in files:
+        m = UniversalPerturbation.load(f).meta
+        cpu = m.get("cpu_seconds")
+        out.append(f"| {f.name} | {m['snr_db']:g} | {m.get('target') or 'none (untargeted)'} | "
+                   f"{m['samples'] / 16000:g} | {m['clips']} ({', '.join(m.get('speakers', []))}) | {m['seed']} | "
+                   f"{m['steps']} x {m['batch']} | {m['lr']:g} {m.get('schedule', 'constant')} | {m['rooms']} | "
+                   f"{'-' if cpu is None else f'{cpu / 60:.1f}'} |")
+    out += ["", "Remake: " + "; ".join(f"`{UniversalPerturbation.load(f).meta.get('command', '')}`" for f in files), ""]
+    return "\n".join(out)
+
+
+def write_card_section(folder) -> None:
+    """Replace (or append) the universal-perturbation section of folder/README.md."""
+    readme = Path(folder) / "README.md"
+    text = readme.read_text()
+    head = text.split(CARD_MARK)[0].rstrip("\n") + "\n\n"
+    readme.write_text(head + card_section(folder))

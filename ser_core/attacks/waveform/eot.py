@@ -35,9 +35,10 @@ TRAINING_ROOMS = 64
 EOT_PARAMS = {
     "eot": Param(0, int, 0, 64, help="expectation over transformations: transforms sampled each step, "
                                      "loss and gradient averaged over them (0: off)"),
-    "eot_space": Param("room", str, choices=("room",),
+    "eot_space": Param("room", str, choices=("room", "room+digital"),
                        help="what EOT samples: room (one of 64 seeded training rooms: reverberation, "
-                            "noise, microphone band)"),
+                            "noise, microphone band); room+digital: the digital clip as one row of every "
+                            "step and eot - 1 rooms"),
     "eot_seed": Param(0, int, 0, 2 ** 31 - 1, help="seed of the EOT sampler"),
     "eot_confidence": Param(2.0, float, 0.0, 20.0, help="EOT: a candidate counts once its clip margin is below "
                             "-eot_confidence in every sampled transform (log-probability units)"),
@@ -61,23 +62,41 @@ class RoomTransform:
         return self.room.apply_torch(x, state[0])
 
 
+class Identity:
+    """The digital clip itself, as a transform (its chunking is the clean clip's)."""
+
+    key = ("digital",)
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def prepare(self, clean_pcm: np.ndarray):
+        return None, torch.from_numpy(chunk_index_map(np.asarray(clean_pcm, np.float64) / PCM_SCALE, self.cfg))
+
+    def apply_torch(self, x: torch.Tensor, state) -> torch.Tensor:
+        return x
+
+
 class Sampler:
     """A seeded sampler over a fixed list of transforms: `draw(k)` returns k of them (with
-    replacement), the same sequence for the same seed."""
+    replacement; `always`, when given, first and k - 1 drawn), the same sequence for the same seed."""
 
-    def __init__(self, transforms: list, seed: int):
-        self.transforms = transforms
+    def __init__(self, transforms: list, seed: int, always=None):
+        self.transforms, self.always = transforms, always
         self.rng = np.random.default_rng(seed)
 
     def draw(self, k: int) -> list:
-        return [self.transforms[i] for i in self.rng.integers(len(self.transforms), size=k)]
+        first = [self.always] if self.always is not None else []
+        return first + [self.transforms[i] for i in self.rng.integers(len(self.transforms), size=k - len(first))]
 
 
-def room_sampler(bundle, seed: int) -> Sampler:
-    return Sampler([RoomTransform(r, bundle.feature_config) for r in training_rooms(TRAINING_ROOMS)], seed)
+def room_sampler(bundle, seed: int, digital: bool = False) -> Sampler:
+    cfg = bundle.feature_config
+    return Sampler([RoomTransform(r, cfg) for r in training_rooms(TRAINING_ROOMS)], seed,
+                   Identity(cfg) if digital else None)
 
 
-SPACES = {"room": room_sampler}
+SPACES = {"room": room_sampler, "room+digital": lambda bundle, seed: room_sampler(bundle, seed, digital=True)}
 
 
 class EOTClipModel(nn.Module):
