@@ -167,8 +167,8 @@ def craft_universal(bundle, clips: list, snr_db: float, target: str | None = Non
     """A universal perturbation for `bundle`, learned on `clips` (decoded arrays at the bundle's
     rate, the training speakers'): `steps` Adam steps (learning rate `lr` on a unit-RMS delta) on
     mini-batches of `batch` clips drawn in seeded order, each clip perturbed at `snr_db`, the clip
-    margin of the objective (away from the clean decision; onto `target` when given) clamped at
-    -kappa and averaged. rooms: a list of `Room` (training rooms) to play each clip in (EOT), one
+    margin of the objective (away from the clean decision, in a room the clean recording's decision
+    there; onto `target` when given) clamped at -kappa and averaged. rooms: a list of `Room` (training rooms) to play each clip in (EOT), one
     drawn per clip and step; None: digital. length: samples of delta (default one 3 s window).
     schedule: "constant" step size, or "cosine" (lr 0.5 (1 + cos(pi t / steps))).
     log(step, dict) is called every 10 steps with the batch's loss and share of clips fooled."""
@@ -186,6 +186,7 @@ def craft_universal(bundle, clips: list, snr_db: float, target: str | None = Non
     v = torch.randn(length or cfg.window_samples, generator=torch.Generator().manual_seed(seed)).requires_grad_(True)
     momentum = torch.zeros_like(v)
     order, t0, cpu0 = np.array([], int), time.perf_counter(), time.process_time()
+    room_labels = {}  # (clip, room) -> the clean recording's decision there: what a flip is measured against
     for step in range(steps):
         if should_stop():
             break
@@ -193,20 +194,23 @@ def craft_universal(bundle, clips: list, snr_db: float, target: str | None = Non
             order = np.concatenate([order, rng.permutation(len(prepared))])
         pick, order = order[:batch], order[batch:]
         unit = v / v.square().mean().sqrt()
-        chunks, counts = [], []
+        chunks, counts, labels = [], [], []
         for i in pick:
             c = prepared[i]
             x = c.perturbed(unit, snr_db)
-            index = c.index
+            index, label = c.index, clean[i]
             if rooms:
                 room = rooms[rng.integers(len(rooms))]
                 noise, index = c.in_room(room)
                 x = room.apply_torch(x[None], noise)[0]
+                label = _room_label(room_labels, (int(i), room.spec), model, frontend,
+                                    room.apply_torch(c.x[None], noise)[0][index])
             chunks.append(x[index])
             counts.append(len(index))
+            labels.append(label)
         lp = torch.log_softmax(model(frontend(torch.cat(chunks))), dim=1)
         clip_lp = torch.stack([torch.logsumexp(part, 0) - math.log(len(part)) for part in torch.split(lp, counts)])
-        objective = Objective(clean[pick], None if t_index is None else np.full(len(pick), t_index))
+        objective = Objective(np.array(labels), None if t_index is None else np.full(len(pick), t_index))
         margin = objective.margin(clip_lp)
         loss = margin.clamp_min(-kappa).mean()
         grad, = torch.autograd.grad(loss, v)
@@ -227,6 +231,13 @@ def craft_universal(bundle, clips: list, snr_db: float, target: str | None = Non
             "cpu_seconds": round(time.process_time() - cpu0, 1)}
     return UniversalPerturbation(delta, float(snr_db), target, meta)
 
+
+
+@torch.no_grad()
+def _room_label(cache: dict, key, model, frontend, chunks: torch.Tensor) -> int:
+    if key not in cache:
+        cache[key] = int(torch.softmax(model(frontend(chunks)), 1).mean(0).argmax())
+    return cache[key]
 
 
 CARD_MARK = "<!-- universal perturbations: ser_core.attacks.universal.write_card_section -->"
