@@ -93,7 +93,8 @@ def table(path: Path) -> str:
     out = ["| model | SNR dB | attack | n clips | verified digital flips | flips after held-out rooms (clip x room pairs) "
            "| median CPU s / clip |", "|---|---|---|---|---|---|---|"]
     fmt = (lambda k, n: f"{k}/{n} ({k / n:.0%}, {wilson(k, n)[0]:.0%}-{wilson(k, n)[1]:.0%})" if n else "-")
-    group = (lambda r: (r["model"], r["snr_db"], r["eot"], r.get("eot_space", "room"), -1 if r.get("shrink") is None else r["shrink"]))
+    group = (lambda r: (r["model"], r["snr_db"], r["eot"], r.get("eot_space", "room"),
+                        -1 if r.get("shrink") is None else r["shrink"]))
     for key in sorted({group(r) for r in rows}):
         rs = [r for r in rows if group(r) == key]
         n, pairs = len(rs), sum(len(r["rooms"]) for r in rs)
