@@ -12,6 +12,8 @@
   features/     the study's attacks on standardised log-Mel features, one file each (+ base.py)
   waveform/     attacks on the 16-bit samples of whole clips, flips verified on the written WAV
   clip.py       one clip, any attack: decode, attack, the serving path's decision before and after
+  universal.py  universal perturbations: one waveform for every voice, applied at an SNR, crafted
+  over_the_air.py  fooling rates on unseen speakers, scoring after held-out rooms, the app's calls
 Adding an attack means adding one file to features/ or waveform/ (it registers on import)."""
 from __future__ import annotations
 

@@ -7,6 +7,8 @@
   frontend.py     the same log-Mel in torch, differentiable (white-box waveform attacks)
   standardize.py  log-Mel -> standardised features (per-cell mean and variance)
   augment.py      trimmed clip -> pitch-shifted and time-stretched copies (training only)
+  room.py         a clip played in a simulated room (pyroomacoustics): reverberation, noise,
+                  microphone band; seeded training and held-out banks (EOT, over-the-air scoring)
   speech.py       is there speech in the clip (voice activity), for the app's warning
   defences.py     cheap input defences on the clip before its features (resample, quantise, MP3,
                   low-pass, noise), as a bundle's config applies them, and what an attacker

@@ -15,6 +15,8 @@ gradients (ser_core/audio/frontend.py):
   masking.py   the clip's frequency masking threshold (Qin et al. 2019) and how far a
                perturbation stands above it, reported beside the SNR for every attack
   verify.py    16-bit WAV written, read back, scored by bundle.predict_clip
+  eot.py       expectation over transformations (rooms, audio/room.py): the parameters an attack
+               declares to offer it, a seeded sampler of transforms, the averaged clip model
 Every attack runs untargeted (any other emotion) or targeted (an Objective with targets; in
 `attack_clip`, `target`: the emotion to land on), and registers in the one attack registry:
 `get_attack("apgd", bundle, snr_db=30)(clips, objective)`, or `attack_clip(bundle, "clip.wav",

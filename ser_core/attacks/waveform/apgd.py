@@ -54,7 +54,10 @@ queries: forward passes of the clip model plus serving-path scorings, exactly.
 Arguments: snr_db (l2, linf or masking budget) | eps_16bit (linf), budget ('l2': the L2 ball of
 the SNR, which holds every perturbation of that SNR, Linf ones included), mask_margin_db (0.0),
 steps (40, per run), loss ('margin'), restarts (0), rho (0.75), alpha (0.75), seed (0),
-shrink (4).
+shrink (4); eot (0: off), eot_space ('room'), eot_seed (0), eot_confidence (2.0):
+expectation over transformations (eot.py), the loss averaged over `eot` transforms sampled each
+step, a flip accepted once the margin is below -eot_confidence in every sampled transform and the
+digital clip reaches the goal; no shrink.
 Input: one clip; output: adversarial 16-bit samples (on the integer grid).
 
 Example: attack_clip(bundle, "clip.wav", "apgd", {"snr_db": 30}, target="sadness", domain="waveform")"""
@@ -72,6 +75,7 @@ from ser_core.errors import ParameterError
 from ser_core.attacks.waveform.base import (DEFAULT_SNR_DB, PCM_MAX, PCM_MIN, LinfBudget, Objective, WaveformAttack, WaveformRun,
                    from_pcm)
 from ser_core.audio.chunkmap import trim_guard
+from ser_core.attacks.waveform.eot import EOT_PARAMS
 from ser_core.attacks.waveform.masking import MaskingThreshold, istft
 
 
@@ -211,7 +215,9 @@ class AutoPGD(LinfBudget, FixedBudgetAttack, WaveformAttack):
         "alpha": Param(0.75, float, 0.0, 1.0, help="weight of the new step against the previous move"),
         "seed": Param(0, int, 0, 2 ** 31 - 1, help="seed of the restarts' random starts"),
         "shrink": Param(4, int, 0, 20, help="after a verified flip, bisection steps scaling the "
-                        "perturbation down while the flip holds (one serving query each; 0: off)"),
+                        "perturbation down while the flip holds (one serving query each; 0: off; "
+                        "not under EOT)"),
+        **EOT_PARAMS,
     }
 
     def _validate(self):
@@ -248,10 +254,10 @@ class AutoPGD(LinfBudget, FixedBudgetAttack, WaveformAttack):
             radius = None if s["snr_db"] is None else self.l2_radius(pcm, int(used.sum()))
             space = _Masking(mask.amplitude_cap(s["mask_margin_db"]), used, radius)
             extra["l2_radius_16bit"] = None if radius is None else round(radius, 2)
-        loss_fn = {"margin": objective.margin, "dlr": lambda lp: dlr(lp, objective),
-                   "ce": lambda lp: cross_entropy(lp, objective)}[s["loss"]]
+        loss_fn = {"margin": lambda lp, o: o.margin(lp), "dlr": dlr, "ce": cross_entropy}[s["loss"]]
         steps, marks = s["steps"], checkpoints(s["steps"])
         total = steps * (s["restarts"] + 1)
+        goal = s["eot_confidence"] if s["eot"] else 0.0  # EOT: a margin to spare in every sampled room
         state = {"forwards": 0, "best": None, "best_margin": math.inf, "found": False}
 
         def evaluate(v):
@@ -259,14 +265,15 @@ class AutoPGD(LinfBudget, FixedBudgetAttack, WaveformAttack):
             v = v.detach().requires_grad_(True)
             x = (x0 + space.delta(v)).clamp(PCM_MIN, PCM_MAX)
             lp = model(x[None])
-            loss = loss_fn(lp)[0]
+            rows = model.objective_for(objective)  # EOT: each transform's own clean decision
+            loss = loss_fn(lp, rows).mean()  # one row, or one per EOT transform: their average
             state["forwards"] += 1
             grad, = torch.autograd.grad(loss, v)
-            m = objective.margin(lp.detach())[0].item()
+            m = rows.margin(lp.detach()).max().item()  # EOT: reached in every sampled transform
             if m < state["best_margin"]:
                 state["best_margin"], state["best"] = m, np.round(x.detach().double().numpy())
                 # only the serving path's decision on the rounded clip ends the attack
-                if m < 0 and objective.serving_margin(serving(state["best"][None]))[0] < 0:
+                if m < -goal and objective.serving_margin(serving(state["best"][None]))[0] < 0:
                     state["found"] = True
             return loss.item(), grad
 
@@ -306,7 +313,7 @@ class AutoPGD(LinfBudget, FixedBudgetAttack, WaveformAttack):
             if state["found"] or should_stop():
                 break
         best = state["best"]
-        if state["found"] and s["shrink"]:
+        if state["found"] and s["shrink"] and not s["eot"]:
             best = self._shrink(pcm, best, objective, serving, s["shrink"])
         extra.update(iterations=state["forwards"], runs=run + 1,
                      model_reached=state["found"] or state["best_margin"] < 0,

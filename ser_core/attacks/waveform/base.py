@@ -194,11 +194,13 @@ class WaveformAttack(Attack):
         raise NotImplementedError
 
     def white_box(self, pcm: np.ndarray, index_map: np.ndarray):
-        """What a white-box attack starts from: (the clip model with this chunking held fixed,
+        """What a white-box attack starts from: (the clip model with this chunking held fixed (under
+        EOT, settings eot > 0: the transforms' average, waveform/eot.py),
         the counted serving path that verifies its candidates, the (samples,) mask of samples
         some chunk reads, the clean clip as a float32 tensor)."""
-        return (ClipModel(self.bundle, index_map), ServingPath(self.bundle), samples_in_use(len(pcm), index_map),
-                torch.from_numpy(pcm).float())
+        from ser_core.attacks.waveform.eot import eot_model  # EOT: the model averages over transforms
+        model = eot_model(self, pcm) or ClipModel(self.bundle, index_map)
+        return (model, ServingPath(self.bundle), samples_in_use(len(pcm), index_map), torch.from_numpy(pcm).float())
 
 
 class LinfBudget:
@@ -262,6 +264,10 @@ class ClipModel(nn.Module):
         if self.defence_view is not None:
             return self.defence_view.expect(pcm, lambda x: self.clip_log_probs(self.chunk_log_probs(x)), PCM_SCALE)
         return self.clip_log_probs(self.chunk_log_probs(pcm))
+
+    def objective_for(self, objective: Objective) -> Objective:
+        """The objective of forward's rows (one row: the clip's; EOT models: one per transform)."""
+        return objective
 
 
 class ServingPath:
