@@ -9,7 +9,7 @@ import logging
 import sys
 
 # module name in this package -> its commands (imported lazily so `--help` stays fast)
-COMMAND_MODULES = ["stats", "train", "crossval", "predict", "defaults", "push", "evaluate", "attack", "space"]
+COMMAND_MODULES = ["stats", "train", "crossval", "multicorpus", "predict", "defaults", "push", "evaluate", "attack", "space"]
 
 
 def build_parser() -> argparse.ArgumentParser:

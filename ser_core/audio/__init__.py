@@ -7,4 +7,5 @@
   frontend.py     the same log-Mel in torch, differentiable (white-box waveform attacks)
   standardize.py  log-Mel -> standardised features (per-cell mean and variance)
   augment.py      trimmed clip -> pitch-shifted and time-stretched copies (training only)
-  speech.py       is there speech in the clip (voice activity), for the app's warning"""
+  speech.py       is there speech in the clip (voice activity), for the app's warning
+  level.py        how long and how loud a clip is (a model's training range, the app's note)"""
