@@ -41,7 +41,7 @@ from ser_core.training.study import resolve_precision
 LABELS = ("neutral", "happiness", "sadness", "anger", "fear", "disgust", "surprise", "boredom")
 MERGE = {"calm": "neutral"}  # a corpus's emotion -> the output it trains
 RECIPE = "swa-all"  # global offset removed, on-the-fly augmentation, the second half averaged
-EPOCHS = 14  # CPU budget: 2 cores shared with 3 other jobs (reports/multicorpus/README.md)
+EPOCHS = 10  # CPU budget: 2 cores shared with 3 other jobs (reports/multicorpus/README.md)
 
 # Fixed pooled folds ("corpus:speaker"): each fold 6 RAVDESS actors (3 m / 3 f), 2-3 EmoDB and 1-2
 # EMOVO speakers; every one of the 40 speakers in exactly one fold.
