@@ -9,7 +9,7 @@ from .cli import emit
 def register(sub):
     p = sub.add_parser("multicorpus", help="the multi-corpus model: protocols (resumable), "
                                            "baseline, shipped bundle, report")
-    p.add_argument("what", choices=["loco", "pooled", "baseline", "tta", "ship", "report"])
+    p.add_argument("what", choices=["loco", "pooled", "baseline", "tta", "percorpus", "ship", "card", "report"])
     p.add_argument("--data-root", required=True, help="the folder holding emodb/, emovo/, ravdess/")
     p.add_argument("--epochs", type=int, help="epoch cap (default: multicorpus.EPOCHS)")
     p.add_argument("--folds", help="only these folds (comma-separated names, e.g. loco-emodb)")
@@ -36,8 +36,13 @@ def run(args):
                             args.run_root, args.reports)
     elif args.what == "baseline":
         s = mr.baseline(pooled, args.protocol, args.data_root, args.reports)
+    elif args.what == "percorpus":
+        s = mr.per_corpus_loco(pooled, out_dir=args.reports)
     elif args.what == "tta":
         s = mr.tta_summary(pooled, args.protocol, recipe, args.shifts, args.run_root, args.reports)
+    elif args.what == "card":  # the published figures into the bundle's config and card
+        from ser_core.training.multicorpus_ship import refresh_published
+        s = refresh_published(args.out, recipe, args.reports)
     else:
         from ser_core.training.multicorpus_ship import ship
         s = ship(pooled, args.out, recipe, args.run_root, args.reports, args.data_root)

@@ -160,3 +160,28 @@ def baseline(pooled: Pooled, protocol: str, data_root, out_dir="reports/multicor
 def write_json(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=1, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
+def per_corpus_loco(pooled: Pooled, models=("emodb", "emovo", "ravdess"),
+                    out_dir="reports/multicorpus") -> dict:
+    """The shipped per-corpus bundles on the other corpora's clips of the classes they share,
+    decided over those classes (their softmax renormalised over them)."""
+    from ser_core.models.bundle import ModelBundle, torch_probabilities
+    from ser_core.training.multicorpus import corpus_labels
+    parts = {}
+    for name in models:
+        b = ModelBundle.load(name)
+        for other in pooled.tables:
+            if other == b.config["corpus"]:
+                continue
+            shared = [c for c in b.labels if c in corpus_labels(other)]
+            rows = np.flatnonzero((pooled.corpus == other)
+                                  & np.isin(pooled.label, [LABELS.index(c) for c in shared]))
+            p = torch_probabilities(b, b.standardizer.transform(pooled.features(rows)))
+            p = p[:, [b.labels.index(c) for c in shared]]
+            p = p / p.sum(1, keepdims=True)
+            recs = clip_records(pooled, rows, p, shared)
+            parts[f"{name} model on {other}"] = summarise_clips(f"{name} on {other}", recs, shared)
+    out = {"name": "percorpus-loco", "protocol": "loco", "parts": parts}
+    write_json(Path(out_dir) / "percorpus-loco.json", out)
+    return out

@@ -146,3 +146,15 @@ class _Gather:
 
     def __getitem__(self, rows):
         return self.pooled.features(np.asarray(rows))
+
+
+def refresh_published(out, recipe: TrainConfig, reports="reports/multicorpus") -> dict:
+    """Copy the protocols' figures now on disk into a written bundle's config and re-render its
+    card; the weights (and so the ONNX model) stay as they are."""
+    from ser_core.models.card import render
+    out = Path(out)
+    config = json.loads((out / "config.json").read_text())
+    config["crossval"], config["loco"] = _published(Path(reports), recipe)
+    (out / "config.json").write_text(json.dumps(config, indent=1))
+    (out / "README.md").write_text(render(config))
+    return {"name": config["name"], "parts": {}}
