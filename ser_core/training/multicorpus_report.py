@@ -118,9 +118,13 @@ def write_report(out_dir="reports/multicorpus", notes: str = "") -> Path:
     per_corpus = folder / "percorpus-loco.json"
     if per_corpus.is_file():
         lines += ["## The per-corpus models across corpora", "",
-                  "The shipped per-corpus bundles (models/emodb, emovo, ravdess: five classes each, "
-                  "trained on one corpus) on every clip of each other corpus whose emotion they know, "
-                  "decided over those shared classes: what they answer a speaker of another corpus.",
+                  "The shipped per-corpus bundles (models/emodb, emovo, ravdess: five classes each) on "
+                  "every clip of each other corpus whose emotion they know, decided over those shared "
+                  "classes. **Not held-out figures**: each of these bundles was pre-trained on every "
+                  "clip of the two other corpora (recipe `transfer`), and `emovo` was also co-trained on "
+                  "their clips of its classes, so these clips were in their training; the rows say how "
+                  "much of that survives fine-tuning on one corpus (EMOVO's, which kept training on "
+                  "them, scores highest), not how they fare on an unheard corpus.",
                   "", HEAD.replace(" eGeMAPS + SVM UAR (95 %) |", " |")
                   .replace("|---|---|---|---|---|---|---|", "|---|---|---|---|---|---|")]
         lines += [_row(k, v, None).rsplit(" not run |", 1)[0]
