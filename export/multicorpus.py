@@ -13,6 +13,8 @@ def register(sub):
     p.add_argument("--data-root", required=True, help="the folder holding emodb/, emovo/, ravdess/")
     p.add_argument("--epochs", type=int, help="epoch cap (default: multicorpus.EPOCHS)")
     p.add_argument("--folds", help="only these folds (comma-separated names, e.g. loco-emodb)")
+    p.add_argument("--partial", action="store_true",
+                   help="loco / pooled: train nothing, summarise the folds on disk as <run>-partial.json")
     p.add_argument("--shifts", type=int, default=4, help="tta: time shifts averaged")
     p.add_argument("--protocol", default="loco", help="baseline / tta: loco or pooled")
     p.add_argument("--out", default="models/any", help="ship: the bundle folder")
@@ -33,9 +35,10 @@ def run(args):
     recipe = mc.recipe_for(args.epochs or mc.EPOCHS)
     if args.what in mr.PROTOCOLS:
         s = mr.run_protocol(pooled, args.what, recipe, args.folds.split(",") if args.folds else None,
-                            args.run_root, args.reports)
+                            args.run_root, args.reports, partial=args.partial)
     elif args.what == "baseline":
-        s = mr.baseline(pooled, args.protocol, args.data_root, args.reports)
+        s = mr.baseline(pooled, args.protocol, args.data_root, args.reports,
+                        args.folds.split(",") if args.folds else None)
     elif args.what == "percorpus":
         s = mr.per_corpus_loco(pooled, out_dir=args.reports)
     elif args.what == "tta":

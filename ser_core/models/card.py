@@ -191,8 +191,11 @@ def render_multicorpus(config: dict) -> str:
              "lacks is masked in the loss for its clips (not counted as a negative).", ""]
     if cv:
         lines += ["## Accuracy on new speakers",
-                  f"Pooled speaker folds ({cv['folds']} folds, every one of the {cv['n_speakers']} speakers "
-                  f"tested once, {cv['n_clips']} clips, clip decision = mean of its 3 s chunks over all "
+                  f"Pooled speaker folds ({cv['folds']} folds"
+                  + (f" of {cv['folds_total']}: only these were trained in time, so {cv['n_speakers']} of the "
+                     "40 speakers are tested" if cv.get("folds_total", cv["folds"]) > cv["folds"] else
+                     f", every one of the {cv['n_speakers']} speakers tested once")
+                  + f", {cv['n_clips']} clips, clip decision = mean of its 3 s chunks over all "
                   f"{len(config['labels'])} emotions, 95 % intervals from a bootstrap over speakers): "
                   f"UAR **{cv['uar']:.3f}** ({_ci(cv['uar_ci95'])}), accuracy {cv['accuracy']:.3f} "
                   f"({_ci(cv['accuracy_ci95'])}), male / female accuracy {cv['male_accuracy']:.3f} / "

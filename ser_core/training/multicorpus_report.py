@@ -53,15 +53,26 @@ def _protocol_section(folder: Path, protocol: str, title: str, intro: str) -> li
                       for k, v in ([("all 40 speakers", base["overall"])] if "overall" in base else [])
                       + list(base["parts"].items())]
         lines.append("")
+    partial_path = folder / f"{protocol}-egemaps-svm-partial.json"
+    full_base = base
     for s in runs:
+        base = full_base
+        if s["name"].endswith("-partial"):  # the baseline on the same folds, when it was run on them
+            pb = json.loads(partial_path.read_text()) if partial_path.is_file() else None
+            base = pb if pb and pb.get("folds_done") == s.get("folds_done") else None
         r = s["recipe"]
         what = (f"recipe `{r['name']}`, {r['max_epochs']} epochs (the weights of epochs "
                 f"{int(r['swa_start'] * r['max_epochs']) + 1}-{r['max_epochs']} averaged)")
+        done, total = s.get("folds_done") or [], s.get("folds_total")
+        if total and len(done) < total:
+            what += (f"; **only {len(done)} of {total} folds** were trained in time ({', '.join(done)}), "
+                     "so the speakers of the others are not tested")
         if s.get("tta_shifts"):
             what += f", test-time averaging over {s['tta_shifts']} circular time shifts of each chunk"
         lines += [f"### `{s['name']}`: {what}", "", HEAD]
         if "overall" in s:
-            lines.append(_row("all 40 speakers", s["overall"], (base or {}).get("overall")))
+            lines.append(_row(f"all {s['overall']['n_speakers']} tested speakers", s["overall"],
+                              (base or {}).get("overall")))
         for k, v in s["parts"].items():
             lines.append(_row(k, v, (base or {}).get("parts", {}).get(k)))
         lines += ["", "Per-class recall (model): " + "; ".join(

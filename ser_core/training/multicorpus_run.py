@@ -93,9 +93,10 @@ def summarise(name: str, protocol: str, records: list[dict], extra: dict | None 
 
 def run_protocol(pooled: Pooled, protocol: str, recipe: TrainConfig | None = None, only=None,
                  run_root="runs/multicorpus", out_dir="reports/multicorpus", tag: str = "",
-                 log=None) -> dict:
+                 log=None, partial: bool = False) -> dict:
     """Train the protocol's folds not yet on disk (`only`: these fold names), then, once all are
-    there, write <out_dir>/<run>.json with the pooled figures."""
+    there, write <out_dir>/<run>.json with the pooled figures. `partial`: train nothing, and
+    summarise the folds already on disk as <run>-partial.json (named so in every table)."""
     log = log or sys.stderr
     recipe = recipe or recipe_for(EPOCHS)
     name = run_name(protocol, recipe, tag)
@@ -103,15 +104,23 @@ def run_protocol(pooled: Pooled, protocol: str, recipe: TrainConfig | None = Non
     run_dir.mkdir(parents=True, exist_ok=True)
     all_folds = folds(pooled, protocol)
     t0 = time.time()
-    records = [run_fold(pooled, f, recipe, run_dir, log) for f in all_folds
-               if only is None or f.name in only]
-    if len(records) < len(all_folds):
+    if partial:
+        records = [json.loads((run_dir / f"{f.name}.json").read_text()) for f in all_folds
+                   if (run_dir / f"{f.name}.json").is_file()]
+        if not records:
+            return {"run_dir": str(run_dir), "folds_done": []}
+        name += "-partial"
+    else:
+        records = [run_fold(pooled, f, recipe, run_dir, log) for f in all_folds
+                   if only is None or f.name in only]
+    if len(records) < len(all_folds) and not partial:
         return {"run_dir": str(run_dir), "folds_done": [r["fold"] for r in records]}
     summary = summarise(name, protocol, records, {
         "recipe": recipe.to_dict(), "run_dir": str(run_dir),
         "cpu_seconds_per_fold": {r["fold"]: r["cpu_seconds"] for r in records},
         "train_chunks_per_fold": {r["fold"]: r["train_chunks"] for r in records},
-        "classes_per_fold": {r["fold"]: r["classes"] for r in records}})
+        "classes_per_fold": {r["fold"]: r["classes"] for r in records},
+        "folds_done": [r["fold"] for r in records], "folds_total": len(all_folds)})
     write_json(Path(out_dir) / f"{name}.json", summary)
     print(f"{name}: written ({time.time() - t0:.0f} s)", file=log, flush=True)
     return summary
@@ -130,9 +139,10 @@ def tta_summary(pooled: Pooled, protocol: str, recipe: TrainConfig, shifts: int,
     return summary
 
 
-def baseline(pooled: Pooled, protocol: str, data_root, out_dir="reports/multicorpus") -> dict:
+def baseline(pooled: Pooled, protocol: str, data_root, out_dir="reports/multicorpus", only=None) -> dict:
     """eGeMAPS + SVM on the protocol's folds (each clip one row; trained on the training side's
-    clips of the fold's classes, decided over them)."""
+    clips of the fold's classes, decided over them); `only`: these folds, written as
+    <protocol>-egemaps-svm-partial.json beside a partial run of the model."""
     feats, meta = [], []
     for name, t in pooled.tables.items():
         c = read_corpus(name, Path(data_root) / name, classes="all")
@@ -144,6 +154,8 @@ def baseline(pooled: Pooled, protocol: str, data_root, out_dir="reports/multicor
     label = label.astype(int)
     records = []
     for f in folds(pooled, protocol):
+        if only is not None and f.name not in only:
+            continue
         cols = [LABELS.index(c) for c in f.classes]
         test = np.isin(speaker, sorted(set(pooled.speaker[f.test]))) & np.isin(label, cols)
         train = np.isin(speaker, sorted(set(pooled.speaker[f.train]))) & np.isin(label, cols)
@@ -152,8 +164,10 @@ def baseline(pooled: Pooled, protocol: str, data_root, out_dir="reports/multicor
         records.append({"fold": f.name, "classes": list(f.classes), "clips": [
             {"file": clip[i], "corpus": corpus[i], "speaker": speaker[i], "gender": gender[i],
              "label": local[label[i]], "probs": p.tolist()} for i, p in zip(np.flatnonzero(test), probs)]})
-    summary = summarise(f"{protocol}-egemaps-svm", protocol, records, {"model": BASELINE_NAME})
-    write_json(Path(out_dir) / f"{protocol}-egemaps-svm.json", summary)
+    name = f"{protocol}-egemaps-svm" + ("-partial" if only is not None else "")
+    summary = summarise(name, protocol, records, {"model": BASELINE_NAME,
+                                                  "folds_done": [r["fold"] for r in records]})
+    write_json(Path(out_dir) / f"{name}.json", summary)
     return summary
 
 

@@ -35,6 +35,9 @@ def _published(reports: Path, recipe: TrainConfig) -> tuple[dict | None, dict | 
     for protocol in ("pooled", "loco"):
         path = reports / f"{run_name(protocol, recipe)}.json"
         base = reports / f"{protocol}-egemaps-svm.json"
+        if not path.is_file():  # the folds finished so far, named as such, and the baseline on them
+            path = reports / f"{run_name(protocol, recipe)}-partial.json"
+            base = reports / f"{protocol}-egemaps-svm-partial.json"
         if not path.is_file():
             out.append(None)
             continue
@@ -48,6 +51,7 @@ def _published(reports: Path, recipe: TrainConfig) -> tuple[dict | None, dict | 
                  for k, v in s["parts"].items()}
         entry = {"protocol": {"pooled": "pooled speaker folds", "loco": "leave one corpus out"}[protocol],
                  "folds": len(s["cpu_seconds_per_fold"]), "parts": parts,
+                 "folds_total": s.get("folds_total", len(s["cpu_seconds_per_fold"])),
                  "report": "reports/multicorpus/README.md"}
         if "overall" in s:
             o = s["overall"]
