@@ -42,7 +42,8 @@ def _load(folder: Path, pattern: str) -> list[dict]:
 def _protocol_section(folder: Path, protocol: str, title: str, intro: str) -> list[str]:
     base_path = folder / f"{protocol}-egemaps-svm.json"
     base = json.loads(base_path.read_text()) if base_path.is_file() else None
-    runs = [s for s in _load(folder, f"{protocol}-*.json") if "egemaps" not in s["name"]]
+    runs = sorted((s for s in _load(folder, f"{protocol}-*.json") if "egemaps" not in s["name"]),
+                  key=lambda s: (s.get("tta_shifts") or 0, s["name"]))  # the plain model first
     lines = [f"## {title}", "", intro, ""]
     if not runs:
         lines += ["The model: not run yet (command below)."]
