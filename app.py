@@ -201,10 +201,12 @@ def predict_started():
 def example_rows(models: list[str]) -> tuple[list[list], bool]:
     """The example clips, each with the served model of its corpus (file names start with it:
     ravdess-...) when there is one for every clip, so a click loads a clip and a model of its
-    language (the default model is German, the examples English); else the clips alone."""
+    language (the multi-corpus model `any` serves every corpus; it is first when served); else
+    the clips alone."""
     by_corpus: dict[str, str] = {}
     for m in models:
-        by_corpus.setdefault(str(service.model_info(m)["corpus"]).lower(), m)
+        for corpus in str(service.model_info(m)["corpus"]).lower().split("+"):  # any: emodb+emovo+ravdess
+            by_corpus.setdefault(corpus, m)
     rows = [[str(p), by_corpus.get(p.name.split("-")[0].lower())] for p in EXAMPLES]
     return (rows, True) if rows and all(m for _, m in rows) else ([[path] for path, _ in rows], False)
 
@@ -269,8 +271,8 @@ def build_app() -> gr.Blocks:
                     prediction_note = gr.Markdown(elem_id="prediction-note")
                     summary = gr.Markdown(label="Summary", elem_id="summary")
                     with gr.Row():
-                        label_before = gr.Label(label="Before", num_top_classes=5)
-                        label_after = gr.Label(label="After attack", num_top_classes=5, elem_id="label-after")
+                        label_before = gr.Label(label="Before", num_top_classes=None)
+                        label_after = gr.Label(label="After attack", num_top_classes=None, elem_id="label-after")
                     original_audio = gr.Audio(label="original", type="filepath", interactive=False)
                     attacked_audio = gr.Audio(label="attacked audio: for feature attacks a listening copy "
                                               "(Griffin-Lim inversion, unverified); for waveform "

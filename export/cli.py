@@ -9,8 +9,8 @@ import logging
 import sys
 
 # module name in this package -> its commands (imported lazily so `--help` stays fast)
-COMMAND_MODULES = ["stats", "train", "crossval", "predict", "defaults", "push", "evaluate", "attack", "universal",
-                   "space", "robustness"]
+COMMAND_MODULES = ["stats", "train", "crossval", "multicorpus", "predict", "defaults", "push", "evaluate", "attack",
+                   "universal", "space", "robustness"]
 
 
 def build_parser() -> argparse.ArgumentParser:

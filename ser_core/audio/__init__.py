@@ -10,6 +10,7 @@
   room.py         a clip played in a simulated room (pyroomacoustics): reverberation, noise,
                   microphone band; seeded training and held-out banks (EOT, over-the-air scoring)
   speech.py       is there speech in the clip (voice activity), for the app's warning
+  level.py        how long and how loud a clip is (a model's training range, the app's note)
   defences.py     cheap input defences on the clip before its features (resample, quantise, MP3,
                   low-pass, noise), as a bundle's config applies them, and what an attacker
                   differentiates of them (BPDA, EOT)"""

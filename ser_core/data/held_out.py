@@ -41,6 +41,53 @@ class HeldOutSet:
         return HeldOutSet(self.x[idx], self.labels[idx], self.genders[idx], self.rows[idx])
 
 
+def is_multicorpus(bundle) -> bool:
+    """A bundle trained on several corpora (config "corpora"; ser_core/training/multicorpus_ship.py):
+    its speakers are named "corpus:speaker" and its labels span the corpora."""
+    return bool(bundle.config.get("corpora"))
+
+
+def _multicorpus_utterances(bundle, root: Path | None = None, speakers=None) -> list:
+    """(utterance, label index, "corpus:speaker") of every clip of a multi-corpus bundle's
+    corpora whose emotion it outputs (through its label_map), of `speakers` when given."""
+    from ser_core.data.corpora import read_corpus
+    root = Path(root or data_root())
+    merge = bundle.config.get("label_map") or {}
+    out = []
+    for name in bundle.config["corpora"]:
+        for u in read_corpus(name, root / name, classes="all").utterances:
+            key, label = f"{name}:{u.speaker}", merge.get(u.emotion, u.emotion)
+            if label in bundle.labels and (speakers is None or key in speakers):
+                out.append((u, bundle.labels.index(label), key))
+    return out
+
+
+def _multicorpus_test_set(bundle, root: Path | None = None) -> HeldOutSet:
+    """The unaugmented chunks of a multi-corpus bundle's held-out speakers, corpus by corpus."""
+    from ser_core.data.corpora import read_corpus
+    from ser_core.data.dataset import build_table
+    root = Path(root or data_root())
+    held = set(bundle.held_out_speakers)
+    merge = bundle.config.get("label_map") or {}
+    xs, labels, genders, rows, offset = [], [], [], [], 0
+    for name in bundle.config["corpora"]:
+        t = build_table(read_corpus(name, root / name, classes="all"), bundle.feature_config,
+                        augmentation=False, progress=False)
+        names = np.array([t.corpus.classes[k] for k in t.labels])
+        keep = np.flatnonzero(np.isin(np.char.add(f"{name}:", t.speakers.astype(str)), sorted(held)))
+        xs.append(bundle.standardizer.transform(t.features[keep]))
+        labels.append([bundle.labels.index(merge.get(e, e)) for e in names[keep]])
+        genders.append(t.genders[keep])
+        rows.append(keep + offset)
+        offset += len(t)
+    ts = HeldOutSet(np.concatenate(xs), np.concatenate(labels).astype(int), np.concatenate(genders),
+                    np.concatenate(rows))
+    if bundle.held_out_rows is not None and bundle.held_out_rows != len(ts):
+        raise ModelBundleError(f"{bundle.folder}: recomputed {len(ts)} held-out rows, the bundle "
+                               f"records {bundle.held_out_rows} (corpus files or split changed?)")
+    return ts
+
+
 def bundle_test_rows(bundle, root: Path | None = None):
     """(chunk table, test rows) of a bundle under its own protocol."""
     from ser_core.data.corpora import read_corpus
@@ -66,6 +113,8 @@ def bundle_test_rows(bundle, root: Path | None = None):
 
 
 def bundle_test_set(bundle, root: Path | None = None) -> HeldOutSet:
+    if is_multicorpus(bundle):
+        return _multicorpus_test_set(bundle, root)
     table, rows = bundle_test_rows(bundle, root)
     x = bundle.standardizer.transform(table.features[rows])
     return HeldOutSet(x, table.labels[rows], table.genders[rows], rows)
@@ -86,6 +135,12 @@ def bundle_test_clips(bundle, root: Path | None = None) -> HeldOutSet:
     if not has_held_out_speakers(bundle):
         raise ParameterError(f"model {bundle.name} has no held-out test speakers (accepted: a speaker-protocol "
                              f"bundle for waveform attacks)")
+    if is_multicorpus(bundle):
+        utts = _multicorpus_utterances(bundle, root, set(bundle.held_out_speakers))
+        x = np.empty(len(utts), dtype=object)
+        x[:] = [load_audio(u.path, bundle.feature_config.sample_rate) for u, _, _ in utts]
+        return HeldOutSet(x, np.array([k for _, k, _ in utts], dtype=int),
+                          np.array([u.gender for u, _, _ in utts]), np.arange(len(utts)))
     corpus_name = bundle.config["corpus"]
     corpus = read_corpus(corpus_name, Path(root or data_root()) / corpus_name, tuple(bundle.labels))
     speakers = set(bundle.held_out_speakers)
@@ -122,17 +177,21 @@ def held_out_clips(bundle, n: int, seed: int = 0, data_dir=None) -> list:
     from ser_core.data.corpora import read_corpus
     if n < 1:
         raise ParameterError(f"held-out clips n={n} (accepted: an integer >= 1)")
-    corpus_name = bundle.config["corpus"]
-    corpus = read_corpus(corpus_name, Path(data_dir or data_root()) / corpus_name, tuple(bundle.labels))
     trained = set(bundle.config["split"].get("speakers", {}).get("train") or ())
     if not trained:
         raise ParameterError(f"model {bundle.name} names no training speakers (config split.speakers.train); "
                              "held-out clips need a speaker-protocol bundle")
+    if is_multicorpus(bundle):
+        utts = [(u, bundle.labels[k]) for u, k, key in _multicorpus_utterances(bundle, data_dir)
+                if key not in trained]
+    else:
+        corpus_name = bundle.config["corpus"]
+        corpus = read_corpus(corpus_name, Path(data_dir or data_root()) / corpus_name, tuple(bundle.labels))
+        utts = [(u, u.emotion) for u in corpus.utterances if u.speaker not in trained]
     rng = np.random.default_rng(seed)
     cells = {}
-    for u in corpus.utterances:
-        if u.speaker not in trained:
-            cells.setdefault((u.emotion, u.gender), []).append(u)
+    for u, emotion in utts:
+        cells.setdefault((emotion, u.gender), []).append(u)
     for key in sorted(cells):
         order = rng.permutation(len(cells[key]))
         cells[key] = [cells[key][i] for i in order]
@@ -200,6 +259,12 @@ def held_out_chunks(bundle, data_dir, per_gender: int = 16, seed: int = 0):
     from pathlib import Path
     from ser_core.data.corpora import read_corpus
     from ser_core.data.dataset import build_table
+    if is_multicorpus(bundle):
+        ts = bundle_test_set(bundle, data_dir)
+        rng = np.random.default_rng(seed)
+        pick = np.sort(np.concatenate([rng.permutation(np.flatnonzero(ts.genders == s))[:per_gender]
+                                       for s in ("male", "female")]))
+        return ts.x[pick], ts.labels[pick], ts.genders[pick]
     name = bundle.config["corpus"]
     table = build_table(read_corpus(name, Path(data_dir) / name), bundle.feature_config,
                         augmentation=False, progress=False)

@@ -24,8 +24,9 @@ DOMAIN_FEATURES = "features"
 DOMAIN_WAVEFORM = "waveform"
 DOMAIN_LABELS = {DOMAIN_WAVEFORM: "waveform (verified)",
                  DOMAIN_FEATURES: "log-Mel features (the study)"}
-# Shipped speaker-protocol models first, in the study's order; any other bundle after them.
-PREFERRED = ("emodb", "emovo", "ravdess")
+# The multi-corpus model first (every emotion, all three corpora: what a visitor's voice is
+# closest to), then the study's per-corpus models in its order; any other bundle after them.
+PREFERRED = ("any", "emodb", "emovo", "ravdess")
 # The target picker's "any other emotion"; parse_target reads it (and '') as untargeted.
 NO_TARGET = "none"
 # Threads a request computes on (torch and each ONNX Runtime session, the latter without spinning):

@@ -8,6 +8,8 @@ request as fast as the next ones.
   label_value            what the page's label view shows: the probabilities, or "no emotion"
   model_accuracy         how well the model does and how that was measured (the bundle's config)
   confidence_note        a plain sentence when the top probability is low
+  range_note             a plain sentence when the clip is longer, shorter, louder or quieter
+                         than anything the model trained on (the bundle's input_range)
   warm_up(models)        load bundles and build/check ONNX sessions before serving; a model
                          whose files fail is taken out of service, the others serve
   warm_up_in_background  the same in a thread, for the models after the page's default
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ser_core.audio.level import clip_level
 from ser_core.serving.catalogue import available_models, disable_model, disabled_models, get_bundle
 from ser_core.serving.limits import MAX_PREDICT_SECONDS, read_clip
 
@@ -73,6 +76,27 @@ def confidence_note(probabilities: dict) -> str | None:
             f"{UNSURE_BELOW:.2f}){second}. Treat this prediction as a guess.")
 
 
+def range_note(config: dict, level: dict) -> str | None:
+    """A plain sentence when the clip's length or loudness (ser_core/audio/level.py) is outside
+    the range of the clips the model trained on (config["input_range"]), else None."""
+    rng = config.get("input_range") or {}
+    out = []
+    for key, what, unit in (("seconds", "long", "s"), ("loudness_dbfs", "loud", "dBFS")):
+        r, v = rng.get(key), level.get(key)
+        if not r or v is None:
+            continue
+        if v < r["min"]:
+            out.append(f"{'shorter' if what == 'long' else 'quieter'} ({v:.1f} {unit}) than any clip it "
+                       f"trained on ({r['min']:.1f} {unit} at least)")
+        elif v > r["max"]:
+            out.append(f"{'longer' if what == 'long' else 'louder'} ({v:.1f} {unit}) than any clip it "
+                       f"trained on ({r['max']:.1f} {unit} at most)")
+    if not out:
+        return None
+    return ("This clip is " + " and ".join(out) + ": the model has heard nothing like it, so treat "
+            "its answer with caution.")
+
+
 def speech_check(y: np.ndarray, sample_rate: int) -> dict:
     from ser_core.audio.speech import check_speech
     return check_speech(y, sample_rate).to_dict()
@@ -109,13 +133,16 @@ def predict(path, model: str, max_seconds: float = MAX_PREDICT_SECONDS) -> dict:
     speech = speech_check(y, b.feature_config.sample_rate)
     withheld = withhold_emotion(speech)
     unsure = confidence_note(pred.probabilities) if withheld["emotion_shown"] else None
+    level = clip_level(y, b.feature_config.sample_rate)
+    far = range_note(b.config, level) if withheld["emotion_shown"] else None
     out = dict(pred.to_dict(), model_label=pred.label, **withheld)
     if not withheld["emotion_shown"]:
         out["label"] = None
     return jsonable(dict(out, model=model, language=b.config.get("language"),
                          confidence=max(pred.probabilities.values()), unsure=unsure is not None,
                          speech=speech, model_accuracy=model_accuracy(b.config),
-                         notes=[n for n in (speech["note"], unsure) if n],
+                         input_level=level, outside_training_range=far is not None,
+                         notes=[n for n in (speech["note"], unsure, far) if n],
                          seconds_of_audio=round(len(y) / b.feature_config.sample_rate, 3),
                          latency_seconds=round(time.perf_counter() - t0, 4)))
 

@@ -9,4 +9,8 @@
   crossval_report.py  reports/crossval/README.md from the results
   baseline.py         chance, majority class and eGeMAPS + SVM on the same folds
   ship.py             a shipped speaker-protocol bundle trained with a recipe
+  multicorpus.py      one model of every emotion over all corpora: labels, loss mask, folds, training
+  multicorpus_run.py  its protocols (pooled speaker folds, leave one corpus out), baseline, test-time shifts
+  multicorpus_ship.py its shipped bundle (models/any) with the training range of length and loudness
+  multicorpus_report.py  reports/multicorpus/README.md from the results
   adversarial.py      adversarial training (FGSM, PGD) of a trained bundle"""

@@ -111,12 +111,24 @@ def predict_tensor(model, x: torch.Tensor, device="cpu", amp=None, batch=128) ->
     return np.concatenate(out) if out else np.zeros((0, model.dense.out_features))
 
 
+def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
+                         mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean soft-target cross-entropy; with `mask` (rows x classes, True where the row's corpus has
+    the class) each row's softmax runs over its own classes only: an absent class is neither a
+    negative nor a target, and its logit gets no gradient from that row."""
+    if mask is not None:
+        logits = logits.masked_fill(~mask, -1e9)
+        target = target * mask
+    return torch.sum(-target * F.log_softmax(logits.float(), 1), 1).mean()
+
+
 def train_epoch(model, opt, x: torch.Tensor, y: torch.Tensor, recipe: TrainConfig, g: torch.Generator,
                 amp: dict, device, n_classes: int, first_step: int, total_steps: int,
-                peak_lr: float | None = None) -> float:
+                peak_lr: float | None = None, mask: torch.Tensor | None = None) -> float:
     """One pass over (x, y) in shuffled batches: on-the-fly augmentation, label smoothing, mixup,
-    the cosine learning rate (from `peak_lr`, default the recipe's) by global step. Returns the
-    mean training loss."""
+    the cosine learning rate (from `peak_lr`, default the recipe's) by global step. `mask` (rows x
+    classes, bool): the classes each row's corpus has (`masked_cross_entropy`; smoothing spreads
+    over them only, mixup pairs rows of the same class set). Returns the mean training loss."""
     peak_lr = recipe.learning_rate if peak_lr is None else peak_lr
     model.train()
     perm = torch.randperm(len(x), generator=g)
@@ -129,20 +141,24 @@ def train_epoch(model, opt, x: torch.Tensor, y: torch.Tensor, recipe: TrainConfi
         idx = perm[i:i + recipe.batch_size]
         xb = augment_batch(x[idx], recipe, g)
         target = F.one_hot(y[idx], n_classes).float()
+        mb = None if mask is None else mask[idx]
         if recipe.label_smoothing:
-            target = target * (1 - recipe.label_smoothing) + recipe.label_smoothing / n_classes
+            spread = 1 / n_classes if mb is None else mb.float() / mb.sum(1, keepdim=True)
+            target = target * (1 - recipe.label_smoothing) + recipe.label_smoothing * spread
         if recipe.mixup_alpha > 0 and len(idx) > 1:
             lam = float(np.random.default_rng(int(torch.randint(0, 2**31, (1,), generator=g)))
                         .beta(recipe.mixup_alpha, recipe.mixup_alpha))
             lam = max(lam, 1 - lam)
             j = torch.randperm(len(idx), generator=g)
+            if mb is not None:  # a row of another class set mixes with itself
+                j = torch.where((mb == mb[j]).all(1), j, torch.arange(len(idx)))
             xb = lam * xb + (1 - lam) * xb[j]
             target = lam * target + (1 - lam) * target[j]
         xb, target = xb.to(device), target.to(device)
         opt.zero_grad(set_to_none=True)
         with torch.autocast(**amp):
             logits = model(xb)
-        loss = torch.sum(-target * F.log_softmax(logits.float(), 1), 1).mean()
+        loss = masked_cross_entropy(logits, target, None if mb is None else mb.to(device))
         loss.backward()
         opt.step()
         total += loss.item() * len(idx); n += len(idx)

@@ -1,0 +1,138 @@
+"""The multi-corpus model (ser_core/training/multicorpus.py): the loss masked per corpus, the
+leave-one-corpus-out and pooled speaker folds, and the shipped `models/any` bundle."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ser_core.data.corpora import CORPORA, read_corpus
+from ser_core.training.loop import masked_cross_entropy
+from ser_core.training.multicorpus import (LABELS, POOLED_FOLDS, SHIP_VALIDATION, Pooled, corpus_labels,
+                                           folds, label_of, shared_classes)
+
+ANY = Path(__file__).resolve().parents[1] / "models" / "any"
+
+
+def test_masked_loss_gives_a_corpus_s_absent_classes_no_gradient():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, len(LABELS), generator=g, requires_grad=True)
+    mask = torch.ones(6, len(LABELS), dtype=torch.bool)
+    mask[:3, LABELS.index("surprise")] = False  # EmoDB rows: no surprise
+    mask[3:, LABELS.index("boredom")] = False  # EMOVO / RAVDESS rows: no boredom
+    target = torch.nn.functional.one_hot(torch.tensor([0, 3, 7, 1, 6, 4]), len(LABELS)).float()
+    target = target * 0.9 + 0.1 * mask.float() / mask.sum(1, keepdim=True)  # smoothing over own classes
+    masked_cross_entropy(logits, target, mask).backward()
+    assert torch.all(logits.grad[~mask] == 0)
+    assert torch.all(logits.grad[mask].abs().sum() > 0)
+    # and moving an absent class's logit does not change the loss
+    moved = logits.detach().clone()
+    moved[~mask] += 50.0
+    assert torch.isclose(masked_cross_entropy(moved, target, mask), masked_cross_entropy(logits.detach(), target, mask))
+
+
+def test_unmasked_loss_is_the_plain_soft_cross_entropy():
+    logits = torch.randn(4, 5, generator=torch.Generator().manual_seed(1))
+    target = torch.softmax(torch.randn(4, 5, generator=torch.Generator().manual_seed(2)), 1)
+    plain = torch.sum(-target * torch.log_softmax(logits, 1), 1).mean()
+    assert torch.isclose(masked_cross_entropy(logits, target), plain)
+
+
+def test_every_corpus_emotion_has_an_output_and_calm_is_neutral():
+    for name, spec in CORPORA.items():
+        assert {label_of(e) for e in spec.all_classes} == set(corpus_labels(name))
+    assert label_of("calm") == "neutral"
+    assert "surprise" not in corpus_labels("emodb") and "boredom" not in corpus_labels("ravdess")
+
+
+@pytest.fixture(scope="module")
+def clip_rows(data_dir):
+    """A Pooled with one row per clip and no features: what the folds read."""
+    cols = {k: [] for k in ("corpus", "local", "clip", "speaker", "gender", "label")}
+    for name in CORPORA:
+        for i, u in enumerate(read_corpus(name, data_dir / name, classes="all").utterances):
+            for k, v in zip(cols, (name, i, f"{name}:{u.name}", f"{name}:{u.speaker}", u.gender,
+                                   LABELS.index(label_of(u.emotion)))):
+                cols[k].append(v)
+    return Pooled(dict.fromkeys(CORPORA), **{k: np.array(v) for k, v in cols.items()})
+
+
+def test_leave_one_corpus_out_never_mixes_corpora(clip_rows):
+    loco = folds(clip_rows, "loco")
+    assert [f.name for f in loco] == [f"loco-{c}" for c in CORPORA]
+    for f, held in zip(loco, CORPORA):
+        assert set(clip_rows.corpus[f.test]) == {held}
+        assert set(clip_rows.corpus[f.train]) == set(CORPORA) - {held}
+        assert not set(clip_rows.speaker[f.train]) & set(clip_rows.speaker[f.test])
+        assert f.classes == shared_classes(clip_rows, held)
+        assert {LABELS[k] for k in clip_rows.label[f.test]} == set(f.classes)
+    # EmoDB's boredom is in neither other corpus: its LOCO is decided over six shared classes
+    assert "boredom" not in loco[0].classes and len(loco[0].classes) == 6
+
+
+def test_pooled_folds_test_every_one_of_the_40_speakers_once(clip_rows):
+    pooled = folds(clip_rows, "pooled")
+    tested = [s for f in pooled for s in set(clip_rows.speaker[f.test])]
+    assert len(tested) == len(set(tested)) == len(set(clip_rows.speaker)) == 40
+    assert sorted(tested) == sorted(s for f in POOLED_FOLDS for s in f)
+    for f in pooled:
+        assert not set(clip_rows.speaker[f.train]) & set(clip_rows.speaker[f.test])
+        assert set(clip_rows.corpus[f.test]) == set(CORPORA)  # every fold tests all three corpora
+        assert len(f.train) + len(f.test) == len(clip_rows)
+        genders = [clip_rows.gender[clip_rows.speaker == s][0] for s in set(clip_rows.speaker[f.test])]
+        assert 4 <= genders.count("male") <= 6
+
+
+def test_ship_split_holds_out_one_male_and_one_female_per_corpus(clip_rows):
+    (ship,) = folds(clip_rows, "ship")
+    held = set(clip_rows.speaker[ship.test])
+    assert held == set(SHIP_VALIDATION) and not held & set(clip_rows.speaker[ship.train])
+    for name in CORPORA:
+        genders = {clip_rows.gender[clip_rows.speaker == s][0] for s in held if s.startswith(name)}
+        assert genders == {"male", "female"}
+
+
+@pytest.mark.skipif(not (ANY / "config.json").is_file(), reason="models/any not trained")
+def test_shipped_any_bundle_names_every_corpus_and_licence_and_fits_the_budget():
+    cfg = json.loads((ANY / "config.json").read_text())
+    card = (ANY / "README.md").read_text()
+    assert cfg["labels"] == list(LABELS) and cfg["corpora"] == list(CORPORA)
+    for name in CORPORA:
+        assert CORPORA[name].title in card and cfg["data"]["corpora"][name]["licence"] in card
+    assert "cc-by-nc-sa-4.0" in card
+    assert (ANY / "model.safetensors").stat().st_size < 10 * 2**20
+    for key in ("seconds", "loudness_dbfs"):
+        assert cfg["input_range"][key]["min"] < cfg["input_range"][key]["max"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (ANY / "config.json").is_file(), reason="models/any not trained")
+def test_shipped_any_model_does_not_answer_one_label_for_most_held_out_clips(data_dir):
+    from ser_core.data.held_out import bundle_test_clips
+    from ser_core.models.bundle import ModelBundle
+    b = ModelBundle.load(ANY)
+    ts = bundle_test_clips(b, data_dir)  # the corpora's clips in the bundle's corpus order
+    preds = np.array([b.predict_clip(y, 16_000).label for y in ts.x])
+    start = 0
+    for name in b.config["corpora"]:
+        n = sum(1 for u in read_corpus(name, data_dir / name, classes="all").utterances
+                if f"{name}:{u.speaker}" in b.held_out_speakers)
+        _, counts = np.unique(preds[start:start + n], return_counts=True)
+        assert n > 0 and counts.max() < 0.5 * n, (name, dict(zip(*np.unique(preds[start:start + n], return_counts=True))))
+        start += n
+    assert start == len(ts)
+
+
+def test_range_note_names_a_clip_outside_what_the_model_heard():
+    from ser_core.audio.level import clip_level
+    from ser_core.serving.prediction import range_note
+    cfg = {"input_range": {"seconds": {"min": 1.0, "max": 8.0}, "loudness_dbfs": {"min": -40.0, "max": -5.0}}}
+    assert range_note(cfg, {"seconds": 3.0, "loudness_dbfs": -20.0}) is None
+    assert "longer (20.0 s)" in range_note(cfg, {"seconds": 20.0, "loudness_dbfs": -20.0})
+    note = range_note(cfg, {"seconds": 0.5, "loudness_dbfs": -60.0})
+    assert "shorter" in note and "quieter" in note
+    assert range_note({}, {"seconds": 99.0, "loudness_dbfs": 0.0}) is None  # a bundle without a range
+    t = np.arange(16_000) / 16_000
+    loud, quiet = clip_level(0.5 * np.sin(2 * np.pi * 200 * t), 16_000), clip_level(0.005 * np.sin(2 * np.pi * 200 * t), 16_000)
+    assert loud["seconds"] == 1.0 and abs((loud["loudness_dbfs"] - quiet["loudness_dbfs"]) - 40.0) < 0.1
