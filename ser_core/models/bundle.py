@@ -35,7 +35,7 @@ from ser_core.errors import ModelBundleError
 from ser_core.audio.features import clip_features
 from ser_core.models.cnn_lstm import CNNLSTM
 from ser_core.models.fast import FastCNNLSTM
-from ser_core.models.weights import WEIGHT_DTYPES, pack_weights, quantize_roundtrip, unpack_weights  # noqa: F401
+from ser_core.models.weights import WEIGHT_DTYPES, pack_weights, unpack_weights
 from ser_core.audio.standardize import Standardizer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

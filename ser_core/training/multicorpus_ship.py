@@ -81,7 +81,7 @@ def training_levels(pooled: Pooled, rows: np.ndarray, data_root) -> dict:
 def ship(pooled: Pooled, out, recipe: TrainConfig, run_root="runs/multicorpus",
          reports="reports/multicorpus", data_root="../shared/data", weights_dtype: str = "int8"):
     """Train (or reload) and write the bundle; returns a summary of its held-out figures."""
-    from ser_core.models.bundle import quantize_roundtrip
+    from ser_core.models.weights import quantize_roundtrip
     fold = folds(pooled, "ship")[0]
     out = Path(out)
     run_dir = Path(run_root) / f"ship-{out.name}-{recipe.stored_name}-e{recipe.max_epochs}"
