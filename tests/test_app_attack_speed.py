@@ -94,6 +94,7 @@ def test_serving_features_are_computed_once_per_clip(bundle, monkeypatch):
     candidate's samples) and the clean clip's are reused by verification and the images."""
     from ser_core.attacks.clip import attack_clip
     from ser_core.attacks.waveform.verify import serving_features
+    bundle.onnx_session()  # built first: a fresh clone's parity check scores the example clips too
     seen = []
     features = bundle.features
     monkeypatch.setattr(bundle, "features", lambda y: seen.append(y.tobytes()) or features(y))
