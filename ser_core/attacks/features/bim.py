@@ -64,22 +64,30 @@ class LinfBasicIterativeAttack(FixedBudgetAttack, FeatureAttack):
         for t in range(iters):
             if should_stop():
                 break  # the iterate so far is inside the budget
-            xa = x_adv[live].requires_grad_(True)
+            whole = len(live) == len(x0)  # every example still iterating: no gathers, no scatters
+            xa = (x_adv if whole else x_adv[live]).detach().requires_grad_(True)
             logits = model(xa)
-            count[live.cpu().numpy()] += 1
+            if whole:
+                count += 1
+            else:
+                count[live.cpu().numpy()] += 1
             keep = (self._not_reached(logits.argmax(1), y[live], objective.targeted)
                     if self.settings["early_stop"] else None)
             if keep is not None and not keep.all():
                 if not keep.any():
                     break
                 logits, live = logits[keep], live[keep]
-            (grad,) = torch.autograd.grad(F.cross_entropy(logits, y[live], reduction="sum"), xa)
+            (grad,) = torch.autograd.grad(F.cross_entropy(logits, y if len(live) == len(x0) else y[live],
+                                                          reduction="sum"), xa)
             xa = xa.detach()
             if keep is not None and len(live) < len(xa):
                 xa, grad = xa[keep], grad[keep]
             with torch.no_grad():
                 stepped = self.clip(xa + objective.sign * (step * grad.sign()))
-                x_adv[live] = x0[live] + (stepped - x0[live]).clamp(-eps, eps)
+                if len(live) == len(x0):
+                    x_adv = x0 + (stepped - x0).clamp(-eps, eps)
+                else:
+                    x_adv[live] = x0[live] + (stepped - x0[live]).clamp(-eps, eps)
             progress((t + 1) / iters, f"BIM step {t + 1}/{iters}, {len(live)} left")
         return x_adv.cpu().numpy()
 
