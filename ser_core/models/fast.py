@@ -41,26 +41,24 @@ CHUNK = 16  # CNN blocks per slice of conv1 + pool: its 16 x 25 x 124 outputs st
 class _Conv1Pool(torch.autograd.Function):
     """max_pool(conv1(x)) for one-channel blocks x (n, 1, h, w), CHUNK blocks at a time, so conv1's
     large output never leaves the cache and is never stored: backward keeps the pool's argmax
-    indices only. conv1 runs on x with a second, all-zero channel (and a zero kernel for it): for
-    one channel oneDNN returns NCHW, for two channels-last, the order in which torch's max-pool
-    is vectorised (together ~4x faster; the values are the same). Its input-gradient is a
+    indices only. conv1's output is channels-last (what oneDNN returns for channels-last blocks,
+    the order in which torch's max-pool is vectorised, ~4x faster). Its input-gradient is a
     depthwise convolution and a channel sum (`_conv1_input_grad`), not oneDNN's backward-data
     convolution (~11x slower than its forward)."""
 
     @staticmethod
-    def forward(ctx, x, weight2, bias, w_flip, kernel, stride):
+    def forward(ctx, x, weight, bias, w_flip, kernel, stride):
         n, _, h, w = x.shape
-        kh, kw = weight2.shape[-2:]
-        c = weight2.shape[0]
+        kh, kw = weight.shape[-2:]
+        c = weight.shape[0]
         ph, pw = (h - kh + 1 - kernel) // stride + 1, (w - kw + 1 - kernel) // stride + 1
-        x2 = torch.cat([x, x.new_zeros(x.shape)], 1).contiguous(memory_format=torch.channels_last)
         cl = dict(memory_format=torch.channels_last, device=x.device)
         out = torch.empty((n, c, ph, pw), dtype=x.dtype, **cl)
         idx = torch.empty((n, c, ph, pw) if ctx.needs_input_grad[0] else (0, 0, 0, 0), dtype=torch.int64, **cl)
         pool = [[kernel] * 2, [stride] * 2, [0, 0], [1, 1], False]
         grad = ctx.needs_input_grad[0]
         for i in range(0, n, CHUNK):
-            y = F.conv2d(x2[i:i + CHUNK], weight2, bias)
+            y = _conv1(x[i:i + CHUNK], weight, bias)
             if grad:
                 torch.ops.aten.max_pool2d_with_indices.out(y, *pool, out=out[i:i + CHUNK], indices=idx[i:i + CHUNK])
             else:
@@ -88,6 +86,11 @@ class _Conv1Pool(torch.autograd.Function):
             torch.ops.aten.max_pool2d_with_indices_backward.grad_input(g, like, *pool, idx[i:i + CHUNK], grad_input=gy)
             _conv1_input_grad(gy, w_flip, kh, kw, out=out[i:i + CHUNK])
         return out[:, None], None, None, None, None, None
+
+
+def _conv1(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """conv1 on one-channel blocks, its output channels-last (a no-op where oneDNN returns that)."""
+    return F.conv2d(x, weight, bias).contiguous(memory_format=torch.channels_last)
 
 
 def _max_pool_values(y: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
@@ -195,8 +198,6 @@ class FastCNNLSTM(nn.Module):
             self.register_buffer("b1", conv1.bias.detach().to(**f32).clone())
             # conv1's kernels flipped, one per channel: its input-gradient (_conv1_input_grad)
             self.register_buffer("w1_flip", w1.flip(-1, -2).contiguous(memory_format=torch.channels_last))
-            w1_2 = torch.cat([w1, torch.zeros_like(w1)], 1)  # the zero channel (see _Conv1Pool)
-            self.register_buffer("w1_2", w1_2.contiguous(memory_format=torch.channels_last))
             scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
             shift = bn.bias - bn.running_mean * scale
             self.folded = bool((scale >= 0).all())
@@ -237,8 +238,10 @@ class FastCNNLSTM(nn.Module):
 
     def _cnn(self, blocks: torch.Tensor) -> torch.Tensor:
         (k1, s1), (k2, s2), (k3, s3) = self.pools
-        if self.folded:  # conv1 and its pool CHUNK blocks at a time (_Conv1Pool)
-            z = F.relu(_Conv1Pool.apply(blocks, self.w1_2, self.b1, self.w1_flip, k1, s1))
+        if self.folded and not (torch.is_grad_enabled() and blocks.requires_grad):  # a slice, no gradient
+            z = F.relu(_max_pool_values(_conv1(blocks, self.w1, self.b1), k1, s1))
+        elif self.folded:  # conv1 and its pool CHUNK blocks at a time (_Conv1Pool)
+            z = F.relu(_Conv1Pool.apply(blocks, self.w1, self.b1, self.w1_flip, k1, s1))
         else:  # a negative BatchNorm scale does not commute with the max-pool: the layers as they are
             z = F.relu(F.conv2d(blocks, self.w1, self.b1)) * self.bn_scale + self.bn_shift
             z = F.max_pool2d(z, k1, s1)
