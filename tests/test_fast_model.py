@@ -170,3 +170,38 @@ def test_clean_inputs_are_scored_once_across_calls(bundle, test_examples, monkey
     x[1, 0, 0] += 1e-3
     get_attack("fgsm", bundle, eps=0.25)(x)
     assert calls[3:] == [3, 3]  # other inputs: scored again
+
+
+def test_conv1_input_gradient_is_the_transposed_convolution():
+    """The depthwise convolution with flipped kernels and the channel sum (fast._conv1_input_grad)
+    equal torch's input-gradient of the one-channel conv1 within float rounding."""
+    from ser_core.models.fast import _conv1_input_grad
+    g = torch.Generator().manual_seed(4)
+    w = torch.randn(16, 1, 5, 5, generator=g)
+    gy = torch.randn(3, 16, 25, 124, generator=g).contiguous(memory_format=torch.channels_last)
+    ref = torch.nn.grad.conv2d_input((3, 1, 29, 128), w.double(), gy.double().contiguous())[:, 0]
+    got = _conv1_input_grad(gy, w.flip(-1, -2).contiguous(memory_format=torch.channels_last), 5, 5)
+    assert got.shape == ref.shape
+    assert float((got.double() - ref).abs().max()) <= 1e-5 * float(ref.abs().max())
+
+
+def test_bim_iterates_follow_the_art_recurrence(bundle, test_examples):
+    """The study's BIM (no early stop) is x_{t+1} = x + clamp(clip(x_t + step sign(grad)) - x,
+    -eps, eps) on the gradient model, bit for bit, query counts one per step (the iterate is
+    stepped as a whole tensor while every example iterates)."""
+    import torch.nn.functional as F
+    from ser_core.attacks import get_attack
+    x = test_examples[0][:3]
+    eps, step, iters = 0.25, 0.1, 4
+    res = get_attack("bim", bundle, eps=eps, eps_step=step, max_iter=iters, early_stop=False)(x)
+    model, lo, hi = bundle.gradient_model(), *map(float, bundle.clip_range)
+    x0 = torch.from_numpy(x)
+    y = torch.from_numpy(res.clean_pred.astype("int64"))
+    xt = x0.clone()
+    for _ in range(iters):
+        xa = xt.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(F.cross_entropy(model(xa), y, reduction="sum"), xa)
+        with torch.no_grad():
+            xt = x0 + ((xa + step * grad.sign()).clamp(lo, hi) - x0).clamp(-eps, eps)
+    assert (res.x_adv == xt.numpy()).all()
+    assert (res.queries == iters).all()
