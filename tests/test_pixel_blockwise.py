@@ -1,5 +1,6 @@
-"""Pixel scores a candidate through the model's ONNX graph in two parts, re-running the CNN only on
-the time blocks the candidate changed (ser_core/attacks/features/blockwise.py): the probabilities
+"""Pixel scores a candidate through the model's ONNX graph in parts, re-running the CNN only on
+the time blocks the candidate changed and the LSTM only from them (ser_core/attacks/features/
+blockwise.py): the probabilities
 are the whole graph's bit for bit, Pixel's outputs and query counts are unchanged, and a model
 that normalises over the whole chunk (our speaker recipes) keeps the whole graph."""
 from __future__ import annotations
@@ -25,9 +26,15 @@ def examples(bundle, n=2, seed=0):
     return np.clip(rng.normal(0, 1, (n, *bundle.feature_config.input_shape)), lo, hi).astype(np.float32)
 
 
-def test_changed_blocks_give_the_whole_graphs_probabilities(paper):
+@pytest.mark.parametrize("name", ["emodb-paper", "emovo-paper", "ravdess-paper"])
+def test_changed_blocks_give_the_whole_graphs_probabilities(name):
+    """The CNN on changed blocks only and the LSTM's two directions resumed from the clean
+    states at the first (forward) and last (backward) changed block: the whole graph's bit for bit."""
+    from ser_core.models.bundle import ModelBundle
+    paper = ModelBundle.load(name)
+    paper.configure_onnx(threads=1)
     scorer = BlockScorer.for_bundle(paper)
-    assert scorer is not None and scorer.n_blocks == 9
+    assert scorer is not None and scorer.n_blocks == 9 and scorer.lstm is not None
     x = examples(paper)
     rng = np.random.default_rng(1)
     owners = np.repeat([0, 1], 40)

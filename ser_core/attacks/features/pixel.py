@@ -24,8 +24,9 @@ soon as any scored candidate flips its decision (ART checks only the best member
 extra query, after each generation), and the flipping candidate is returned as found (ART
 re-scores it). As in ART an example the search cannot flip is returned unchanged. A candidate
 differs from its example in at most th of the model's 9 time blocks, so where the model's graph
-allows it only those blocks' CNN runs (`blockwise.BlockScorer`: the same ONNX graph in two
-parts, probabilities bit for bit the whole graph's; every candidate still one counted query).
+allows it only those blocks' CNN runs, and the LSTM's forward direction resumes at the first
+changed block, its backward direction at the last (`blockwise.BlockScorer`: the same ONNX graph
+in parts, probabilities bit for bit the whole graph's; every candidate still one counted query).
 
 Targeted (an Objective with targets): the fitness is the probability of the target class,
 maximised (ART's targeted PixelAttack minimises 1 - p_t, as here), and an example stops at the
@@ -99,11 +100,12 @@ class PixelAttack(FixedBudgetAttack, FeatureAttack):
         return np.concatenate(probs)
 
     def _blocks(self, x):
-        """(BlockScorer, CNN outputs of every clean block) where the model allows it, else None."""
+        """(BlockScorer, what its candidates reuse of the clean examples) where the model allows
+        it, else None."""
         scorer = BlockScorer.for_bundle(self.bundle) if self.blockwise else None
         if scorer is None:
             return None
-        return scorer, np.concatenate([scorer.clean(x[i:i + 256]) for i in range(0, len(x), 256)])
+        return scorer, scorer.clean(x)
 
     # --- search ----------------------------------------------------------------------------
     def _attack_batch(self, x, objective, query, progress):
