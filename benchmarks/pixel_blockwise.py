@@ -3,9 +3,11 @@ through the CNN: ser_core/attacks/features/blockwise.py), in one process, altern
 examples of a paper bundle's class- and gender-balanced test order; one torch and one ONNX Runtime
 thread without spinning (as `evaluate --threads 1`). Prints per setting the CPU seconds of each,
 their ratio, the queries and whether the adversarial inputs, probabilities and query counts are
-identical.
+identical. With `--baseline head`, the baseline is the changed-blocks scoring with the head after
+the CNN run whole (before the LSTM was resumed at the changed blocks), against the LSTM resumed.
 
-    nice -n 10 .venv/bin/python benchmarks/pixel_blockwise.py [--model emodb-paper] [--n 4] [--th 1 5 10]"""
+    nice -n 10 .venv/bin/python benchmarks/pixel_blockwise.py [--model emodb-paper] [--n 4] [--th 1 5 10]
+        [--max-iter 20] [--baseline whole|head]"""
 from __future__ import annotations
 
 import argparse
@@ -25,6 +27,7 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=4)
     ap.add_argument("--th", type=int, nargs="+", default=[1, 5, 10])
     ap.add_argument("--max-iter", type=int, default=20)
+    ap.add_argument("--baseline", choices=["whole", "head"], default="whole")
     args = ap.parse_args(argv)
     import torch
     torch.set_num_threads(1)
@@ -36,9 +39,15 @@ def main(argv=None) -> int:
     ts = bundle_test_set(b)
     x = ts.x[np.sort(balanced_order(ts)[:args.n])]
 
+    from ser_core.attacks.features.blockwise import BlockScorer
+    scorer = BlockScorer.for_bundle(b)
+    lstm = scorer.lstm if scorer is not None else None
+
     def run(th, blockwise):
         attack = get_attack("pixel", b, th=th, max_iter=args.max_iter)
-        attack.blockwise = blockwise
+        attack.blockwise = blockwise or args.baseline == "head"
+        if scorer is not None:
+            scorer.lstm = lstm if blockwise else None  # the head whole, for --baseline head
         t = time.process_time()
         r = attack(x)
         return r, time.process_time() - t
