@@ -167,7 +167,7 @@ def test_the_room_through_the_api_is_seeded(client, bundle):
 @pytest.mark.slow
 @pytest.mark.parametrize("args, expected", [
     ((23, "none", False, -1), "ships no universal perturbation for 23 dB"),
-    ((25, "none", False, 0.5), "accepted: a whole number"),
+    ((25, "none", False, -5), "accepted: a whole number"),
     ((25, "anger", False, -1), "-> anger"),
 ])
 def test_bad_parameters_through_the_api_are_typed_errors(client, bundle, args, expected):
