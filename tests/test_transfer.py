@@ -96,3 +96,15 @@ def test_the_command_line_reads_its_options():
     assert (a.clips, a.snr, a.confidence, a.sources) == (8, [20.0], 5.0, ["emodb", "ensemble"])
     with pytest.raises(SystemExit):
         build_parser().parse_args(["transfer", "run", "--sources", "nope"])
+
+
+def test_the_noise_control_is_seeded_at_the_snr_and_only_over_the_speech():
+    from ser_core.attacks.universal import speech_span
+    from ser_core.attacks.waveform.base import from_pcm, snr_db, to_pcm
+    from ser_core.evaluation.transfer import noise_clip
+    y = from_pcm(to_pcm(_clips()[2]["audio"]))
+    a, b = speech_span(y)
+    n1, n2, other = noise_clip(y, 20.0, "k"), noise_clip(y, 20.0, "k"), noise_clip(y, 20.0, "j")
+    assert np.array_equal(n1, n2) and not np.array_equal(n1, other)
+    assert snr_db(y, n1) == pytest.approx(20.0, abs=0.05)
+    assert np.array_equal(n1[:a], y[:a]) and np.array_equal(n1[b:], y[b:])

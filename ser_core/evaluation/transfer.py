@@ -19,6 +19,11 @@ the written WAV, fitted per corpus on the default bundle's training speakers onl
 
 Clips: the held-out speakers of each corpus's default bundle (`over_the_air.unseen_clips`).
 
+The control row, `noise`: Gaussian noise of the same energy (the SNR over the whole clip, as the
+attacks' budget), over the clip's speech span, seeded per clip, written the same way. A model
+that changes its decision under an attack crafted elsewhere about as often as under this noise
+shows no transfer, only sensitivity to any perturbation of that size.
+
   transfer_clips(corpora, n)           the clips, ids and corpora
   Targets(names, corpora)              decisions of every target on one clip
   EnsembleAutoPGD(members, **params)   Auto-PGD on the ensemble's summed margins
@@ -32,6 +37,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +56,8 @@ DEFAULT_MODELS = ("emodb", "emovo", "ravdess")
 MODELS = DEFAULT_MODELS + ("emodb-paper", "emovo-paper", "ravdess-paper", "any")
 SVM = "egemaps-svm"
 ENSEMBLE = "ensemble"
-SOURCES = MODELS + (ENSEMBLE,)
+NOISE = "noise"
+SOURCES = MODELS + (ENSEMBLE, NOISE)
 TARGETS = MODELS + (SVM,)
 PAD = -1e4  # log-probability of the classes a member does not have (never its max, finite gradient)
 
@@ -179,12 +186,35 @@ def ensemble_members(corpus: str, bundles: dict) -> list:
 
 
 # --- rows -------------------------------------------------------------------------------------
+def noise_clip(y: np.ndarray, snr_db: float, key: str, seed: int = 0) -> np.ndarray:
+    """The control: y (rounded to 16 bits) plus Gaussian noise over its speech span with the
+    energy of snr_db against the whole clip, seeded by (seed, key), rounded to 16 bits."""
+    from ser_core.attacks.universal import speech_span
+    y = from_pcm(to_pcm(y)).astype(np.float64)
+    a, b = speech_span(y)
+    d = np.zeros_like(y)
+    d[a:b] = np.random.default_rng([seed, zlib.crc32(key.encode())]).standard_normal(b - a)
+    d *= np.linalg.norm(y) * 10 ** (-snr_db / 20) / max(np.linalg.norm(d), 1e-30)
+    return from_pcm(to_pcm(y + d))
+
+
 def attack_row(source: str, clip: dict, snr_db: float, targets: Targets, clean: dict[str, str],
                steps: int = 40, seed: int = 0, confidence: float = 0.0) -> dict:
     """One clip attacked on `source` at snr_db (Auto-PGD, L2 ball, shrink 0; confidence: the
     clip margin below which it stops, 0: the first verified flip), its WAV scored by every
     target. clean: the targets' decisions on the clean clip (Targets.decide)."""
     params = {"snr_db": float(snr_db), "steps": steps, "shrink": 0, "seed": seed, "confidence": float(confidence)}
+    if source == NOISE:
+        from ser_core.attacks.waveform.base import snr_db as measured_snr
+        t0 = time.process_time()
+        adv = noise_clip(clip["audio"], snr_db, clip["id"], seed)
+        cpu = time.process_time() - t0
+        after = targets.decide(adv, clip["corpus"])
+        return {"clip": clip["id"], "corpus": clip["corpus"], "speaker": clip["speaker"], "emotion": clip["emotion"],
+                "source": source, "members": [], "snr_db": float(snr_db), "confidence": float(confidence),
+                "steps": 0, "shrink": 0, "written_snr_db": round(measured_snr(from_pcm(to_pcm(clip["audio"])), adv), 3),
+                "source_flipped": None, "clean": clean, "adversarial": after, "iterations": 0,
+                "cpu_seconds": round(cpu, 3)}
     if source == ENSEMBLE:
         members = ensemble_members(clip["corpus"], targets.bundles)
         attack = EnsembleAutoPGD(members, **params)
@@ -229,7 +259,7 @@ def run_transfer(out, sources=SOURCES, targets=TARGETS, corpora=DEFAULT_MODELS, 
     for t in targets:
         if t not in TARGETS:
             raise ParameterError(f"target {t!r} (accepted: {', '.join(TARGETS)})")
-    names = list(dict.fromkeys(list(targets) + [s for s in sources if s != ENSEMBLE]
+    names = list(dict.fromkeys(list(targets) + [s for s in sources if s not in (ENSEMBLE, NOISE)]
                                + (list(MODELS) if ENSEMBLE in sources else [])))
     t = Targets(names, corpora, data_dir)
     clips = transfer_clips(corpora, n, seed, data_dir)
