@@ -4,6 +4,8 @@
                                         changed, k/n and 95 % Wilson interval; the diagonal is the
                                         white-box flip rate on the same clips
   conditioned_table(...)                the same among the clips whose source decision flipped
+  own_default_table(...)                per source and corpus: how often the clip's own default
+                                        model (the one a visitor of that language faces) changed
   cost_line(rows, ...)                  CPU seconds a clip per source (median)"""
 from __future__ import annotations
 
@@ -45,6 +47,25 @@ def matrix_table(rows: list[dict], snr_db: float, confidence: float = 0.0) -> st
 def conditioned_table(rows: list[dict], snr_db: float, confidence: float = 0.0) -> str:
     """The same, among the clips whose source decision flipped (the ensemble: every member's)."""
     return _table(rows, snr_db, confidence, "changed_given_source_flip")
+
+
+def own_default_table(rows: list[dict], snr_db: float, confidence: float = 0.0) -> str:
+    """Per source, the share of clips whose *own corpus's default model* (the one a visitor of that
+    language faces) changed its decision, by corpus of the clips and pooled: the black-box view
+    for every source but that model itself."""
+    from ser_core.attacks.over_the_air import rate
+    rows = [r for r in rows if r["snr_db"] == snr_db and r.get("confidence", 0.0) == confidence]
+    corpora = list(dict.fromkeys(r["corpus"] for r in rows))
+    out = ["| source | " + " | ".join(f"{c} clips -> {c} model" for c in corpora) + " | pooled |",
+           "|---" * (len(corpora) + 2) + "|"]
+    for s in dict.fromkeys(r["source"] for r in rows):
+        cells = []
+        for group in [[c] for c in corpora] + [corpora]:
+            mine = [r for r in rows if r["source"] == s and r["corpus"] in group]
+            cells.append(_cell(rate(sum(r["adversarial"][r["corpus"]] != r["clean"][r["corpus"]] for r in mine),
+                                    len(mine))))
+        out.append(f"| {s} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
 
 
 def cost_line(rows: list[dict], snr_db: float, confidence: float = 0.0) -> str:
