@@ -7,6 +7,8 @@ model, attack, params, domain, target emotion or "none"; the defaults are the pa
 waveform attack at 30 dB SNR, untargeted, whose adversarial WAV is verified by the serving path);
 /timeline (audio, model) -> (result, plot: the emotion of every 3 s window, every 0.5 s) and
 /explain (audio, model) -> (result, log-Mel, occlusion map); each returns its JSON result first.
+/universal and /room (the "Out of the lab" tab, app_lab.py): a shipped universal perturbation added
+to a clip at once, and a clip played in a held-out room.
 A clip the speech check does not call speech gets no emotion label anywhere, only the reason.
 
 Limits for a 2-vCPU Space: attacks run one at a time (ser_core.serving.admission.AttackQueue: at most
@@ -38,6 +40,7 @@ if not os.environ.get("GRADIO_TEMP_DIR"):
 
 import gradio as gr
 
+from app_lab import lab_tab
 from ser_core.serving import service
 from ser_core.serving.admission import AttackQueue, UploadGate, request_address
 from ser_core.serving.startup import serving_threads, warm_start
@@ -293,6 +296,8 @@ def build_app() -> gr.Blocks:
                 explain_mel = gr.Image(label="log-Mel", elem_id="explain-mel", **shown)
                 explain_map = gr.Image(label="occlusion map", elem_id="explain-map", **shown)
             result_json = gr.JSON(label="Result (as the API returns it)", elem_id="result-json")
+
+        lab_tab(models, model_choices, typed_errors)  # /universal and /room (app_lab.py)
 
         with gr.Tab("Results"):
             text, plots = service.report()

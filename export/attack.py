@@ -24,6 +24,10 @@ def register(sub):
                         "waveform: the audio); the attack name alone decides it")
     p.add_argument("--target", default=None,
                    help="the emotion to land on, for attacks with a targeted mode (default: any other emotion)")
+    p.add_argument("--eot", type=int, default=None, metavar="N",
+                   help="waveform attacks with EOT (apgd): average the loss over N training rooms a step "
+                        "(expectation over transformations; the same as --set eot=N; flips then meant to "
+                        "survive rooms, docs/attacks.md)")
     p.add_argument("--max-seconds", type=float, default=None, help="refuse longer clips")
     p.add_argument("--out", type=Path, default=None,
                    help="folder for result.json and what the attack writes (features: clean.npy and "
@@ -51,10 +55,25 @@ def _parse_sets(items) -> dict:
     return params
 
 
+def _with_eot(params: dict, attack: str, eot: int | None) -> dict:
+    """--eot N as the attack's `eot` parameter; refused for an attack that has none, or when
+    --set eot=... says otherwise."""
+    if eot is None:
+        return params
+    from ser_core.attacks import REGISTRY
+    from ser_core.errors import ParameterError
+    with_eot = sorted(n for d in REGISTRY.values() for n, c in d.items() if "eot" in c.params)
+    if attack not in with_eot:
+        raise ParameterError(f"--eot: {attack} has no EOT (accepted: {', '.join(with_eot)})")
+    if "eot" in params and str(params["eot"]) != str(eot):
+        raise ParameterError(f"--eot {eot} and --set eot={params['eot']} disagree (accepted: one of them)")
+    return {**params, "eot": str(eot)}
+
+
 def run_attack(args):
     from ser_core.attacks.clip import attack_clip
     from ser_core.models.bundle import ModelBundle
-    params = _parse_sets(args.set)
+    params = _with_eot(_parse_sets(args.set), args.attack, args.eot)
     bundle = ModelBundle.load(args.model)
     res = attack_clip(bundle, args.audio, args.attack, params, domain=args.domain,
                       max_seconds=args.max_seconds, out_dir=args.out, target=args.target)

@@ -10,7 +10,7 @@ import sys
 
 # module name in this package -> its commands (imported lazily so `--help` stays fast)
 COMMAND_MODULES = ["stats", "train", "crossval", "multicorpus", "predict", "defaults", "push", "evaluate", "attack",
-                   "universal", "space", "robustness"]
+                   "universal", "transfer", "space", "robustness"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,9 +2,10 @@
 
     python -m export space --out DIR [--force]
 
-Writes README.md (front matter from space.yaml, then what the Space is), app.py, ser_core/,
-requirements.txt (space.yaml's export.requirements), models/<name>/ for every shipped bundle
-(config.json, model.safetensors, README.md), examples/ (the clips and their licence), reports/
+Writes README.md (front matter from space.yaml, then what the Space is), app.py and the page's
+other tab modules (app_*.py), ser_core/, requirements.txt (space.yaml's export.requirements),
+models/<name>/ for every shipped bundle (config.json, model.safetensors, README.md, its universal
+perturbations), examples/ (the clips and their licence), reports/
 when present, and a .gitattributes that stores the binary files with Git LFS as the Hub
 requires.
 
@@ -106,6 +107,8 @@ def render_space(out: Path, force: bool = False, repo: Path = REPO) -> dict:
     out.mkdir(parents=True, exist_ok=True)
 
     shutil.copy2(repo / front["app_file"], out / front["app_file"])
+    for ui in sorted(repo.glob("app_*.py")):  # the page's other tabs (app_lab.py)
+        shutil.copy2(ui, out / ui.name)
     shutil.copytree(repo / "ser_core", out / "ser_core",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     (out / "requirements.txt").write_text("\n".join(export.get("requirements", [])) + "\n")
@@ -115,9 +118,10 @@ def render_space(out: Path, force: bool = False, repo: Path = REPO) -> dict:
     lines = []
     for b in bundles:
         (out / "models" / b.name).mkdir(parents=True)
-        for f in wanted:
-            if (b / f).is_file():
-                shutil.copy2(b / f, out / "models" / b.name / f)
+        for pattern in wanted:  # names or glob patterns (universal-*.npz)
+            for f in sorted(b.glob(pattern)):
+                if f.is_file():
+                    shutil.copy2(f, out / "models" / b.name / f.name)
         lines.append(f"- `{b.name}` ([model card](models/{b.name}/README.md))")
 
     examples = repo / "examples"

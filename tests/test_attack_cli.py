@@ -93,6 +93,9 @@ def test_waveform_attack_writes_the_wav_and_prints_the_serving_paths_decision_on
     (["--attack", "pixel", "--set", "th=0"], "th=0 is outside [1, 1000]"),
     (["--attack", "pixel", "--set", "th"], "NAME=VALUE"),
     (["--attack", "boundary", "--set", "persist=maybe"], "accepted: true, false"),
+    (["--attack", "pgd", "--eot", "4"], "--eot: pgd has no EOT (accepted: apgd)"),
+    (["--attack", "apgd", "--eot", "4", "--set", "eot=2"], "disagree"),
+    (["--attack", "apgd", "--eot", "99"], "eot=99 is outside [0, 64]"),
 ])
 def test_bad_attack_arguments_exit_2_with_a_message(bundle, clip, capsys, args, message):
     assert main(["attack", "--model", str(bundle.folder), *args, str(clip)]) == 2
@@ -121,3 +124,14 @@ def test_waveform_attack_lands_on_a_target_emotion(bundle, tmp_path, capsys):
     d = json.loads(capsys.readouterr().out)
     assert d["target"] == target and d["target_reached"] is True
     assert bundle.predict_clip(d["wav_path"]).label == target and d["snr_db"] >= 20.0
+
+
+def test_eot_option_runs_a_waveform_attack_over_training_rooms(bundle, tmp_path, capsys):
+    """--eot N is the attack's eot parameter (the loss averaged over N training rooms a step)."""
+    clip = REPO / "examples" / "ravdess-happiness-actor02f.wav"
+    assert main(["attack", "--model", str(bundle.folder), "--attack", "apgd", "--eot", "2", "--set", "steps=3",
+                 "--set", "snr_db=20", "--out", str(tmp_path), str(clip)]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["params"]["eot"] == 2 and d["params"]["eot_space"] == "room"
+    assert 1 <= d["extra"]["iterations"] <= 3 and d["verified_flipped"] == (d["label_after"] != d["label_before"])
+    assert sf.info(d["wav_path"]).subtype == "PCM_16" and d["snr_db"] >= 20.0

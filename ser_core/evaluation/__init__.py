@@ -13,6 +13,10 @@ down by gender; one results file format, one resume rule, one report.
   run.py        run_grid: the plan's cells not yet done, through an executor, into the results file
   report/       rows -> Markdown report beside the study's table, the waveform attacks' verified
                 success against SNR, and plots
+  transfer.py   the transfer matrix: waveform flips crafted on a source model (or an ensemble)
+                and scored by every target model and the eGeMAPS + SVM baseline, same clips
+  transfer_report.py  its Markdown tables (entries with Wilson intervals, conditioned on the
+                source's flip, CPU seconds)
   robustness/   how robust is a model: the worst case over a suite of waveform attacks per clip
                 (robust accuracy with intervals, who flipped each clip), input defences attacked
                 naively and adaptively, randomized smoothing's certificate

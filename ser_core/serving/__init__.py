@@ -18,6 +18,8 @@
   timeline.py    the emotion over a longer clip: 3 s windows every 0.5 s, scored and plotted
   explain.py     why the model decided: occlusion of log-Mel patches, the map over the log-Mel
   startup.py     the warm start: the default model first, the others in the background
+  over_the_air.py  the universal mode (a shipped universal perturbation added to a clip at once)
+                 and the "through a room" switch (a clip played in a held-out room and scored)
 
 Model logic lives below it (ser_core.models.bundle, ser_core.attacks, ser_core.attacks.clip); this
 package only gathers what the app shows."""

@@ -20,6 +20,8 @@ job of the serving layer, gathered from the modules that do them.
   summary_markdown / report       what the page says (texts.py)
   timeline(path, model)           the emotion over time: 3 s windows every 0.5 s (timeline.py)
   explain(path, model)            occlusion map of the decision on the log-Mel (explain.py)
+  run_universal / run_room        the shipped universal perturbation added to a clip, a clip played
+                                  in a held-out room (over_the_air.py)
 Every bad input raises a typed error of `errors.py` whose text says what was wrong and what is
 accepted; the app shows that text as is, in the page and through the API.
 
@@ -43,6 +45,8 @@ from ser_core.serving.explain import MAX_EXPLAIN_SECONDS, ExplainOutcome, explai
 from ser_core.serving.prediction import (NO_EMOTION, UNSURE_BELOW, confidence_note, jsonable, label_value,
                                          model_accuracy, predict, speech_check, warm_up, warm_up_in_background,
                                          withhold_emotion)
+from ser_core.serving.over_the_air import (MAX_LAB_SECONDS, LabOutcome, lab_markdown, run_room, run_universal,
+                                           universal_choices)
 from ser_core.serving.timeline import HOP_SECONDS, MAX_TIMELINE_SECONDS, TimelineOutcome, timeline
 from ser_core.serving.texts import (LIMITS, STUDY, attacks_table, format_params, limits_markdown, params_help,
                                     prediction_markdown, report, summary_markdown)
@@ -63,6 +67,7 @@ __all__ = [
     "warm_up_in_background", "NO_EMOTION", "label_value", "withhold_emotion",
     "MAX_EXPLAIN_SECONDS", "ExplainOutcome", "explain",
     "HOP_SECONDS", "MAX_TIMELINE_SECONDS", "TimelineOutcome", "timeline",
+    "MAX_LAB_SECONDS", "LabOutcome", "lab_markdown", "run_room", "run_universal", "universal_choices",
     "LIMITS", "STUDY", "attacks_table", "format_params", "limits_markdown", "params_help",
     "prediction_markdown", "report", "summary_markdown",
 ]

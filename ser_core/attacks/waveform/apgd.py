@@ -54,7 +54,8 @@ queries: forward passes of the clip model plus serving-path scorings, exactly.
 Arguments: snr_db (l2, linf or masking budget) | eps_16bit (linf), budget ('l2': the L2 ball of
 the SNR, which holds every perturbation of that SNR, Linf ones included), mask_margin_db (0.0),
 steps (40, per run), loss ('margin'), restarts (0), rho (0.75), alpha (0.75), seed (0),
-shrink (4); eot (0: off), eot_space ('room'), eot_seed (0), eot_confidence (2.0):
+shrink (4), confidence (0.0: the first verified flip ends the attack; > 0: only once the
+model's clip margin is below -confidence, Carlini & Wagner's kappa, for transfer); eot (0: off), eot_space ('room'), eot_seed (0), eot_confidence (2.0):
 expectation over transformations (eot.py), the loss averaged over `eot` transforms sampled each
 step, a flip accepted once the margin is below -eot_confidence in every sampled transform and the
 digital clip reaches the goal; no shrink.
@@ -217,6 +218,10 @@ class AutoPGD(LinfBudget, FixedBudgetAttack, WaveformAttack):
         "shrink": Param(4, int, 0, 20, help="after a verified flip, bisection steps scaling the "
                         "perturbation down while the flip holds (one serving query each; 0: off; "
                         "not under EOT)"),
+        "confidence": Param(0.0, float, 0.0, 50.0, help="a flip counts once the clip margin is below "
+                            "-confidence (log-probability units; Carlini & Wagner's kappa): more margin "
+                            "for a flip to carry over to other models (transfer); not under EOT, which "
+                            "has eot_confidence"),
         **EOT_PARAMS,
     }
 
@@ -257,7 +262,8 @@ class AutoPGD(LinfBudget, FixedBudgetAttack, WaveformAttack):
         loss_fn = {"margin": lambda lp, o: o.margin(lp), "dlr": dlr, "ce": cross_entropy}[s["loss"]]
         steps, marks = s["steps"], checkpoints(s["steps"])
         total = steps * (s["restarts"] + 1)
-        goal = s["eot_confidence"] if s["eot"] else 0.0  # EOT: a margin to spare in every sampled room
+        # a margin to spare: EOT in every sampled room; else `confidence` (0: the first flip)
+        goal = s["eot_confidence"] if s["eot"] else s["confidence"]
         state = {"forwards": 0, "best": None, "best_margin": math.inf, "found": False}
 
         def evaluate(v):
