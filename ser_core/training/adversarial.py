@@ -164,6 +164,17 @@ def pgd_examples(model, x, y, eps, lo, hi, steps, generator=None):
     return x_adv
 
 
+def training_rows(table, config: dict, seed: int) -> np.ndarray:
+    """Rows of `table` a defence trains on: those of the training speakers the bundle's config
+    records (speaker-split and shipped recipe bundles), else the training split its protocol
+    draws (the study's paper bundles)."""
+    from ser_core.data.splits import make_split
+    speakers = config["split"].get("speakers", {}).get("train")
+    if speakers:
+        return np.flatnonzero(np.isin(table.speakers, speakers))
+    return make_split(table, config.get("protocol", config["split"]["protocol"]), config["split"].get("seed", seed)).train
+
+
 def adversarial_train(bundle, out, cfg: DefenceConfig = DefenceConfig(), data_dir=None,
                       device: str | None = None, log=sys.stderr):
     """Fine-tune `bundle`'s model with adversarial training on its own training rows (same
@@ -178,7 +189,6 @@ def adversarial_train(bundle, out, cfg: DefenceConfig = DefenceConfig(), data_di
     from ser_core.models.bundle import torch_probabilities
     from ser_core.models.card import render
     from ser_core.models.onnx_export import check_parity, export_onnx, make_session
-    from ser_core.data.splits import make_split
     from ser_core.training.study import classification_metrics, load_rows
     from ser_core.training import waveform_adversarial as wav
 
@@ -190,9 +200,7 @@ def adversarial_train(bundle, out, cfg: DefenceConfig = DefenceConfig(), data_di
     waveform = cfg.domain == "waveform"
     table = build_table(corpus, bundle.feature_config, augmentation=c.get("augmentation", True) and not waveform,
                         progress=False)
-    speakers = c["split"].get("speakers", {}).get("train")
-    train = np.flatnonzero(np.isin(table.speakers, speakers)) if speakers else \
-        make_split(table, c.get("protocol", c["split"]["protocol"]), c["split"].get("seed", cfg.seed)).train
+    train = training_rows(table, c, cfg.seed)
     if cfg.train_rows is not None and cfg.train_rows < len(train):
         train = np.sort(rng.choice(train, cfg.train_rows, replace=False))
     x_tr = torch.from_numpy(wav.training_chunks(table, train)) if waveform else load_rows(table, train, bundle.standardizer)
