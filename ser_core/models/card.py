@@ -152,7 +152,8 @@ def _render(config: dict) -> str:
            "optimistic." if split["protocol"] == "paper" else
            "Trained on every speaker but one male and one female validation speaker (early "
            "stopping); no test speakers: the published figure is the cross-validation above."
-           if recipe else "Held-out test speakers and separate validation speakers, balanced by gender; "
+           if recipe and cv else "Trained on every speaker but one male and one female validation speaker, "
+           "never trained on; the figures below are on them." if recipe else "Held-out test speakers and separate validation speakers, balanced by gender; "
            "augmentation on training data only; standardiser fitted on training data only."),
         f"- Speakers: train {split['speakers'].get('train', 'all')}, validation "
         f"{split['speakers'].get('val', 'random 20 % of training chunks')}"

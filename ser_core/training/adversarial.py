@@ -283,6 +283,8 @@ def adversarial_train(bundle, out, cfg: DefenceConfig = DefenceConfig(), data_di
                             "history": history, "from": str(bundle.folder)},
                   retrain_command=defend_command({**asdict(cfg), "base": bundle.name, "folder": str(out)}))
     config.pop("onnx_parity", None)
+    config.pop("crossval", None)  # the base's cross-validation, not this model's (never cross-validated)
+    config.pop("robustness", None)  # the base's measured robustness, likewise
     new = ModelBundle.save(out, model, bundle.standardizer, config, c.get("weights_dtype", "float32"),
                            base=bundle if layers != wav.LAYERS else None, layers=layers)
     table_t, rows = bundle_test_rows(new, data_dir)
