@@ -121,3 +121,10 @@ def test_waveform_defence_writes_a_delta_bundle_that_serves(bundle, data_dir, tm
     card = (out / "README.md").read_text()
     assert "## Defence" in card and "waveform domain" in card and "smoke run" in card
     assert json.loads((out / "config.json").read_text())["defence"]["layers"] == "cnn,dense"
+
+
+def test_a_study_recipe_recorded_before_the_waveform_fields_is_still_the_studys():
+    from ser_core.training.adversarial import DefenceConfig, is_study_recipe
+    old = {k: v for k, v in dataclasses.asdict(DefenceConfig()).items() if k not in ("domain", "snr", "beta", "layers")}
+    assert is_study_recipe(dict(old, method="fgsm-at"))
+    assert not is_study_recipe(dict(old, method="fgsm-at", domain="waveform"))

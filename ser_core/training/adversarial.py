@@ -139,7 +139,8 @@ def defend_command(d: dict) -> str:
 def is_study_recipe(d: dict) -> bool:
     """Whether recipe `d` is the study's: FGSM training with DefenceConfig's defaults."""
     return d.get("method") == "fgsm-at" and all(
-        d.get(f.name) == f.default for f in fields(DefenceConfig) if f.metadata["rebuild"] and f.name != "pgd_steps")
+        d.get(f.name, f.default) == f.default  # a recipe written before a field existed had its default
+        for f in fields(DefenceConfig) if f.metadata["rebuild"] and f.name != "pgd_steps")
 
 
 def _loss_grad(model, x, y):

@@ -89,9 +89,9 @@ def _project(delta: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
 
 
 def _random_in_ball(x, radius, generator, scale=1.0):
-    noise = torch.randn(x.shape, generator=generator)
+    noise = torch.randn(x.shape, generator=generator).to(x.device)  # a CPU generator: the same draws on any device
     noise = noise / noise.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    u = torch.rand((len(x), 1), generator=generator)
+    u = torch.rand((len(x), 1), generator=generator).to(x.device)
     return noise * radius * scale * u
 
 
