@@ -180,3 +180,17 @@ def test_defended_models_are_listed_after_their_base_and_say_so(copied_bundle, m
     info = catalogue.model_info("emodb-zz-resample")
     assert "defended: input defence resample" in info["title"] and "resample" in info["defence"]
     assert catalogue.model_info("emodb")["defence"] is None
+
+
+def test_a_bundle_on_its_base_weights_is_not_pushed_alone(copied_bundle):
+    from export.cli import main
+    from export.push import push
+    from ser_core.models.bundle import ModelBundle
+    out = copied_bundle.folder.parent / "emodb-lowpass"
+    assert main(["defend-input", "--model", str(copied_bundle.folder), "--defence", "lowpass", "--out", str(out)]) == 0
+
+    class NoApi:
+        def __getattr__(self, name):
+            raise AssertionError("nothing may be uploaded")
+    with pytest.raises(ModelBundleError, match="weights_from"):
+        push(ModelBundle.load(out), "someone/ser-emodb-lowpass", api=NoApi())
