@@ -21,6 +21,9 @@ def push(bundle, repo_id: str, private: bool = False, token: str | None = None, 
     from ser_core.errors import ModelBundleError
     if repo_id.count("/") != 1:
         raise ModelBundleError(f"{repo_id!r} is not a Hub repo id (accepted: 'user/name')")
+    if bundle.config.get("weights_from"):  # its model.safetensors holds only what differs from its base
+        raise ModelBundleError(f"{bundle.folder}: reads its weights from {bundle.config['weights_from']} "
+                               "(weights_from), which a Hub repo would not have (accepted: a self-contained bundle)")
     api = api or HfApi(token=token)
     api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
     info = api.upload_folder(folder_path=str(bundle.folder), repo_id=repo_id, repo_type="model",

@@ -64,6 +64,12 @@ def register(sub):
     w.add_argument("--out", required=True, help="bundle folder to write (its name is the model's name)")
     w.set_defaults(func=run_defend_input)
 
+    c = sub.add_parser("robustness-card", help="write a bundle's measured robust accuracy (from a robustness folder) "
+                                               "into its config.json and model card, where the app reads it")
+    c.add_argument("--model", required=True, nargs="+", help="bundle names or folders")
+    c.add_argument("--results", default=DEFAULT_OUT, help="the robustness folder (suite.jsonl, defences.jsonl)")
+    c.set_defaults(func=run_robustness_card)
+
 
 def _setup(args):
     import torch
@@ -142,18 +148,34 @@ def write_readme(out: Path) -> None:
 
 
 def run_defend_input(args):
-    """Copy the bundle's files and write its config with the defence (audio/defences.py)."""
+    """A bundle that reads its base's weights (config "weights_from": no second copy, no weight
+    budget) with the defence in its config (audio/defences.py), and its model card."""
     import shutil
     from ser_core.audio.defences import parse_defence
+    from ser_core.errors import ParameterError
     from ser_core.models.bundle import ModelBundle
+    from ser_core.models.card import render
     bundle = ModelBundle.load(args.model)
     defence = parse_defence(args.defence, args.seed)
+    if defence is None:
+        raise ParameterError(f"--defence {args.defence!r}: no defence (accepted: e.g. quantise:bits=8)")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for f in ("model.safetensors", "model.onnx", "model.onnx.verified.json"):
-        if (bundle.folder / f).is_file():
-            shutil.copy(bundle.folder / f, out / f)
-    config = dict(bundle.config, name=out.name, defence=None if defence is None else defence.to_config(),
-                  defended_from=bundle.name)
-    (out / "config.json").write_text(json.dumps(config, indent=1))
-    emit({"model": out.name, "folder": str(out), "defence": config["defence"]})
+    config = {k: v for k, v in bundle.config.items() if k not in ("robustness", "onnx_parity")}
+    config = dict(config, name=out.name, defence=defence.to_config(), defended_from=bundle.name)
+    new = ModelBundle.save(out, None, bundle.standardizer, config, bundle.config.get("weights_dtype", "float32"),
+                           base=bundle)
+    if (bundle.folder / "model.onnx").is_file():  # the same network: verified for this bundle on first use
+        shutil.copy(bundle.folder / "model.onnx", out / "model.onnx")
+    (out / "README.md").write_text(render(new.config))
+    emit({"model": out.name, "folder": str(out), "defence": new.config["defence"],
+          "weights_from": new.config["weights_from"]})
+
+
+def run_robustness_card(args):
+    from ser_core.evaluation.robustness.card import write_block
+    from ser_core.models.bundle import ModelBundle
+    for m in args.model:
+        b = ModelBundle.load(m)
+        block = write_block(b, args.results)
+        emit({"model": b.name, "card": str(b.folder / "README.md"),
+              "robustness": None if block is None else {k: f"{v['robust']}/{v['n']}" for k, v in block["budgets"].items()}})

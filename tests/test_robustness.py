@@ -253,3 +253,57 @@ def test_the_verdict_names_a_defence_that_only_holds_against_a_non_adaptive_atta
     assert verdict((4, 16), (13, 16), (3, 16), (3, 16)) == "only looks robust"
     assert verdict((2, 16), (2, 16), (14, 16), (1, 16)) == "more robust than undefended"
     assert verdict((4, 16), (5, 16), (4, 16), (3, 16)) == "no gain shown"
+
+
+def _untimed(row):
+    """A result row without its timings (CPU and wall seconds differ between any two runs)."""
+    if isinstance(row, dict):
+        return {k: _untimed(v) for k, v in row.items() if k not in ("cpu_seconds", "seconds")}
+    if isinstance(row, list):
+        return [_untimed(v) for v in row]
+    return row
+
+
+def test_an_interrupted_robustness_run_resumes_to_the_rows_and_page_of_an_uninterrupted_one(bundle, data_dir, tmp_path):
+    """As the grid: stopped after its first clip and run again, the run attacks only the rest and
+    its results file and generated page (timings aside) are those of a run never stopped."""
+    from ser_core.evaluation.robustness.page import render
+    clips = suite_clips(bundle, 2, data_dir=data_dir)
+    cfg = SuiteConfig(budgets=(L2_30,), members=("square",), square_queries=3)
+    (tmp_path / "whole").mkdir()
+    (tmp_path / "resumed").mkdir()
+    whole = run_suite(bundle, clips, cfg, tmp_path / "whole" / "suite.jsonl")
+    run_suite(bundle, clips[:1], cfg, tmp_path / "resumed" / "suite.jsonl")  # the interruption
+    resumed = run_suite(bundle, clips, cfg, tmp_path / "resumed" / "suite.jsonl")
+    assert _untimed(resumed) == _untimed(whole)
+    lines = (tmp_path / "resumed" / "suite.jsonl").read_text().splitlines()
+    assert [json.loads(line)["clip"] for line in lines] == [u.name for u in clips]  # each clip once
+
+    def untimed_page(folder):  # the CPU-seconds column aside
+        return [line.rsplit("|", 2)[0] for line in render(folder).splitlines()]
+    assert untimed_page(tmp_path / "resumed") == untimed_page(tmp_path / "whole")
+
+
+def test_a_bundle_reading_its_base_weights_round_trips_through_onnx_with_parity(bundle, tmp_path):
+    """A defended bundle that stores no weights of its own (defend-input: `weights_from`) builds
+    its own ONNX file from its base's weights, which passes the parity check against its torch
+    model, and serves behind its defence."""
+    from export.cli import main
+    from ser_core.models.bundle import ModelBundle
+    from ser_core.models.onnx_export import check_parity, make_session
+    base = tmp_path / "emodb"
+    base.mkdir()
+    for f in ("config.json", "model.safetensors"):
+        shutil.copy(bundle.folder / f, base / f)
+    out = tmp_path / "emodb-noise"
+    assert main(["defend-input", "--model", str(base), "--defence", "noise:sigma=0.002", "--out", str(out)]) == 0
+    d = ModelBundle.load(out)
+    path = d.onnx_path()
+    assert path.parent == out and (out / "model.onnx").is_file()
+    x = d.parity_features()
+    parity = check_parity(d.torch_model(), make_session(path), x)
+    assert parity["same_decisions"] and parity["max_abs_probability_difference"] < 1e-3
+    y = (0.2 * np.sin(np.arange(32000) / 7.0) * np.hanning(32000)).astype(np.float32)
+    a, b = d.predict_clip(y, 16000), d.predict_clip(y, 16000)
+    assert a.probabilities == b.probabilities  # the noise is seeded by the clip
+    assert not np.allclose(d.features(y), bundle.features(y))  # and applied before the features

@@ -5,6 +5,9 @@ A bundle folder holds
                      protocol and split, data provenance, test metrics
   model.safetensors  CNN-LSTM weights (float32, float16 or int8 with per-row scales) and the
                      standardiser's mean and scale (float32)
+                     or, with config "weights_from" (a base bundle's folder, relative to this
+                     one), only the tensors that differ from the base's, the rest read from the
+                     base (a bundle behind an input defence stores none: no second copy)
   model.onnx         built from the weights on first use if absent, with the parity check; one
                      found on disk is served only once it is shown to come from these weights
                      (a hash recorded when it was checked, else the parity check) and holds
@@ -148,9 +151,16 @@ class ModelBundle:
         return rows.get("held_out", rows.get("test"))
 
     # --- the pieces ----------------------------------------------------------------------
+    @property
+    def base(self) -> "ModelBundle | None":
+        """The bundle whose weights this one reuses (config "weights_from"), or None."""
+        rel = self.config.get("weights_from")
+        return ModelBundle.from_folder((self.folder / rel).resolve()) if rel else None
+
     def _tensors(self) -> dict:
         from safetensors.torch import load_file
-        return load_file(str(self.folder / WEIGHTS))
+        base = self.base
+        return {**(base._tensors() if base else {}), **load_file(str(self.folder / WEIGHTS))}
 
     @property
     def standardizer(self) -> Standardizer:
@@ -221,8 +231,10 @@ class ModelBundle:
             raise ModelBundleError(f"{self.folder}: cannot write the ONNX model anywhere")
 
     def weights_sha(self) -> str:
-        """sha256 (16 hex digits, as config's weights_sha) of model.safetensors as it is now."""
-        return _sha256(self.folder / WEIGHTS)[:16]
+        """sha256 (16 hex digits, as config's weights_sha) of model.safetensors as it is now; with a
+        base, of that and the base's weights_sha (a changed base changes it too)."""
+        own, base = _sha256(self.folder / WEIGHTS), self.base
+        return hashlib.sha256(f"{base.weights_sha()}+{own}".encode()).hexdigest()[:16] if base else own[:16]
 
     def _check_weights(self) -> str:
         """The weights' sha (weights_sha), or ModelBundleError if they differ from config's."""
@@ -328,20 +340,27 @@ class ModelBundle:
 
     # --- writing -------------------------------------------------------------------------
     @staticmethod
-    def save(folder, model: CNNLSTM, standardizer: Standardizer, config: dict,
-             weights_dtype: str = "float32") -> "ModelBundle":
+    def save(folder, model: CNNLSTM | None, standardizer: Standardizer, config: dict,
+             weights_dtype: str = "float32", base: "ModelBundle | None" = None,
+             layers: tuple[str, ...] = ()) -> "ModelBundle":
+        """Write a bundle. With `base` (a bundle folder on disk), model.safetensors holds only the
+        tensors of the top-level modules named in `layers` (none: model may be None) and the rest
+        is read from the base (config "weights_from"); the standardiser must be the base's."""
         from safetensors.torch import save_file
         if weights_dtype not in WEIGHT_DTYPES:
             raise ValueError(f"weights dtype {weights_dtype!r} (accepted: {', '.join(WEIGHT_DTYPES)})")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        tensors = pack_weights(model.state_dict(), weights_dtype)
-        tensors["standardizer.mean"] = torch.from_numpy(standardizer.mean.astype(np.float32))
-        tensors["standardizer.scale"] = torch.from_numpy(standardizer.scale.astype(np.float32))
+        tensors = pack_weights(model.state_dict(), weights_dtype) if model is not None else {}
+        config = {k: v for k, v in config.items() if k != "weights_from"}
+        if base is not None:
+            tensors = {k: v for k, v in tensors.items() if k.split(".")[0] in layers}
+            config["weights_from"] = os.path.relpath(base.folder.resolve(), folder.resolve())
+        else:
+            tensors["standardizer.mean"] = torch.from_numpy(standardizer.mean.astype(np.float32))
+            tensors["standardizer.scale"] = torch.from_numpy(standardizer.scale.astype(np.float32))
         save_file(tensors, str(folder / WEIGHTS))
-        import hashlib
-        config = dict(config, weights_dtype=weights_dtype,
-                      weights_sha=hashlib.sha256((folder / WEIGHTS).read_bytes()).hexdigest()[:16])
+        config = dict(config, weights_dtype=weights_dtype, weights_sha=ModelBundle(folder, config).weights_sha())
         (folder / CONFIG).write_text(json.dumps(config, indent=1))
         stale = folder / ONNX
         if stale.exists():

@@ -13,8 +13,45 @@ def _fmt(x):
 
 
 def render(config: dict) -> str:
-    if config.get("corpora"):
-        return render_multicorpus(config)
+    """The card: the model's data, protocol, figures and training, then its defence, if any."""
+    body = render_multicorpus(config) if config.get("corpora") else _render(config)
+    extra = defence_lines(config)
+    return body + "\n" + "\n".join(extra) + "\n" if extra else body
+
+
+def defence_lines(config: dict) -> list[str]:
+    """The card's defence section: an input defence in front of a base model's weights
+    (`defend-input`), or adversarial training from a base model (`defend`); [] for neither."""
+    d = config.get("defence") or {}
+    if d.get("chain"):
+        chain = " then ".join(p["name"] + "".join(f" {k}={v}" for k, v in p.items() if k != "name")
+                              for p in d["chain"])
+        return ["## Defence", "", f"An input defence in front of `{config.get('defended_from')}`: {chain} (seed "
+                f"{d.get('seed', 0)}), applied to every clip before its features, on /predict as in every attack's "
+                f"verification (ser_core/audio/defences.py). The weights are `{config.get('defended_from')}`'s, read "
+                f"from its folder (`weights_from`: {config.get('weights_from')}); the test metrics above are that "
+                "model's, measured without the defence. Its robustness under adaptive attacks: the section below "
+                "(docs/robustness.md)."]
+    if not d.get("method"):
+        return []
+    waveform = d.get("domain") == "waveform"
+    tr = config.get("training") or {}
+    text = (f"Adversarial training ({d['reference']}) from `{d['base']}`: {d['method']}, "
+            + (f"waveform domain, the L2 ball of {d['snr']:g} dB SNR of each 3 s chunk, {d['pgd_steps']} steps, "
+               f"layers trained: {d.get('layers', 'all')}" + (f", TRADES beta {d['beta']:g}" if d["method"] == "trades-at"
+                                                             else "") if waveform else f"eps {d['eps']}")
+            + f", {d['adversarial_fraction']:.0%} of each batch adversarial, {tr.get('epochs')} epochs "
+            f"({tr.get('steps')} steps), lr {d['learning_rate']}, batch {d['batch_size']}, fine-tuned from the "
+            "undefended weights"
+            + (f", capped at {d['max_steps']} steps (smoke run, not a trained defence)" if d.get("max_steps") else "")
+            + (f", on {d['train_rows']} training examples (smoke run)" if d.get("train_rows") else "") + ".")
+    if config.get("weights_from"):
+        text += (f" Only the trained layers' tensors are stored here; the rest are read from `{d['base']}` "
+                 f"(`weights_from`: {config['weights_from']}).")
+    return ["## Defence", "", text]
+
+
+def _render(config: dict) -> str:
     c = config["corpus"]
     spec = CORPORA[c]
     lic = DATA_LICENCES[c]
@@ -115,7 +152,8 @@ def render(config: dict) -> str:
            "optimistic." if split["protocol"] == "paper" else
            "Trained on every speaker but one male and one female validation speaker (early "
            "stopping); no test speakers: the published figure is the cross-validation above."
-           if recipe else "Held-out test speakers and separate validation speakers, balanced by gender; "
+           if recipe and cv else "Trained on every speaker but one male and one female validation speaker, "
+           "never trained on; the figures below are on them." if recipe else "Held-out test speakers and separate validation speakers, balanced by gender; "
            "augmentation on training data only; standardiser fitted on training data only."),
         f"- Speakers: train {split['speakers'].get('train', 'all')}, validation "
         f"{split['speakers'].get('val', 'random 20 % of training chunks')}"

@@ -9,6 +9,8 @@
   attack.py      clip -> attacked clip under the deadline and caps: the one call of
                  ser_core.attacks.clip.attack_clip, images, playable audio, features
   files.py       the instance's output folders and Gradio cache, capped in bytes and age
+  robustness.py  the model's measured robust accuracy and defence (from its bundle), the SNR an
+                 attacked clip flipped at or that it held at the budget
   texts.py       what the page says: prediction notes, the attack summary, parameter help,
                  the attacks table, the study and its limits, the committed report
   admission.py   one attack at a time, a short queue, a few per client address, a cancel that

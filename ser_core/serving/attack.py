@@ -27,6 +27,7 @@ from ser_core.serving.files import output_folder
 from ser_core.serving.limits import (ATTACK_DEADLINE_S, MAX_ATTACK_SECONDS, check_params, parse_params,
                                      parse_target, read_clip)
 from ser_core.serving.prediction import jsonable, model_accuracy, speech_check, withhold_emotion
+from ser_core.serving.robustness import model_robustness, snr_outcome
 
 
 @dataclass
@@ -85,8 +86,9 @@ def run_attack(path, model: str, attack: str, params=None, domain: str | None = 
             outcome = _waveform_outcome(b, y, r, out)
     outcome.result.update(domain=domain, model=model, language=b.config.get("language"),
                           seconds_of_audio=round(len(y) / sr, 3), deadline_seconds=deadline_s,
-                          model_accuracy=model_accuracy(b.config), speech=speech, **withhold_emotion(speech),
-                          total_seconds=round(time.perf_counter() - t0, 3))
+                          model_accuracy=model_accuracy(b.config), model_robustness=model_robustness(b.config),
+                          speech=speech, **withhold_emotion(speech), total_seconds=round(time.perf_counter() - t0, 3))
+    outcome.result.update(snr_outcome(outcome.result))  # the SNR it flipped at, or that it held
     outcome.result = jsonable(outcome.result)
     return outcome
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from ser_core.attacks import attack_class, describe_attacks
 from ser_core.errors import ModelBundleError, ParameterError, excerpt
 from ser_core.models import bundle as bundle_module
+from ser_core.serving.robustness import defence_text, model_robustness
 
 DOMAIN_FEATURES = "features"
 DOMAIN_WAVEFORM = "waveform"
@@ -44,7 +45,8 @@ _disabled: dict[str, str] = {}  # model -> why it is not served (its ONNX could 
 def available_models() -> list[str]:
     """Names (or folders) of the bundles the app serves: SER_APP_MODELS (comma-separated names
     or bundle folders) if set, else every bundle folder under models/ that has its config and
-    weights. Missing ones are simply absent, so the app starts with whatever has been trained."""
+    weights. Missing ones are simply absent, so the app starts with whatever has been trained.
+    A defended bundle (adversarially trained, or behind an input defence) follows its base model."""
     override = os.environ.get("SER_APP_MODELS", "").strip()
     if override:
         return [m.strip() for m in override.split(",") if m.strip() and m.strip() not in _disabled]
@@ -52,7 +54,19 @@ def available_models() -> list[str]:
     found = [p.name for p in sorted(root.glob("*")) if not p.name.startswith(".") and p.name not in _disabled
              and (p / bundle_module.CONFIG).is_file() and (p / bundle_module.WEIGHTS).is_file()] \
         if root.is_dir() else []
-    return sorted(found, key=lambda n: (PREFERRED.index(n) if n in PREFERRED else len(PREFERRED), n))
+    rank = {n: PREFERRED.index(n) if n in PREFERRED else len(PREFERRED) for n in found}
+    base = {n: _base_of(root / n) for n in found}
+    return sorted(found, key=lambda n: (rank.get(base[n], rank[n]), base[n] or n, base[n] is not None, n))
+
+
+def _base_of(folder: Path) -> str | None:
+    """The model a defended bundle was made from (its config's defended_from, or its adversarial
+    training's base), or None."""
+    try:
+        cfg = json.loads((folder / bundle_module.CONFIG).read_text())
+    except (OSError, ValueError):
+        return None
+    return cfg.get("defended_from") or (cfg.get("defence") or {}).get("base")
 
 
 def disable_model(name: str, reason: str) -> None:
@@ -93,9 +107,11 @@ def model_info(name: str) -> dict:
     language = cfg.get("language", "?")
     protocol = cfg.get("protocol", "?")
     card = folder / "README.md"
+    defended = defence_text(cfg, short=True)
     return {"name": name, "corpus": corpus, "language": language, "protocol": protocol,
-            "labels": cfg.get("labels", []),
-            "title": f"{Path(name).name}: {language} ({corpus}), {protocol} protocol",
+            "labels": cfg.get("labels", []), "defence": defence_text(cfg), "robustness": model_robustness(cfg),
+            "title": f"{Path(name).name}: {language} ({corpus}), {protocol} protocol"
+                     + (f"; defended: {defended}" if defended else ""),
             "card": _strip_front_matter(card.read_text()) if card.is_file() else ""}
 
 

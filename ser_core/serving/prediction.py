@@ -27,6 +27,7 @@ import numpy as np
 from ser_core.audio.level import clip_level
 from ser_core.serving.catalogue import available_models, disable_model, disabled_models, get_bundle
 from ser_core.serving.limits import MAX_PREDICT_SECONDS, read_clip
+from ser_core.serving.robustness import model_robustness
 
 _log = logging.getLogger(__name__)
 
@@ -141,6 +142,7 @@ def predict(path, model: str, max_seconds: float = MAX_PREDICT_SECONDS) -> dict:
     return jsonable(dict(out, model=model, language=b.config.get("language"),
                          confidence=max(pred.probabilities.values()), unsure=unsure is not None,
                          speech=speech, model_accuracy=model_accuracy(b.config),
+                         model_robustness=model_robustness(b.config),
                          input_level=level, outside_training_range=far is not None,
                          notes=[n for n in (speech["note"], unsure, far) if n],
                          seconds_of_audio=round(len(y) / b.feature_config.sample_rate, 3),

@@ -47,6 +47,7 @@ from ser_core.serving.prediction import (NO_EMOTION, UNSURE_BELOW, confidence_no
                                          withhold_emotion)
 from ser_core.serving.over_the_air import (MAX_LAB_SECONDS, LabOutcome, lab_markdown, run_room, run_universal,
                                            universal_choices)
+from ser_core.serving.robustness import SHOWN_BUDGETS, defence_text, model_robustness, snr_outcome
 from ser_core.serving.timeline import HOP_SECONDS, MAX_TIMELINE_SECONDS, TimelineOutcome, timeline
 from ser_core.serving.texts import (LIMITS, STUDY, attacks_table, format_params, limits_markdown, params_help,
                                     prediction_markdown, report, summary_markdown)
@@ -66,6 +67,7 @@ __all__ = [
     "UNSURE_BELOW", "confidence_note", "jsonable", "model_accuracy", "predict", "speech_check", "warm_up",
     "warm_up_in_background", "NO_EMOTION", "label_value", "withhold_emotion",
     "MAX_EXPLAIN_SECONDS", "ExplainOutcome", "explain",
+    "SHOWN_BUDGETS", "defence_text", "model_robustness", "snr_outcome",
     "HOP_SECONDS", "MAX_TIMELINE_SECONDS", "TimelineOutcome", "timeline",
     "MAX_LAB_SECONDS", "LabOutcome", "lab_markdown", "run_room", "run_universal", "universal_choices",
     "LIMITS", "STUDY", "attacks_table", "format_params", "limits_markdown", "params_help",

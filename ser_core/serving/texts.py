@@ -67,6 +67,9 @@ def prediction_markdown(result: dict) -> str:
     acc = (result.get("model_accuracy") or {}).get("text")
     if acc:
         lines.append(f"Model: {acc}")
+    robust = (result.get("model_robustness") or {}).get("text")
+    if robust:
+        lines.append(robust)
     return "\n\n".join(lines)
 
 
@@ -94,7 +97,7 @@ def summary_markdown(r: dict) -> str:
     if r.get("target"):
         head = (f"## {'Landed on' if r.get('target_reached') else 'Did not reach'} {r['target']}: "
                 f"{r.get('label_before')} → {r.get('label_after')}")
-    notes = []
+    notes = [f"**{r['snr_outcome']}**"] if r.get("snr_outcome") else []
     if r.get("emotion_shown") is False:  # no emotion to flip: the model's classes, marked as such
         head = "## Not speech: no emotion to flip"
         notes.append(f"<span style='color:gray'>*The model's top class went from {r.get('label_before')} to "
@@ -145,6 +148,9 @@ def summary_markdown(r: dict) -> str:
     acc = (r.get("model_accuracy") or {}).get("text")
     if acc:
         rows.append(("model accuracy", acc))
+    robust = (r.get("model_robustness") or {}).get("text")
+    if robust:
+        rows.append(("model robustness", robust))
     rows = [(k, v) for k, v in rows if v is not None]
     return (head + "\n\n" + "".join(n + "\n\n" for n in notes)
             + "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows))

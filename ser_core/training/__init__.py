@@ -13,4 +13,6 @@
   multicorpus_run.py  its protocols (pooled speaker folds, leave one corpus out), baseline, test-time shifts
   multicorpus_ship.py its shipped bundle (models/any) with the training range of length and loudness
   multicorpus_report.py  reports/multicorpus/README.md from the results
-  adversarial.py      adversarial training (FGSM, PGD) of a trained bundle"""
+  adversarial.py      adversarial training (FGSM, PGD; waveform PGD-AT, TRADES) of a trained bundle
+  waveform_adversarial.py  its waveform domain: training chunks, the SNR ball, PGD / TRADES
+                      crafting through the differentiable front-end, frozen layers"""

@@ -9,6 +9,16 @@ adversarial attacks", arXiv 1706.06083): the adversarial share is crafted with p
 gradient descent in the same Linf ball (random start, `pgd_steps` steps of 2.5 eps / steps), so
 the model also sees the iterative attacks (BIM, PGD) that broke the FGSM-trained models.
 
+"--domain waveform" crafts the adversarial share on the samples of the 3 s chunks, in the L2
+ball of an SNR budget (`--snr`), through the differentiable front-end, with "pgd" (PGD-AT) or
+"trades" (TRADES, Zhang et al. 2019); `--layers` fine-tunes only some layers, and a bundle that
+fine-tunes only some stores only those as a delta over its base's weights
+(ser_core/training/waveform_adversarial.py).
+
+Training rows: the training speakers the base bundle records (config["split"]["speakers"]
+["train"]: a speaker-split or shipped recipe bundle), else the split the protocol draws (the
+study's paper bundles); its held-out speakers are never trained on.
+
 Adversarial examples are crafted here on the training model directly (not through the attack
 registry), because registry attacks score through the bundle's fixed ONNX session.
 
@@ -38,7 +48,9 @@ import torch.nn.functional as F
 
 from ser_core.errors import ParameterError
 
-METHODS = ("fgsm", "pgd")
+METHODS = ("fgsm", "pgd", "trades")
+DOMAINS = ("feature", "waveform")
+DOMAIN_METHODS = {"feature": ("fgsm", "pgd"), "waveform": ("pgd", "trades")}
 CHECKPOINT = "defence-checkpoint.pt"
 
 
@@ -52,7 +64,14 @@ def _flag(default, flag: str | None, help: str = "", rebuild: bool = True):
 class DefenceConfig:
     """The adversarial-training recipe (defaults: the study's FGSM recipe, and our PGD steps)."""
 
-    method: str = _flag("fgsm", "--method", "fgsm: the study's defence; pgd: Madry et al.", rebuild=False)
+    method: str = _flag("fgsm", "--method", "fgsm: the study's defence; pgd: Madry et al.; trades: Zhang et al. "
+                        "(waveform)", rebuild=False)
+    domain: str = _flag("feature", "--domain", "feature: Linf on standardised log-Mel (the study's); waveform: "
+                        "L2 at an SNR budget on the samples")
+    snr: float = _flag(40.0, "--snr", "waveform: the SNR budget in dB (L2 ball of each 3 s chunk)")
+    beta: float = _flag(6.0, "--beta", "trades: weight of the KL term")
+    layers: str = _flag("all", "--layers", "layers fine-tuned (all, or a comma list of cnn,lstm,dense); a bundle "
+                        "that trains only some stores only those, as a delta over its base's weights")
     eps: float = _flag(1.25, "--eps", "Linf radius of the adversarial examples, standardised units")
     adversarial_fraction: float = _flag(0.6, "--fraction", "adversarial share of each batch")
     epochs: int = _flag(30, "--epochs", "training epochs")
@@ -65,10 +84,17 @@ class DefenceConfig:
     seed: int = _flag(1938, None)
 
     def check(self) -> "DefenceConfig":
-        if self.method not in METHODS:
-            raise ParameterError(f"defence method {self.method!r} (accepted: {', '.join(METHODS)})")
+        if self.method not in METHODS or self.domain not in DOMAINS:
+            raise ParameterError(f"defence method {self.method!r}, domain {self.domain!r} (accepted: "
+                                 f"{', '.join(METHODS)}; {', '.join(DOMAINS)})")
+        if self.method not in DOMAIN_METHODS[self.domain]:
+            raise ParameterError(f"defence method {self.method!r} in domain {self.domain!r} (accepted: fgsm and "
+                                 f"pgd in the feature domain; pgd and trades in the waveform domain)")
+        from ser_core.training.waveform_adversarial import parse_layers
+        parse_layers(self.layers)
         for name, ok, accepted in (("eps", self.eps > 0, "> 0"),
                                    ("adversarial_fraction", 0 <= self.adversarial_fraction <= 1, "0..1"),
+                                   ("snr", self.snr > 0, "> 0 dB"), ("beta", self.beta >= 0, ">= 0"),
                                    ("epochs", self.epochs >= 1, ">= 1"), ("learning_rate", self.learning_rate > 0, "> 0"),
                                    ("batch_size", self.batch_size >= 1, ">= 1"), ("pgd_steps", self.pgd_steps >= 1, ">= 1"),
                                    ("max_steps", self.max_steps is None or self.max_steps >= 1, ">= 1 or unset"),
@@ -85,7 +111,8 @@ def add_arguments(parser) -> None:
         if flag is None:
             continue
         kind = {"int": int, "int | None": int, "float": float}.get(str(f.type))
-        extra = {"choices": METHODS} if f.name == "method" else {"type": kind}
+        extra = {"choices": {"method": METHODS, "domain": DOMAINS}[f.name]} if f.name in ("method", "domain") \
+            else {"type": kind}
         parser.add_argument(flag, dest=f.name, default=f.default, help=f.metadata["help"], **extra)
 
 
@@ -102,7 +129,7 @@ def defend_command(d: dict) -> str:
     flags = []
     for f in fields(DefenceConfig):
         v = d.get(f.name)
-        if not f.metadata["rebuild"] or v is None or v == f.default or (f.name == "pgd_steps" and method != "pgd"):
+        if not f.metadata["rebuild"] or v is None or v == f.default or (f.name == "pgd_steps" and method == "fgsm"):
             continue
         flags.append(f"{f.metadata['flag']} {v:g}" if isinstance(v, float) else f"{f.metadata['flag']} {v}")
     return " ".join([f"python -m export defend --model {d.get('base')} --method {method}", *flags,
@@ -112,7 +139,8 @@ def defend_command(d: dict) -> str:
 def is_study_recipe(d: dict) -> bool:
     """Whether recipe `d` is the study's: FGSM training with DefenceConfig's defaults."""
     return d.get("method") == "fgsm-at" and all(
-        d.get(f.name) == f.default for f in fields(DefenceConfig) if f.metadata["rebuild"] and f.name != "pgd_steps")
+        d.get(f.name, f.default) == f.default  # a recipe written before a field existed had its default
+        for f in fields(DefenceConfig) if f.metadata["rebuild"] and f.name != "pgd_steps")
 
 
 def _loss_grad(model, x, y):
@@ -137,6 +165,17 @@ def pgd_examples(model, x, y, eps, lo, hi, steps, generator=None):
     return x_adv
 
 
+def training_rows(table, config: dict, seed: int) -> np.ndarray:
+    """Rows of `table` a defence trains on: those of the training speakers the bundle's config
+    records (speaker-split and shipped recipe bundles), else the training split its protocol
+    draws (the study's paper bundles)."""
+    from ser_core.data.splits import make_split
+    speakers = config["split"].get("speakers", {}).get("train")
+    if speakers:
+        return np.flatnonzero(np.isin(table.speakers, speakers))
+    return make_split(table, config.get("protocol", config["split"]["protocol"]), config["split"].get("seed", seed)).train
+
+
 def adversarial_train(bundle, out, cfg: DefenceConfig = DefenceConfig(), data_dir=None,
                       device: str | None = None, log=sys.stderr):
     """Fine-tune `bundle`'s model with adversarial training on its own training rows (same
@@ -151,24 +190,27 @@ def adversarial_train(bundle, out, cfg: DefenceConfig = DefenceConfig(), data_di
     from ser_core.models.bundle import torch_probabilities
     from ser_core.models.card import render
     from ser_core.models.onnx_export import check_parity, export_onnx, make_session
-    from ser_core.data.splits import make_split
     from ser_core.training.study import classification_metrics, load_rows
+    from ser_core.training import waveform_adversarial as wav
 
     cfg.check()
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     rng = np.random.default_rng(cfg.seed)
     c = bundle.config
     corpus = read_corpus(c["corpus"], Path(data_dir or data_root()) / c["corpus"], tuple(bundle.labels))
-    table = build_table(corpus, bundle.feature_config, augmentation=c.get("augmentation", True), progress=False)
-    split = make_split(table, c.get("protocol", c["split"]["protocol"]), c["split"].get("seed", cfg.seed))
-    train = split.train
+    waveform = cfg.domain == "waveform"
+    table = build_table(corpus, bundle.feature_config, augmentation=c.get("augmentation", True) and not waveform,
+                        progress=False)
+    train = training_rows(table, c, cfg.seed)
     if cfg.train_rows is not None and cfg.train_rows < len(train):
         train = np.sort(rng.choice(train, cfg.train_rows, replace=False))
-    x_tr = load_rows(table, train, bundle.standardizer)
+    x_tr = torch.from_numpy(wav.training_chunks(table, train)) if waveform else load_rows(table, train, bundle.standardizer)
     y_tr = torch.from_numpy(table.labels[train]).long()
-    lo, hi = (float(v) for v in bundle.clip_range)
+    lo, hi = (-1.0, 1.0) if waveform else (float(v) for v in bundle.clip_range)
     model = copy.deepcopy(bundle.torch_model()).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, eps=1e-7)
+    layers = wav.parse_layers(cfg.layers)
+    frontend = wav.LogMelFrontEnd.for_bundle(bundle).to(device) if waveform else torch.nn.Identity()
+    opt = torch.optim.Adam(wav.freeze(model, layers), lr=cfg.learning_rate, eps=1e-7)
     gen = torch.Generator().manual_seed(cfg.seed)
     # seeded here, after the data and model are loaded: seeded before them, the first run in a
     # process took other dropout draws than a second run of the same recipe (found by the resume test)
@@ -198,19 +240,19 @@ def adversarial_train(bundle, out, cfg: DefenceConfig = DefenceConfig(), data_di
             idx = perm[i:i + cfg.batch_size]
             xb, yb = x_tr[idx].to(device), y_tr[idx].to(device)
             k = int(round(cfg.adversarial_fraction * len(idx)))
+            adv, xa = None, None
             if k:
                 adv = torch.from_numpy(rng.choice(len(idx), k, replace=False)).to(device)
                 model.eval()  # crafted as the deployed model sees it (ART: training_mode=False)
-                if cfg.method == "fgsm":
+                if waveform:
+                    xa = wav.craft(model, frontend, xb[adv], yb[adv], cfg.snr, cfg.pgd_steps, cfg.method, gen)
+                elif cfg.method == "fgsm":
                     xa = fgsm_examples(model, xb[adv], yb[adv], cfg.eps, lo, hi)
                 else:
                     xa = pgd_examples(model, xb[adv], yb[adv], cfg.eps, lo, hi, cfg.pgd_steps, gen)
-                xb = xb.clone()
-                xb[adv] = xa
-            model.train()
+            wav.train_mode(model, layers)
             opt.zero_grad(set_to_none=True)
-            logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
+            loss, logits = wav.batch_loss(model, frontend, xb, yb, adv, xa, cfg.method, cfg.beta)
             loss.backward()
             opt.step()
             total += loss.item() * len(idx); n += len(idx)
@@ -232,8 +274,9 @@ def adversarial_train(bundle, out, cfg: DefenceConfig = DefenceConfig(), data_di
     out = Path(out)
     config = dict(c, name=out.name,
                   defence={**asdict(cfg), "method": f"{cfg.method}-at", "base": bundle.name,
-                           "reference": "Goodfellow et al. 2015 (FGSM AT, as the study)" if cfg.method == "fgsm"
-                           else "Madry et al. 2018 (PGD AT)"},
+                           "reference": {"fgsm": "Goodfellow et al. 2015 (FGSM AT, as the study)",
+                                         "pgd": "Madry et al. 2018 (PGD AT)",
+                                         "trades": "Zhang et al. 2019 (TRADES)"}[cfg.method]},
                   training={"epochs": len(history), "best_epoch": len(history), "steps": steps,
                             "seconds": round(before + time.time() - t_start, 1), "precision": "fp32",
                             "hardware": f"{platform.machine()}, {torch.get_num_threads()} threads"
@@ -241,7 +284,10 @@ def adversarial_train(bundle, out, cfg: DefenceConfig = DefenceConfig(), data_di
                             "history": history, "from": str(bundle.folder)},
                   retrain_command=defend_command({**asdict(cfg), "base": bundle.name, "folder": str(out)}))
     config.pop("onnx_parity", None)
-    new = ModelBundle.save(out, model, bundle.standardizer, config, c.get("weights_dtype", "float32"))
+    config.pop("crossval", None)  # the base's cross-validation, not this model's (never cross-validated)
+    config.pop("robustness", None)  # the base's measured robustness, likewise
+    new = ModelBundle.save(out, model, bundle.standardizer, config, c.get("weights_dtype", "float32"),
+                           base=bundle if layers != wav.LAYERS else None, layers=layers)
     table_t, rows = bundle_test_rows(new, data_dir)
     probs = torch_probabilities(new, new.standardizer.transform(table_t.features[rows]))
     config = json.loads((out / "config.json").read_text())
@@ -250,13 +296,7 @@ def adversarial_train(bundle, out, cfg: DefenceConfig = DefenceConfig(), data_di
     config["onnx_parity"] = check_parity(new.torch_model(), make_session(onnx),
                                          new.standardizer.transform(table_t.features[rows[:64]]))
     (out / "config.json").write_text(json.dumps(config, indent=1))
-    d = config["defence"]
-    (out / "README.md").write_text(render(config) + (
-        f"\n## Defence\n\nAdversarial training ({d['reference']}) from `{d['base']}`: {d['method']}, "
-        f"eps {d['eps']}, {d['adversarial_fraction']:.0%} of each batch adversarial, {len(history)} epochs "
-        f"({steps} steps), lr {d['learning_rate']}, batch {d['batch_size']}"
-        + (f", capped at {cfg.max_steps} steps (smoke run, not a trained defence)" if cfg.max_steps else "")
-        + (f", on {cfg.train_rows} training examples (smoke run)" if cfg.train_rows else "") + ".\n"))
+    (out / "README.md").write_text(render(config))  # with its defence section (models/card.py)
     ckpt.unlink(missing_ok=True)
     return ModelBundle.from_folder(out)
 

@@ -10,6 +10,8 @@ and the cheap input defences attacked naively and adaptively (docs/robustness.md
   defences.py  each input defence naive against adaptive, clean accuracy with it, the table of
                which only look robust; randomized smoothing's certified radius in dB SNR
   page.py      the README.md of a robustness folder, generated from its results files
+  card.py      a bundle's measured robust accuracy written into its config.json ("robustness")
+               and its model card, where the app reads it (`robustness-card`)
 The input defences themselves are audio transforms: ser_core/audio/defences.py."""
 from ser_core.evaluation.robustness.suite import DEFAULT_BUDGETS, MEMBERS, Budget, SuiteConfig, attack_one
 

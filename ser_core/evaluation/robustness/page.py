@@ -1,6 +1,7 @@
 """The report page of a robustness folder (README.md), generated from its results files:
 suite.jsonl (the suite, `python -m export robustness`), defences.jsonl and smoothing.json
-(`python -m export robustness-defences`) and commands.json (the commands that wrote them)."""
+(`python -m export robustness-defences`) and commands.json (the commands that wrote them), then
+notes.md where present (written by hand: what was not run, its commands and projected cost)."""
 from __future__ import annotations
 
 import json
@@ -81,4 +82,7 @@ def render(folder) -> str:
             parts.append(f"| {c['model']} | {c['sigma']} | {c['n0']}, {c['n']}, {c['alpha']} | {c['clips']} "
                          f"| {c['smoothed_correct']} | {c['abstained']} | {med} | {cert} |")
         parts.append("")
+    notes = folder / "notes.md"
+    if notes.is_file():
+        parts += [notes.read_text().rstrip("\n"), ""]
     return "\n".join(parts)
