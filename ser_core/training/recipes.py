@@ -83,19 +83,23 @@ _declare("transfer-no-mel-shift", "transfer", "ours-global-pre-swa-all without t
          "set fear and happiness apart from sadness)", was="ours-global-pre-swa-all-nomel", mel_shift=0)
 _declare("swa-all", "swa", "ours-global-swa with no validation speakers held out in the folds: they "
          "train too", was="ours-global-swa-all", hold_out_validation=False)
+_declare("offline-augment", "global-norm", "ours-global with the study's pitch (+-1.5, +-3 semitones) "
+         "and tempo (0.75-1.25) copies of the training clips; 16 epochs of nine times the rows",
+         was="ours-global-aug", offline_augmentation=True, max_epochs=16, patience=16)
+
+# The multi-corpus model's levers (ser_core/training/multicorpus.py; reports/multicorpus/)
 _declare("swa-all-cmn", "swa-all", "swa-all with each chunk's per-band mean over time removed "
          "(cepstral-mean-style: a microphone's fixed spectral tilt goes with the level) and the "
          "per-band standardiser, instead of one offset per chunk", standardizer="band",
          input_norm="utterance")
-_declare("swa-all-no-bored-neutral", "swa-all", "swa-all with EMOVO's and RAVDESS's neutral clips "
+_declare("swa-all-bored-neg", "swa-all", "swa-all with EMOVO's and RAVDESS's neutral clips "
          "negatives for boredom (EmoDB's only), which otherwise took 247 of 451 neutral clips of the "
          "pooled folds", absent_negatives="neutral>boredom")
 _declare("swa-all-rooms", "swa-all", "swa-all with each training chunk drawn, half of the time, as "
          "recorded in one of 64 simulated rooms (reverberation, pink noise, band-limited microphone)",
          room_p=0.5)
-_declare("offline-augment", "global-norm", "ours-global with the study's pitch (+-1.5, +-3 semitones) "
-         "and tempo (0.75-1.25) copies of the training clips; 16 epochs of nine times the rows",
-         was="ours-global-aug", offline_augmentation=True, max_epochs=16, patience=16)
+_declare("swa-rooms-bored-neg", "swa-all-rooms", "swa-all-rooms with EMOVO's and RAVDESS's "
+         "neutral clips negatives for boredom", absent_negatives="neutral>boredom")
 
 DEFAULT_RECIPE = "transfer"  # the recipe with the best mean over the three corpora
 # What each default bundle is trained with: (recipe, epoch cap, None: the recipe's own). Three
