@@ -192,3 +192,17 @@ def test_room_copies_keep_the_table_s_rows_and_change_their_sound(data_dir, tmp_
     other = np.abs(copy[::-1] - table.features).mean(axis=(1, 2))
     assert np.mean(diff) < np.mean(other)
     assert np.array_equal(room_copy(table, n_rooms=2), copy)  # cached
+
+
+def test_negatives_change_no_fold_whose_training_lacks_their_class(clip_rows):
+    from ser_core.training.multicorpus import recipe_for
+    from ser_core.training.multicorpus_run import same_training
+    recipe = recipe_for(10, "swa-all-bored-neg")
+    loco = {f.name: f for f in folds(clip_rows, "loco")}
+    # without EmoDB nothing trains boredom: that fold trains exactly as swa-all does
+    assert same_training(clip_rows, loco["loco-emodb"], recipe).key() == \
+        {**recipe_for(10, "swa-all").key(), "name": recipe.stored_name}
+    for name in ("loco-emovo", "loco-ravdess"):
+        assert same_training(clip_rows, loco[name], recipe) is recipe
+    for f in folds(clip_rows, "pooled"):
+        assert same_training(clip_rows, f, recipe) is recipe
