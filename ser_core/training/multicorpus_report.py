@@ -12,7 +12,12 @@ COMMANDS = """    python -m export multicorpus baseline --protocol loco   --data
     python -m export multicorpus loco   --data-root ../shared/data [--recipe R] [--epochs N] [--folds loco-emodb]
     python -m export multicorpus pooled --data-root ../shared/data [--recipe R] [--epochs N] [--folds pooled-0]
     python -m export multicorpus tta    --protocol loco --shifts 4 --data-root ../shared/data
-    python -m export multicorpus ship   --data-root ../shared/data --out models/any
+    # the second round's rows (each row's section names its recipe; 10 epochs throughout):
+    python -m export multicorpus loco   --recipe swa-all-cmn       --data-root ../shared/data
+    python -m export multicorpus loco   --recipe swa-all-rooms     --data-root ../shared/data
+    python -m export multicorpus pooled --recipe swa-all-bored-neg --data-root ../shared/data
+    python -m export multicorpus loco   --recipe swa-all-bored-neg --data-root ../shared/data
+    python -m export multicorpus ship   --recipe swa-all-bored-neg --data-root ../shared/data --out models/any
     python -m export multicorpus report --data-root ../shared/data"""
 
 
@@ -108,7 +113,7 @@ def _protocol_section(folder: Path, protocol: str, title: str, intro: str) -> li
         if s.get("cpu_seconds_per_fold"):
             cost = s["cpu_seconds_per_fold"]
             lines += ["", "Training cost per fold (CPU minutes, one thread, bfloat16 autocast; the wall "
-                          "time was 3-6 times longer on 2 cores shared with other jobs): "
+                          "time was 2-6 times longer on 2 cores shared with other jobs): "
                       + ", ".join(f"{k} {v / 60:.1f} ({s['train_chunks_per_fold'][k]} chunks)"
                                   for k, v in cost.items())
                       + f"; {sum(cost.values()) / 60:.1f} in all."]
