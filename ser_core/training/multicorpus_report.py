@@ -46,18 +46,21 @@ def _ablation(runs: list[dict], base: dict | None) -> list[str]:
     runs = [s for s in runs if not s["name"].endswith("-partial")]
     if len(runs) < 2:
         return []
+    pooled = "overall" in runs[0]  # pooled: the UAR over every clip first, no mean of the parts
     parts = list(runs[0]["parts"])
     lines = ["Every run side by side (the levers as rows; each changes the recipe named in its "
              "section, the same epochs, the same folds):", "",
-             "| run | " + " | ".join(parts) + " | mean UAR | lowest class recall | CPU min |",
+             "| run | " + ("all | " if pooled else "") + " | ".join(parts)
+             + (" |" if pooled else " | mean UAR |") + " lowest class recall | CPU min |",
              "|---" * (len(parts) + 4) + "|"]
     for s in runs + ([base] if base else []):
         uars = [s["parts"][p]["uar"] for p in parts]
         low = min((v, f"{k}, {p}") for p in parts
                   for k, v in s["parts"][p]["per_class_recall"].items() if v is not None)
         cost = s.get("cpu_seconds_per_fold")
-        lines.append(f"| `{s['name']}` | " + " | ".join(f"{u:.3f}" for u in uars)
-                     + f" | {sum(uars) / len(uars):.3f} | {low[0]:.2f} ({low[1]}) | "
+        lines.append(f"| `{s['name']}` | " + (f"{s['overall']['uar']:.3f} | " if pooled else "")
+                     + " | ".join(f"{u:.3f}" for u in uars)
+                     + ("" if pooled else f" | {sum(uars) / len(uars):.3f}") + f" | {low[0]:.2f} ({low[1]}) | "
                      + (f"{sum(cost.values()) / 60:.1f}" if cost else "-") + " |")
     return lines + [""]
 
