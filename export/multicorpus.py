@@ -12,6 +12,8 @@ def register(sub):
     p.add_argument("what", choices=["loco", "pooled", "baseline", "tta", "percorpus", "ship", "card", "report"])
     p.add_argument("--data-root", required=True, help="the folder holding emodb/, emovo/, ravdess/")
     p.add_argument("--epochs", type=int, help="epoch cap (default: multicorpus.EPOCHS)")
+    p.add_argument("--recipe", help="training recipe (default: multicorpus.RECIPE; "
+                                     "ser_core/training/recipes.py)")
     p.add_argument("--folds", help="only these folds (comma-separated names, e.g. loco-emodb)")
     p.add_argument("--partial", action="store_true",
                    help="loco / pooled: train nothing, summarise the folds on disk as <run>-partial.json")
@@ -32,7 +34,7 @@ def run(args):
         emit({"report": str(write_report(args.reports))})
         return
     pooled = mc.pooled_table(args.data_root)
-    recipe = mc.recipe_for(args.epochs or mc.EPOCHS)
+    recipe = mc.recipe_for(args.epochs or mc.EPOCHS, args.recipe)
     if args.what in mr.PROTOCOLS:
         s = mr.run_protocol(pooled, args.what, recipe, args.folds.split(",") if args.folds else None,
                             args.run_root, args.reports, partial=args.partial)

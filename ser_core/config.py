@@ -78,7 +78,7 @@ OUR_FIELDS = ("name", "standardizer", "input_norm", "time_roll", "mel_shift", "f
               "dropout", "lstm_input_dropout", "learning_rate", "weight_decay", "batch_size",
               "max_epochs", "patience", "select_on", "bn_recalibrate", "schedule", "seed",
               "offline_augmentation", "pretrain", "pretrain_epochs", "cotrain", "finetune_lr",
-              "swa_start", "hold_out_validation", "describe")
+              "swa_start", "hold_out_validation", "absent_negatives", "room_p", "describe")
 # the study's bundles call `patience` early_stopping_patience
 STUDY_FIELDS = ("dropout", "lstm_input_dropout", "learning_rate", "batch_size", "max_epochs",
                 "validation_fraction", "early_stopping_patience", "lr_plateau_patience",
@@ -132,6 +132,13 @@ class TrainConfig:
         cross-validation fold's validation speakers train too (EmoDB 8 training speakers
         instead of 6, RAVDESS 20 instead of 16, EMOVO every sentence of its 4 instead of 80 %).
         A shipped model still keeps its two validation speakers out, as the figure beside it;
+      - `absent_negatives` (the multi-corpus model only, ser_core/training/multicorpus.py):
+        "label>absent,...": a row labelled `label` from a corpus without the class `absent` has
+        `absent` as a negative in its loss instead of masked (e.g. "neutral>boredom": EMOVO's and
+        RAVDESS's neutral speech pushes EmoDB's boredom output down);
+      - `room_p` (the multi-corpus model only): the probability that a training chunk is
+        replaced, each time it is drawn, by its copy recorded in a simulated room with background
+        noise and a band-limited microphone (ser_core/data/room_copies.py);
       - the study's loop only: `validation_fraction` (recorded; the split is
         ser_core/data/splits.py's) and the `lr_plateau_*` schedule (Keras's ReduceLROnPlateau).
     Naming: a configuration first run under another name (before recipes were named by what
@@ -169,6 +176,8 @@ class TrainConfig:
     finetune_lr: float = 0.0
     swa_start: float = 0.0
     hold_out_validation: bool = True
+    absent_negatives: str = ""
+    room_p: float = 0.0
     describe: str = ""
     # the study's loop only
     validation_fraction: float = 0.2

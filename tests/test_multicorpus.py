@@ -136,3 +136,73 @@ def test_range_note_names_a_clip_outside_what_the_model_heard():
     t = np.arange(16_000) / 16_000
     loud, quiet = clip_level(0.5 * np.sin(2 * np.pi * 200 * t), 16_000), clip_level(0.005 * np.sin(2 * np.pi * 200 * t), 16_000)
     assert loud["seconds"] == 1.0 and abs((loud["loudness_dbfs"] - quiet["loudness_dbfs"]) - 40.0) < 0.1
+
+
+@pytest.mark.skipif(not (ANY / "config.json").is_file(), reason="models/any not trained")
+def test_the_app_s_answer_from_any_is_the_whole_distribution_with_a_note_for_a_far_clip(tmp_path):
+    """What a visitor sees from the default model: every emotion's probability, and a plain
+    sentence when the clip is quieter than anything the model heard (issue 27, part 4)."""
+    import soundfile as sf
+    from ser_core.serving import service
+    from tests.test_app_api import EXAMPLE
+    y, sr = sf.read(str(EXAMPLE), dtype="float32")
+    cfg = json.loads((ANY / "config.json").read_text())
+    r = service.predict(str(EXAMPLE), "any")
+    assert list(r["probabilities"]) == list(LABELS)
+    assert sum(r["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert not r["outside_training_range"]
+    quiet = y * 10 ** ((cfg["input_range"]["loudness_dbfs"]["min"] - 12 - r["input_level"]["loudness_dbfs"]) / 20)
+    sf.write(tmp_path / "quiet.wav", quiet, sr)
+    q = service.predict(str(tmp_path / "quiet.wav"), "any")
+    assert q["emotion_shown"] and q["outside_training_range"]
+    assert any("quieter" in n and "treat its answer with caution" in n for n in q["notes"])
+
+
+def test_neutral_rows_of_a_corpus_without_boredom_get_boredom_as_a_negative():
+    from ser_core.training.multicorpus import parse_negatives
+    rows = Pooled(dict.fromkeys(CORPORA), np.array(["emodb", "ravdess", "ravdess", "emovo"]), np.arange(4),
+                  np.array(list("abcd")), np.array(list("wxyz")), np.array(["m"] * 4),
+                  np.array([LABELS.index(c) for c in ("neutral", "neutral", "anger", "neutral")]))
+    plain, neg = rows.mask(np.arange(4)), rows.mask(np.arange(4), LABELS, parse_negatives("neutral>boredom"))
+    b = LABELS.index("boredom")
+    assert plain[:, b].tolist() == [True, False, False, False]
+    assert neg[:, b].tolist() == [True, True, False, True]  # only the neutral rows change
+    assert torch.equal(plain[:, :b], neg[:, :b])
+    # a class no training row has stays masked (leave one corpus out without EmoDB)
+    assert not rows.mask(np.arange(4), LABELS[:b], parse_negatives("neutral>boredom"))[:, b].any()
+    with pytest.raises(Exception, match="LABEL>ABSENT"):
+        parse_negatives("neutral>calm")
+
+
+def test_room_copies_keep_the_table_s_rows_and_change_their_sound(data_dir, tmp_path, monkeypatch):
+    from ser_core.config import PAPER_FEATURES
+    from ser_core.data.dataset import ChunkTable, build_table
+    from ser_core.data.room_copies import room_copy
+    corpus = read_corpus("emodb", data_dir / "emodb", classes="all")
+    full = build_table(corpus, PAPER_FEATURES, augmentation=False, progress=False)
+    keep = np.flatnonzero(full.utt < 3)
+    table = ChunkTable(corpus, full.cfg, np.asarray(full.features[keep]), full.utt[keep], full.aug[keep],
+                       full.piece[keep])
+    monkeypatch.setenv("SER_CACHE_DIR", str(tmp_path))
+    copy = room_copy(table, n_rooms=2)
+    assert copy.shape == table.features.shape and copy.dtype == np.float32
+    diff = np.abs(copy - table.features).mean(axis=(1, 2))
+    assert np.all(diff > 1.0)  # every row recorded in a room (dB)
+    # rows stay aligned: a chunk's copy is closer to its own clean chunk than to another clip's
+    other = np.abs(copy[::-1] - table.features).mean(axis=(1, 2))
+    assert np.mean(diff) < np.mean(other)
+    assert np.array_equal(room_copy(table, n_rooms=2), copy)  # cached
+
+
+def test_negatives_change_no_fold_whose_training_lacks_their_class(clip_rows):
+    from ser_core.training.multicorpus import recipe_for
+    from ser_core.training.multicorpus_run import same_training
+    recipe = recipe_for(10, "swa-all-bored-neg")
+    loco = {f.name: f for f in folds(clip_rows, "loco")}
+    # without EmoDB nothing trains boredom: that fold trains exactly as swa-all does
+    assert same_training(clip_rows, loco["loco-emodb"], recipe).key() == \
+        {**recipe_for(10, "swa-all").key(), "name": recipe.stored_name}
+    for name in ("loco-emovo", "loco-ravdess"):
+        assert same_training(clip_rows, loco[name], recipe) is recipe
+    for f in folds(clip_rows, "pooled"):
+        assert same_training(clip_rows, f, recipe) is recipe

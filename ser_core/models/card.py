@@ -269,7 +269,12 @@ def render_multicorpus(config: dict) -> str:
               f"- Recipe `{hp.get('recipe')}`: AdamW lr {hp['learning_rate']} ({hp['schedule']}), batch "
               f"{hp['batch_size']}, {hp['max_epochs']} epochs, time shift, Mel shift {hp['mel_shift']}, "
               f"SpecAugment, mixup {hp['mixup_alpha']} (within a corpus's class set), label smoothing "
-              f"{hp['label_smoothing']}.",
+              f"{hp['label_smoothing']}"
+              + (f"; each training chunk drawn as recorded in a simulated room (reverberation, noise, "
+                 f"band-limited microphone) with probability {hp['room_p']}" if hp.get("room_p") else "")
+              + (f"; negatives outside a corpus's classes: {hp['absent_negatives']} (a neutral clip of "
+                 "a corpus without boredom pushes boredom down)" if hp.get("absent_negatives") else "")
+              + ".",
               f"- Weights stored as {config.get('weights_dtype')}.",
               f"- Training range: clip length {rng.get('seconds', {}).get('min')}-{rng.get('seconds', {}).get('max')} s, "
               f"loudness (95th percentile of 50 ms RMS) {rng.get('loudness_dbfs', {}).get('min')} to "

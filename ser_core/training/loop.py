@@ -124,11 +124,14 @@ def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
 
 def train_epoch(model, opt, x: torch.Tensor, y: torch.Tensor, recipe: TrainConfig, g: torch.Generator,
                 amp: dict, device, n_classes: int, first_step: int, total_steps: int,
-                peak_lr: float | None = None, mask: torch.Tensor | None = None) -> float:
+                peak_lr: float | None = None, mask: torch.Tensor | None = None,
+                alternate: torch.Tensor | None = None, alternate_p: float = 0.0) -> float:
     """One pass over (x, y) in shuffled batches: on-the-fly augmentation, label smoothing, mixup,
     the cosine learning rate (from `peak_lr`, default the recipe's) by global step. `mask` (rows x
     classes, bool): the classes each row's corpus has (`masked_cross_entropy`; smoothing spreads
-    over them only, mixup pairs rows of the same class set). Returns the mean training loss."""
+    over them only, mixup pairs rows of the same class set). `alternate` (the shape of x): another
+    version of each row (e.g. recorded in a room), drawn instead of the row with probability
+    `alternate_p`. Returns the mean training loss."""
     peak_lr = recipe.learning_rate if peak_lr is None else peak_lr
     model.train()
     perm = torch.randperm(len(x), generator=g)
@@ -139,7 +142,11 @@ def train_epoch(model, opt, x: torch.Tensor, y: torch.Tensor, recipe: TrainConfi
             for group in opt.param_groups:
                 group["lr"] = lr
         idx = perm[i:i + recipe.batch_size]
-        xb = augment_batch(x[idx], recipe, g)
+        xb = x[idx]
+        if alternate is not None and alternate_p > 0:
+            pick = torch.rand(len(idx), generator=g) < alternate_p
+            xb = torch.where(pick[:, None, None], alternate[idx], xb)
+        xb = augment_batch(xb, recipe, g)
         target = F.one_hot(y[idx], n_classes).float()
         mb = None if mask is None else mask[idx]
         if recipe.label_smoothing:

@@ -18,6 +18,7 @@ Protocols, each fold one model (`run_protocol`, resumable per epoch and per fold
           over the classes the third shares with the two (`shared_classes`)"""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -57,6 +58,18 @@ POOLED_FOLDS: list[tuple[str, ...]] = [
 SHIP_VALIDATION = ("emodb:03", "emodb:08", "emovo:m1", "emovo:f1", "ravdess:01", "ravdess:02")
 
 
+def parse_negatives(spec: str) -> list[tuple[str, str]]:
+    """TrainConfig.absent_negatives ("neutral>boredom,...") -> [(label, absent), ...]."""
+    out = []
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        label, _, absent = part.partition(">")
+        if label not in LABELS or absent not in LABELS or label == absent:
+            raise ParameterError(f"absent_negatives {part!r}: expected LABEL>ABSENT, two different "
+                                 f"outputs of {', '.join(LABELS)}")
+        out.append((label, absent))
+    return out
+
+
 def label_of(emotion: str) -> str:
     return MERGE.get(emotion, emotion)
 
@@ -92,10 +105,16 @@ class Pooled:
                 out[sel[order]] = t.features[self.local[rows[sel]][order]]
         return out
 
-    def mask(self, rows: np.ndarray, allowed=LABELS) -> torch.Tensor:
-        """(len(rows), len(LABELS)) bool: the outputs each row's corpus has, among `allowed`."""
+    def mask(self, rows: np.ndarray, allowed=LABELS, negatives=()) -> torch.Tensor:
+        """(len(rows), len(LABELS)) bool: the outputs each row's corpus has, among `allowed`;
+        `negatives` ((label, absent) pairs, `parse_negatives`): a row labelled `label` also has
+        `absent` (a negative for it) where its corpus lacks that class."""
         have = {n: [c in corpus_labels(n) and c in allowed for c in LABELS] for n in self.tables}
-        return torch.tensor([have[c] for c in self.corpus[rows]], dtype=torch.bool)
+        out = torch.tensor([have[c] for c in self.corpus[rows]], dtype=torch.bool)
+        for label, absent in negatives:
+            if absent in allowed:
+                out[torch.from_numpy(self.label[rows] == LABELS.index(label)), LABELS.index(absent)] = True
+        return out
 
     def key(self) -> str:
         return stable_hash([table_key(t.corpus, t.cfg, False) for t in self.tables.values()])
@@ -161,8 +180,9 @@ def folds(pooled: Pooled, protocol: str) -> list[Fold]:
 
 
 # --- training -------------------------------------------------------------------------------------
-def recipe_for(epochs: int = EPOCHS, **changes) -> TrainConfig:
-    return get_recipe(RECIPE, epochs, **changes)
+def recipe_for(epochs: int = EPOCHS, name: str | None = None, **changes) -> TrainConfig:
+    """Recipe `name` (default RECIPE) at `epochs`."""
+    return get_recipe(name or RECIPE, epochs, **changes)
 
 
 @dataclass
@@ -188,9 +208,15 @@ def train_rows(pooled: Pooled, rows: np.ndarray, recipe: TrainConfig, run_dir: P
     standardizer = fit_standardizer(feats, recipe)
     x = torch.from_numpy(standardizer.transform(feats))
     del feats
+    rooms = None
+    if recipe.room_p > 0:  # each chunk's copy recorded in a simulated room, same standardiser
+        from ser_core.data.room_copies import room_copy
+        copies = Pooled({n: dataclasses.replace(t, features=room_copy(t)) for n, t in pooled.tables.items()},
+                        pooled.corpus, pooled.local, pooled.clip, pooled.speaker, pooled.gender, pooled.label)
+        rooms = torch.from_numpy(standardizer.transform(copies.features(rows)))
     y = torch.from_numpy(pooled.label[rows]).long()
     trained = {c for c in LABELS if bool((y == LABELS.index(c)).any())}
-    mask = pooled.mask(rows, trained)
+    mask = pooled.mask(rows, trained, parse_negatives(recipe.absent_negatives))
     torch.manual_seed(recipe.seed)
     model = CNNLSTM(len(LABELS), recipe.dropout, recipe.lstm_input_dropout,
                     PAPER_FEATURES.input_shape, input_norm=recipe.input_norm)
@@ -214,7 +240,8 @@ def train_rows(pooled: Pooled, rows: np.ndarray, recipe: TrainConfig, run_dir: P
     while state["epoch"] < recipe.max_epochs:
         t0, c0 = time.time(), time.process_time()
         loss = train_epoch(model, opt, x, y, recipe, g, amp, "cpu", len(LABELS),
-                           state["epoch"] * steps, steps * recipe.max_epochs, mask=mask)
+                           state["epoch"] * steps, steps * recipe.max_epochs, mask=mask,
+                           alternate=rooms, alternate_p=recipe.room_p)
         if state["epoch"] >= swa_from:
             k = state["swa_n"]
             params = {n: p.detach().float().clone() for n, p in model.named_parameters()}

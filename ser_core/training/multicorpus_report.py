@@ -9,10 +9,15 @@ from pathlib import Path
 
 COMMANDS = """    python -m export multicorpus baseline --protocol loco   --data-root ../shared/data
     python -m export multicorpus baseline --protocol pooled --data-root ../shared/data
-    python -m export multicorpus loco   --data-root ../shared/data [--epochs N] [--folds loco-emodb]
-    python -m export multicorpus pooled --data-root ../shared/data [--epochs N] [--folds pooled-0]
+    python -m export multicorpus loco   --data-root ../shared/data [--recipe R] [--epochs N] [--folds loco-emodb]
+    python -m export multicorpus pooled --data-root ../shared/data [--recipe R] [--epochs N] [--folds pooled-0]
     python -m export multicorpus tta    --protocol loco --shifts 4 --data-root ../shared/data
-    python -m export multicorpus ship   --data-root ../shared/data --out models/any
+    # the second round's rows (each row's section names its recipe; 10 epochs throughout):
+    python -m export multicorpus loco   --recipe swa-all-cmn       --data-root ../shared/data
+    python -m export multicorpus loco   --recipe swa-all-rooms     --data-root ../shared/data
+    python -m export multicorpus pooled --recipe swa-all-bored-neg --data-root ../shared/data
+    python -m export multicorpus loco   --recipe swa-all-bored-neg --data-root ../shared/data
+    python -m export multicorpus ship   --recipe swa-all-bored-neg --data-root ../shared/data --out models/any
     python -m export multicorpus report --data-root ../shared/data"""
 
 
@@ -35,6 +40,31 @@ HEAD = ("| test set | clips | speakers | UAR (95 % speaker bootstrap) | accuracy
         "eGeMAPS + SVM UAR (95 %) |\n|---|---|---|---|---|---|---|")
 
 
+def _ablation(runs: list[dict], base: dict | None) -> list[str]:
+    """One row per run of a protocol (the levers side by side): UAR per test set, their mean,
+    the lowest class recall anywhere, the training cost; the eGeMAPS + SVM row last."""
+    runs = [s for s in runs if not s["name"].endswith("-partial")]
+    if len(runs) < 2:
+        return []
+    pooled = "overall" in runs[0]  # pooled: the UAR over every clip first, no mean of the parts
+    parts = list(runs[0]["parts"])
+    lines = ["Every run side by side (the levers as rows; each changes the recipe named in its "
+             "section, the same epochs, the same folds):", "",
+             "| run | " + ("all | " if pooled else "") + " | ".join(parts)
+             + (" |" if pooled else " | mean UAR |") + " lowest class recall | CPU min |",
+             "|---" * (len(parts) + 4) + "|"]
+    for s in runs + ([base] if base else []):
+        uars = [s["parts"][p]["uar"] for p in parts]
+        low = min((v, f"{k}, {p}") for p in parts
+                  for k, v in s["parts"][p]["per_class_recall"].items() if v is not None)
+        cost = s.get("cpu_seconds_per_fold")
+        lines.append(f"| `{s['name']}` | " + (f"{s['overall']['uar']:.3f} | " if pooled else "")
+                     + " | ".join(f"{u:.3f}" for u in uars)
+                     + ("" if pooled else f" | {sum(uars) / len(uars):.3f}") + f" | {low[0]:.2f} ({low[1]}) | "
+                     + (f"{sum(cost.values()) / 60:.1f}" if cost else "-") + " |")
+    return lines + [""]
+
+
 def _load(folder: Path, pattern: str) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(folder.glob(pattern))]
 
@@ -44,7 +74,7 @@ def _protocol_section(folder: Path, protocol: str, title: str, intro: str) -> li
     base = json.loads(base_path.read_text()) if base_path.is_file() else None
     runs = sorted((s for s in _load(folder, f"{protocol}-*.json") if "egemaps" not in s["name"]),
                   key=lambda s: (s.get("tta_shifts") or 0, s["name"]))  # the plain model first
-    lines = [f"## {title}", "", intro, ""]
+    lines = [f"## {title}", "", intro, ""] + _ablation(runs, base)
     if not runs:
         lines += ["The model: not run yet (command below)."]
         if base:
@@ -86,7 +116,7 @@ def _protocol_section(folder: Path, protocol: str, title: str, intro: str) -> li
         if s.get("cpu_seconds_per_fold"):
             cost = s["cpu_seconds_per_fold"]
             lines += ["", "Training cost per fold (CPU minutes, one thread, bfloat16 autocast; the wall "
-                          "time was 3-6 times longer on 2 cores shared with other jobs): "
+                          "time was 2-6 times longer on 2 cores shared with other jobs): "
                       + ", ".join(f"{k} {v / 60:.1f} ({s['train_chunks_per_fold'][k]} chunks)"
                                   for k, v in cost.items())
                       + f"; {sum(cost.values()) / 60:.1f} in all."]

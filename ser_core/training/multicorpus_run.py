@@ -5,6 +5,7 @@ figures over every clip of every fold, by corpus and by gender, with speaker-boo
 (ser_core/stats.py), and eGeMAPS + SVM on the same folds (ser_core/training/baseline.py)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -13,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ser_core.config import TrainConfig, stable_hash
+from ser_core.config import TrainConfig, record_key, stable_hash
 from ser_core.data.corpora import read_corpus
 from ser_core.stats import summarise_clips
 from ser_core.training.baseline import BASELINE_NAME, egemaps, svm_predict
 from ser_core.training.multicorpus import (EPOCHS, LABELS, Pooled, chunk_probabilities, clip_records,
-                                           folds, label_of, recipe_for, train_rows)
+                                           folds, label_of, parse_negatives, recipe_for, train_rows)
 
 PROTOCOLS = ("loco", "pooled")
 
@@ -27,12 +28,35 @@ def run_name(protocol: str, recipe: TrainConfig, tag: str = "") -> str:
     return f"{protocol}-{recipe.stored_name}-e{recipe.max_epochs}" + (f"-{tag}" if tag else "")
 
 
-def run_fold(pooled: Pooled, fold, recipe: TrainConfig, run_dir: Path, log=None) -> dict:
-    """Train and score one fold; its record (clip decisions, cost) is written once and read back."""
+def same_training(pooled: Pooled, fold, recipe: TrainConfig) -> TrainConfig:
+    """The recipe that trains this fold exactly as `recipe` does: without its absent_negatives
+    when none of them has its class among the fold's training rows (leave EmoDB out: no
+    boredom to push down), else `recipe` itself."""
+    trained = {LABELS[k] for k in np.unique(pooled.label[fold.train])}
+    if recipe.absent_negatives and not any(a in trained for _, a in parse_negatives(recipe.absent_negatives)):
+        return dataclasses.replace(recipe, absent_negatives="")
+    return recipe
+
+
+def run_fold(pooled: Pooled, fold, recipe: TrainConfig, run_dir: Path, log=None, run_root=None) -> dict:
+    """Train and score one fold; its record (clip decisions, cost) is written once and read back.
+    A fold that trains exactly as another recipe's already on disk (`same_training`) is that
+    record, copied."""
     log = log or sys.stderr
     out = run_dir / f"{fold.name}.json"
     if out.is_file():
         return json.loads(out.read_text())
+    twin = same_training(pooled, fold, recipe)
+    if twin is not recipe and run_root is not None:
+        want = {k: v for k, v in twin.key().items() if k != "name"}
+        for src in sorted(Path(run_root).glob(f"*/{fold.name}.json")):
+            record = json.loads(src.read_text())
+            if {k: v for k, v in record_key(record["recipe"]).items() if k != "name"} != want:
+                continue
+            record.update(recipe=recipe.to_dict(), same_training_as=str(src))
+            out.write_text(json.dumps(record))
+            print(f"[{fold.name}] trains as {twin.stored_name}: its record copied from {src}", file=log, flush=True)
+            return record
     fold_dir = run_dir / fold.name
     fold_dir.mkdir(parents=True, exist_ok=True)
     print(f"[{fold.name}] training on {len(fold.train)} chunks "
@@ -111,7 +135,7 @@ def run_protocol(pooled: Pooled, protocol: str, recipe: TrainConfig | None = Non
             return {"run_dir": str(run_dir), "folds_done": []}
         name += "-partial"
     else:
-        records = [run_fold(pooled, f, recipe, run_dir, log) for f in all_folds
+        records = [run_fold(pooled, f, recipe, run_dir, log, run_root) for f in all_folds
                    if only is None or f.name in only]
     if len(records) < len(all_folds) and not partial:
         return {"run_dir": str(run_dir), "folds_done": [r["fold"] for r in records]}

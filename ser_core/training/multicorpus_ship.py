@@ -128,8 +128,8 @@ def ship(pooled: Pooled, out, recipe: TrainConfig, run_root="runs/multicorpus",
                      "cpu_seconds": round(res.cpu_seconds, 1), "precision": "fp32",
                      "hardware": f"{platform.processor() or platform.machine()}, 1 thread",
                      "history": res.history},
-        "retrain_command": f"python -m export multicorpus ship --data-root {data_root} --epochs "
-                           f"{recipe.max_epochs} --out {out}",
+        "retrain_command": f"python -m export multicorpus ship --data-root {data_root} --recipe "
+                           f"{recipe.name} --epochs {recipe.max_epochs} --out {out}",
     }
     bundle = save_exported_bundle(out, model, res.standardizer, config, weights_dtype,
                                   pooled.features(np.sort(fold.test)[::8][:64]))

@@ -87,6 +87,20 @@ _declare("offline-augment", "global-norm", "ours-global with the study's pitch (
          "and tempo (0.75-1.25) copies of the training clips; 16 epochs of nine times the rows",
          was="ours-global-aug", offline_augmentation=True, max_epochs=16, patience=16)
 
+# The multi-corpus model's levers (ser_core/training/multicorpus.py; reports/multicorpus/)
+_declare("swa-all-cmn", "swa-all", "swa-all with each chunk's per-band mean over time removed "
+         "(cepstral-mean-style: a microphone's fixed spectral tilt goes with the level) and the "
+         "per-band standardiser, instead of one offset per chunk", standardizer="band",
+         input_norm="utterance")
+_declare("swa-all-bored-neg", "swa-all", "swa-all with EMOVO's and RAVDESS's neutral clips "
+         "negatives for boredom (EmoDB's only), which otherwise took 247 of 451 neutral clips of the "
+         "pooled folds", absent_negatives="neutral>boredom")
+_declare("swa-all-rooms", "swa-all", "swa-all with each training chunk drawn, half of the time, as "
+         "recorded in one of 64 simulated rooms (reverberation, pink noise, band-limited microphone)",
+         room_p=0.5)
+_declare("swa-rooms-bored-neg", "swa-all-rooms", "swa-all-rooms with EMOVO's and RAVDESS's "
+         "neutral clips negatives for boredom", absent_negatives="neutral>boredom")
+
 DEFAULT_RECIPE = "transfer"  # the recipe with the best mean over the three corpora
 # What each default bundle is trained with: (recipe, epoch cap, None: the recipe's own). Three
 # choices were made on a corpus's own folds (README, "Default models"): RAVDESS's 160 epochs (0.577
