@@ -63,11 +63,16 @@ def run(args):
 
 def table(args):
     from ser_core.evaluation.transfer import read_rows
-    from ser_core.evaluation.transfer_report import (conditioned_table, cost_line, matrix_table, own_default_table,
-                                                     settings)
+    from ser_core.evaluation.transfer import DEFENDED
+    from ser_core.evaluation.transfer_report import (conditioned_table, cost_line, defended_table, matrix_table,
+                                                     own_default_table, settings)
     rows = read_rows(args.out)
     for snr, conf in settings(rows):
         print(f"### {snr:g} dB, confidence {conf:g}\n\n{matrix_table(rows, snr, conf)}\n\n"
               f"Among the clips whose source decision flipped:\n\n{conditioned_table(rows, snr, conf)}\n\n"
               f"The clip's own corpus's default model:\n\n{own_default_table(rows, snr, conf)}\n\n"
               f"Median CPU s a clip (written SNR): {cost_line(rows, snr, conf)}\n")
+        if any(t in r["adversarial"] for r in rows for t in DEFENDED):
+            print(f"EmoDB clips, the defended bundles beside emodb:\n\n{defended_table(rows, snr, conf)}\n\n"
+                  f"The same among the clips whose source decision flipped:\n\n"
+                  f"{defended_table(rows, snr, conf, key='changed_given_source_flip')}\n")
