@@ -108,3 +108,34 @@ def test_the_noise_control_is_seeded_at_the_snr_and_only_over_the_speech():
     assert np.array_equal(n1, n2) and not np.array_equal(n1, other)
     assert snr_db(y, n1) == pytest.approx(20.0, abs=0.05)
     assert np.array_equal(n1[:a], y[:a]) and np.array_equal(n1[b:], y[b:])
+
+
+def test_the_defended_bundles_are_sources_and_targets_but_never_ensemble_members():
+    from export.cli import build_parser
+    from ser_core.evaluation.transfer import DEFENDED, MODELS, SVM, ensemble_members
+    from ser_core.models.bundle import ModelBundle
+    a = build_parser().parse_args(["transfer", "run", "--sources", "emodb-pgd-wave", "emodb-trades-wave",
+                                   "--targets", *DEFENDED, "--bundle", "any=/x/any"])
+    assert a.sources == ["emodb-pgd-wave", "emodb-trades-wave"] and a.targets == list(DEFENDED)
+    assert a.bundle == ["any=/x/any"]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["transfer", "run", "--sources", "emodb-resample"])  # an input defence: target only
+    assert {ModelBundle.load(n).config["corpus"] for n in DEFENDED} == {"emodb"}
+    pool = {n: n for n in MODELS + DEFENDED}
+    assert ensemble_members("emodb", pool) == [n for n in MODELS if n != "emodb"] and SVM not in pool
+
+
+def test_a_row_lacking_a_target_is_scored_for_it_only_where_the_rerun_reproduces_it():
+    from ser_core.evaluation.transfer import matrix, rescore
+    row = {"source": "a", "snr_db": 20.0, "corpus": "emodb", "source_flipped": True, "targets": ["a", "b"],
+           "clean": {"a": "x", "b": "x"}, "adversarial": {"a": "y", "b": "x"}}
+    fresh = dict(row, clean=dict(row["clean"], d="x"), adversarial=dict(row["adversarial"], d="y"), cpu_seconds=0.1)
+    same = rescore(row, fresh, ["d"])
+    assert same["adversarial"]["d"] == "y" and same["targets"] == ["a", "b", "d"] and "d" not in row["adversarial"]
+    assert same["rescored"][0]["reproduced"] is True
+    drifted = dict(fresh, adversarial=dict(fresh["adversarial"], b="y"))  # another WAV: b now changes
+    kept = rescore(row, drifted, ["d"])
+    assert "d" not in kept["adversarial"] and kept["rescored"][0]["reproduced"] is False
+    m = matrix([same, kept], 20.0)
+    assert (m[("a", "d")]["changed"]["k"], m[("a", "d")]["changed"]["n"]) == (1, 1)
+    assert m[("a", "b")]["changed"]["n"] == 2

@@ -17,6 +17,10 @@ model's column is a black-box transfer for every clip. Targets: CNN-LSTM bundles
 `egemaps-svm`, the eGeMAPS + SVM baseline (ser_core/training/baseline.py) as a black box over
 the written WAV, fitted per corpus on the default bundle's training speakers only (its classes).
 
+Defended targets (`DEFENDED`, EmoDB's adversarially trained bundles and the one behind an input
+defence) join the same way; the adversarially trained ones are sources too. Rows hold decisions,
+not WAVs, so a row written before a target existed is re-attacked to score it (`run_transfer`).
+
 Clips: the held-out speakers of each corpus's default bundle (`over_the_air.unseen_clips`).
 
 The control row, `noise`: Gaussian noise of the same energy (the SNR over the whole clip, as the
@@ -29,7 +33,10 @@ shows no transfer, only sensitivity to any perturbation of that size.
   EnsembleAutoPGD(members, **params)   Auto-PGD on the ensemble's summed margins
   attack_row(source, clip, snr, ...)   one (clip, source, SNR) row: the source's flip, every
                                        target's decisions before and after, CPU seconds
-  run_transfer(...)                    every row not yet in the JSONL file (resumable)
+  run_transfer(...)                    every row not yet in the JSONL file (resumable); a row
+                                       that lacks a requested target is re-attacked (same seed)
+                                       and scored for it, kept only where the re-run reproduces
+                                       every decision the row holds
   matrix(rows)                         entries with 95 % Wilson intervals
 The report's tables: ser_core/evaluation/transfer_report.py."""
 from __future__ import annotations
@@ -53,12 +60,18 @@ from ser_core.audio.chunkmap import chunk_index_map
 from ser_core.errors import ParameterError
 
 DEFAULT_MODELS = ("emodb", "emovo", "ravdess")
-MODELS = DEFAULT_MODELS + ("emodb-paper", "emovo-paper", "ravdess-paper", "any")
+MODELS = DEFAULT_MODELS + ("emodb-paper", "emovo-paper", "ravdess-paper", "any")  # the ensemble's pool
 SVM = "egemaps-svm"
 ENSEMBLE = "ensemble"
 NOISE = "noise"
-SOURCES = MODELS + (ENSEMBLE, NOISE)
+SOURCES = MODELS + (ENSEMBLE, NOISE)  # the defaults: the matrix as first run
 TARGETS = MODELS + (SVM,)
+# EmoDB's defended bundles (models/*/config.json "defence"): adversarially trained ones are sources
+# too (white-box CNN-LSTMs), the input defence only a target. Never ensemble members.
+ADV_TRAINED = ("emodb-pgd-wave", "emodb-trades-wave")
+DEFENDED = ADV_TRAINED + ("emodb-resample",)
+ALL_SOURCES = MODELS + ADV_TRAINED + (ENSEMBLE, NOISE)
+ALL_TARGETS = MODELS + DEFENDED + (SVM,)
 PAD = -1e4  # log-probability of the classes a member does not have (never its max, finite gradient)
 
 
@@ -237,44 +250,88 @@ def attack_row(source: str, clip: dict, snr_db: float, targets: Targets, clean: 
             "iterations": r.extra["run"][0].get("iterations"), "cpu_seconds": round(cpu, 3)}
 
 
-def _done(path: Path) -> set:
-    if not path.is_file():
-        return set()
-    return {(r["clip"], r["source"], r["snr_db"], r.get("confidence", 0.0)) for r in read_rows(path)}
-
-
 def read_rows(path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
+def _key(row: dict) -> tuple:
+    return row["clip"], row["source"], row["snr_db"], row.get("confidence", 0.0)
+
+
+def _write_all(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.replace(path)
+
+
+def rescore(row: dict, fresh: dict, missing: list[str]) -> dict:
+    """`row` with the targets `missing` scored from `fresh`, the same (clip, source, SNR,
+    confidence) attacked again (same seed): their clean and adversarial decisions are added only if
+    the re-run reproduced the source's flip and every decision `row` holds (the same WAV, as far as
+    the stored targets can tell); either way row["rescored"] records the attempt."""
+    same = (fresh["source_flipped"] == row["source_flipped"]
+            and all(fresh[k].get(n) == v for k in ("clean", "adversarial") for n, v in row[k].items()))
+    out = dict(row, clean=dict(row["clean"]), adversarial=dict(row["adversarial"]))
+    if same:
+        for k in ("clean", "adversarial"):
+            out[k].update({n: fresh[k][n] for n in missing})
+        out["targets"] = list(row.get("targets", row["adversarial"])) + list(missing)
+    out["rescored"] = list(row.get("rescored", [])) + [{"targets": list(missing), "reproduced": bool(same),
+                                                         "cpu_seconds": fresh["cpu_seconds"],
+                                                         "folders": fresh.get("folders", {})}]
+    return out
+
+
 def run_transfer(out, sources=SOURCES, targets=TARGETS, corpora=DEFAULT_MODELS, snrs=(20.0, 30.0), n: int = 24,
-                 seed: int = 0, steps: int = 40, confidence: float = 0.0, data_dir=None, log=None) -> int:
+                 seed: int = 0, steps: int = 40, confidence: float = 0.0, data_dir=None, log=None,
+                 folders: dict | None = None) -> int:
     """Every (SNR, clip, source) row not yet in `out` (JSON lines), SNRs in the order given, so a
-    stopped run leaves whole matrices of the first SNRs. Returns the number of rows written."""
+    stopped run leaves whole matrices of the first SNRs; a row already there that lacks one of
+    `targets` (and has not tried it) is re-attacked and `rescore`d in place. folders: {name: bundle
+    folder} read in place of models/<name> (the bundle an older row was made with), recorded in the
+    rows. Returns the number of rows written or rescored."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for s in sources:
-        if s not in SOURCES:
-            raise ParameterError(f"source {s!r} (accepted: {', '.join(SOURCES)})")
+        if s not in ALL_SOURCES:
+            raise ParameterError(f"source {s!r} (accepted: {', '.join(ALL_SOURCES)})")
     for t in targets:
-        if t not in TARGETS:
-            raise ParameterError(f"target {t!r} (accepted: {', '.join(TARGETS)})")
+        if t not in ALL_TARGETS:
+            raise ParameterError(f"target {t!r} (accepted: {', '.join(ALL_TARGETS)})")
     names = list(dict.fromkeys(list(targets) + [s for s in sources if s not in (ENSEMBLE, NOISE)]
                                + (list(MODELS) if ENSEMBLE in sources else [])))
-    t = Targets(names, corpora, data_dir)
+    from ser_core.models.bundle import ModelBundle
+    folders = {k: str(v) for k, v in (folders or {}).items()}
+    bundles = {k: ModelBundle.load(v) for k, v in folders.items()}
+    for b in bundles.values():
+        b.configure_onnx(threads=1)
+    t = Targets(names, corpora, data_dir, bundles)
     clips = transfer_clips(corpora, n, seed, data_dir)
-    done, written, clean = _done(out), 0, {}
+    rows = read_rows(out) if out.is_file() else []
+    index = {_key(r): i for i, r in enumerate(rows)}
+    written, clean = 0, {}
     for snr in snrs:
         for clip in clips:
             for source in sources:
-                if (clip["id"], source, float(snr), float(confidence)) in done:
+                i = index.get((clip["id"], source, float(snr), float(confidence)))
+                tried = set() if i is None else {n for r in rows[i].get("rescored", []) for n in r["targets"]}
+                missing = [] if i is None else [n for n in targets if n not in rows[i]["adversarial"] and n not in tried]
+                if i is not None and not missing:
                     continue
                 if clip["id"] not in clean:
                     clean[clip["id"]] = t.decide(from_pcm(to_pcm(clip["audio"])), clip["corpus"])
                 row = attack_row(source, clip, snr, t, clean[clip["id"]], steps, seed, confidence)
                 row["targets"] = names
-                with out.open("a") as f:
-                    f.write(json.dumps(row) + "\n")
+                if folders:
+                    row["folders"] = folders
+                if i is None:
+                    with out.open("a") as f:
+                        f.write(json.dumps(row) + "\n")
+                    index[_key(row)] = len(rows)
+                    rows.append(row)
+                else:
+                    rows[i] = row = rescore(rows[i], row, missing)
+                    _write_all(out, rows)
                 written += 1
                 if log:
                     log(row)

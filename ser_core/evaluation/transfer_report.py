@@ -6,12 +6,14 @@
   conditioned_table(...)                the same among the clips whose source decision flipped
   own_default_table(...)                per source and corpus: how often the clip's own default
                                         model (the one a visitor of that language faces) changed
+  defended_table(rows, snr, ...)        one corpus's clips: its default model beside its defended
+                                        bundles as targets, every source on the same clips
   cost_line(rows, ...)                  CPU seconds a clip per source (median)"""
 from __future__ import annotations
 
 import numpy as np
 
-from ser_core.evaluation.transfer import ENSEMBLE, matrix
+from ser_core.evaluation.transfer import DEFENDED, ENSEMBLE, matrix
 
 
 def _cell(r: dict) -> str:
@@ -65,6 +67,24 @@ def own_default_table(rows: list[dict], snr_db: float, confidence: float = 0.0) 
             cells.append(_cell(rate(sum(r["adversarial"][r["corpus"]] != r["clean"][r["corpus"]] for r in mine),
                                     len(mine))))
         out.append(f"| {s} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def defended_table(rows: list[dict], snr_db: float, confidence: float = 0.0, corpus: str = "emodb",
+                   targets: tuple = ("emodb",) + DEFENDED, key: str = "changed") -> str:
+    """Per source, over the clips of `corpus` whose row holds every one of `targets` (the same clips
+    in a line, so the undefended column is comparable): share whose target decision changed (key
+    "changed") or the same among the clips the source flipped ("changed_given_source_flip")."""
+    from ser_core.attacks.over_the_air import rate
+    rows = [r for r in rows if r["snr_db"] == snr_db and r.get("confidence", 0.0) == confidence
+            and r["corpus"] == corpus and all(t in r["adversarial"] for t in targets)]
+    if not rows:
+        return "(no rows)"
+    out = ["| source (clips) | " + " | ".join(targets) + " |", "|---" * (len(targets) + 1) + "|"]
+    for s in dict.fromkeys(r["source"] for r in rows):
+        mine = [r for r in rows if r["source"] == s and (key == "changed" or r["source_flipped"])]
+        cells = [_cell(rate(sum(r["adversarial"][t] != r["clean"][t] for r in mine), len(mine))) for t in targets]
+        out.append(f"| {s} ({len(mine)}) | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 
