@@ -178,6 +178,7 @@ class RoomResult:
     digital: object
     recorded: object
     clean_recorded: object | None = None
+    clean_audio: np.ndarray | None = None  # the clean clip's recording in the same room (with `clean`)
 
     @property
     def flip_survived(self) -> bool | None:
@@ -203,5 +204,6 @@ def through_room(bundle, audio, sample_rate: int | None = None, clean=None, seed
     room = rooms[int(np.random.default_rng(seed).integers(len(rooms)))]
     sr = bundle.feature_config.sample_rate
     rec = room.recording(y, clean=c)
+    clean_rec = None if c is None else room.recording(c)
     return RoomResult(room.spec.to_dict(), rec, sr, bundle.predict_clip(y, sr), bundle.predict_clip(rec, sr),
-                      None if c is None else bundle.predict_clip(room.recording(c), sr))
+                      None if c is None else bundle.predict_clip(clean_rec, sr), clean_rec)

@@ -146,15 +146,14 @@ def run_universal(path, model: str, snr_db=25.0, target=None, room=False, seed=N
     files = {"original": _wav(out, "original.wav", y, sr)[0], "perturbed": _wav(out, "universal.wav", u.audio, sr)[0]}
     result = dict(u.to_dict(), mode="universal", **_common(b, y, model))
     if in_room:
-        clean = through_room(b, y, sr, seed=seed)
-        adv = through_room(b, u.audio, sr, clean=y, seed=seed)
-        files["room_original"], sat_clean = _wav(out, "room-original.wav", clean.audio, sr)
+        adv = through_room(b, u.audio, sr, clean=y, seed=seed)  # the clean clip recorded in the same room too
+        files["room_original"], sat_clean = _wav(out, "room-original.wav", adv.clean_audio, sr)
         files["room_perturbed"], sat_adv = _wav(out, "room-universal.wav", adv.audio, sr)
         # decided differently in the room, and whether that is the digital flip surviving (a room
         # alone can move a recording's decision when there was no flip to begin with)
         result["room"] = dict(adv.to_dict(), seed=seed, bank_size=HELD_OUT_ROOMS,
                               differs_in_room=adv.flip_survived, flip_survived=u.flipped and adv.flip_survived,
-                              clean_probabilities_in_room=clean.recorded.probabilities,
+                              clean_probabilities_in_room=adv.clean_recorded.probabilities,
                               saturated_samples={"original": sat_clean, "perturbed": sat_adv})
     return LabOutcome(jsonable(result), out, files)
 
@@ -179,9 +178,8 @@ def run_room(path, model: str, clean=None, seed=None, max_seconds: float = MAX_L
     result = dict(r.to_dict(), mode="room", seed=seed, bank_size=HELD_OUT_ROOMS, saturated_samples=sat,
                   probabilities_digital=r.digital.probabilities, **_common(b, y, model))
     if c is not None:
-        clean_rec = through_room(b, c, sr, seed=seed)
-        files["clean_recording"], _ = _wav(out, "room-clean.wav", clean_rec.audio, sr)
-        result["clean_probabilities_in_room"] = clean_rec.recorded.probabilities
+        files["clean_recording"], _ = _wav(out, "room-clean.wav", r.clean_audio, sr)
+        result["clean_probabilities_in_room"] = r.clean_recorded.probabilities
     return LabOutcome(jsonable(result), out, files)
 
 
