@@ -54,6 +54,11 @@ class ChunkTable:
     def speakers(self) -> np.ndarray:
         return np.array([u.speaker for u in self.corpus.utterances])[self.utt]
 
+    def recorded_chunks(self, u: int) -> np.ndarray:
+        """(pieces, window_samples) the samples behind utterance u's rows of augmentation 0 (the
+        clip as recorded), cut exactly as the table's features were: decoded, trimmed, chunked."""
+        return chunks(trim(load_audio(self.corpus.utterances[u].path, self.cfg.sample_rate), self.cfg), self.cfg)
+
 
 def _utterance_chunks(args):
     path, cfg, augmentation = args

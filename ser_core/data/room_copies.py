@@ -17,8 +17,6 @@ import json
 
 import numpy as np
 
-from ser_core.audio.chunks import chunks, trim
-from ser_core.audio.decode import load_audio
 from ser_core.audio.features import log_mel
 from ser_core.audio.room import training_rooms
 from ser_core.config import stable_hash
@@ -41,8 +39,7 @@ def room_copy(table: ChunkTable, n_rooms: int = N_ROOMS, seed: int = ROOM_SEED) 
     out = np.empty(table.features.shape, np.float32)
     for u in np.unique(table.utt):
         rows = np.flatnonzero(table.utt == u)
-        c = chunks(trim(load_audio(table.corpus.utterances[u].path, table.cfg.sample_rate), table.cfg),
-                   table.cfg)
+        c = table.recorded_chunks(int(u))
         if len(c) != len(rows):
             raise ValueError(f"{table.corpus.utterances[u].path}: {len(c)} chunks, the table has {len(rows)}")
         played = np.stack([rooms[(int(u) + int(p)) % n_rooms].recording(c[p])

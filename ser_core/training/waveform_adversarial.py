@@ -63,17 +63,14 @@ def train_mode(model, layers: tuple[str, ...]) -> None:
 def training_chunks(table, rows: np.ndarray) -> np.ndarray:
     """(len(rows), window_samples) float32: the 3 s chunks of the samples behind the unaugmented
     table rows `rows` (decoded, trimmed, cut and looped as features.py does)."""
-    from ser_core.audio.chunks import chunks, trim
-    from ser_core.audio.decode import load_audio
-    cfg = table.cfg
-    out = np.empty((len(rows), cfg.window_samples), np.float32)
+    out = np.empty((len(rows), table.cfg.window_samples), np.float32)
     cache: dict[int, np.ndarray] = {}
     for i, r in enumerate(rows):
         if table.aug[r] != 0:
             raise ValueError(f"row {r} is an augmented version: waveform training reads unaugmented rows")
         u = int(table.utt[r])
         if u not in cache:
-            cache = {u: chunks(trim(load_audio(table.corpus.utterances[u].path, cfg.sample_rate), cfg), cfg)}
+            cache = {u: table.recorded_chunks(u)}
         out[i] = cache[u][int(table.piece[r])]
     return out
 
