@@ -94,13 +94,10 @@ class SvmTarget:
     from its samples alone."""
 
     def __init__(self, corpus: str, data_dir=None):
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
-        from sklearn.svm import SVC
         from ser_core.data.corpora import read_corpus
         from ser_core.data.held_out import data_root
         from ser_core.models.bundle import ModelBundle
-        from ser_core.training.baseline import egemaps
+        from ser_core.training.baseline import egemaps, svm_pipeline
         b = ModelBundle.load(corpus)
         train = set(b.config["split"]["speakers"]["train"])
         c = read_corpus(corpus, Path(data_dir or data_root()) / corpus)
@@ -109,15 +106,14 @@ class SvmTarget:
         self.labels = list(b.labels)
         self.n_train = len(keep)
         self.speakers = sorted(train)
-        self.clf = make_pipeline(StandardScaler(), SVC(C=1.0, kernel="rbf", gamma="scale", class_weight="balanced"))
+        self.clf = svm_pipeline()
         self.clf.fit(x[keep], [self.labels.index(c.utterances[i].emotion) for i in keep])
         self._smile = None
 
     def decide(self, y: np.ndarray) -> str:
         if self._smile is None:
-            import opensmile
-            self._smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
-                                          feature_level=opensmile.FeatureLevel.Functionals)
+            from ser_core.training.baseline import egemaps_extractor
+            self._smile = egemaps_extractor()
         f = self._smile.process_signal(np.asarray(y, np.float32), 16_000).to_numpy()
         return self.labels[int(self.clf.predict(f)[0])]
 

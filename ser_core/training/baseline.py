@@ -33,9 +33,7 @@ def egemaps(corpus: Corpus, progress: bool = True) -> np.ndarray:
     path = cache_dir() / "egemaps" / f"{corpus.name}-{stable_hash(files)}.npy"
     if path.is_file():
         return np.load(path)
-    import opensmile
-    smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
-                            feature_level=opensmile.FeatureLevel.Functionals)
+    smile = egemaps_extractor()
     rows = []
     for i, u in enumerate(corpus.utterances):
         y = load_audio(u.path, 16_000)
@@ -51,14 +49,25 @@ def egemaps(corpus: Corpus, progress: bool = True) -> np.ndarray:
     return x
 
 
-def svm_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
-                n_classes: int) -> np.ndarray:
-    """Class probabilities-like one-hot decisions of the fixed SVM pipeline: (n_test, n_classes)."""
+def egemaps_extractor():
+    """openSMILE's eGeMAPSv02 functionals (88 a clip): `.process_signal(y, 16000)`."""
+    import opensmile
+    return opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
+                           feature_level=opensmile.FeatureLevel.Functionals)
+
+
+def svm_pipeline():
+    """The baseline's fixed classifier (BASELINE_NAME), unfitted."""
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
-    clf = make_pipeline(StandardScaler(), SVC(C=1.0, kernel="rbf", gamma="scale",
-                                              class_weight="balanced"))
+    return make_pipeline(StandardScaler(), SVC(C=1.0, kernel="rbf", gamma="scale", class_weight="balanced"))
+
+
+def svm_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
+                n_classes: int) -> np.ndarray:
+    """Class probabilities-like one-hot decisions of the fixed SVM pipeline: (n_test, n_classes)."""
+    clf = svm_pipeline()
     clf.fit(x_train, y_train)
     pred = clf.predict(x_test)
     return np.eye(n_classes)[pred]
